@@ -1,0 +1,44 @@
+# Everything a fresh machine needs, from Python 3.10+ and make alone.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# The extras `make test` and `make reproduce` install; add `peers` for the PyTorch cross-checks
+# (`make test EXTRAS=test,experiments,lint,peers`).
+EXTRAS ?= test,experiments,lint
+comma := ,
+STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
+
+.PHONY: venv test test-slow reproduce lint format clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -c constraints.txt -e ".[$(EXTRAS)]"
+	touch $@
+
+test: venv
+	$(PY) -m pytest -q
+
+# Tests marked `slow` (long training runs, large sweeps); not part of `make test`.
+test-slow: venv
+	$(PY) -m pytest -q -m slow
+
+reproduce: venv
+	@set -e; for script in experiments/*.py; do \
+		echo "== $$script (quick profile)"; \
+		$(PY) $$script --out results; \
+	done
+	$(PY) -m bpjax.report results
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: venv
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis .ruff_cache *.egg-info

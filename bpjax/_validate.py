@@ -1,0 +1,84 @@
+"""Input checks shared by the rule table, the models and the tools.
+
+Every check raises before JAX traces anything, so a user sees which argument was wrong, its
+shape or dtype, and what to do about it, instead of an XLA error from deep inside a trace.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def as_array(op: str, name: str, value):
+    """Return ``value`` as a JAX array (tracers pass through), or raise a TypeError."""
+    if isinstance(value, jax.Array | np.ndarray | np.generic):
+        return jnp.asarray(value)
+    if isinstance(value, int | float | list | tuple):
+        return jnp.asarray(value)
+    raise TypeError(
+        f"{op}: {name} must be an array, got {type(value).__name__}; "
+        f"pass a jax.numpy or numpy array"
+    )
+
+
+def require_float(op: str, name: str, x) -> None:
+    """Raise a TypeError unless ``x`` has a floating dtype."""
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        raise TypeError(
+            f"{op}: {name} must have a floating dtype to be differentiated, got {x.dtype} "
+            f"({name}.shape={tuple(x.shape)}); cast it with {name}.astype(jnp.float32)"
+        )
+
+
+def require_ndim(op: str, name: str, x, ndim: int, layout: str) -> None:
+    """Raise a ValueError unless ``x.ndim == ndim``; ``layout`` names the expected axes."""
+    if x.ndim != ndim:
+        raise ValueError(
+            f"{op}: {name} must be {ndim}-D {layout}, got {name}.shape={tuple(x.shape)}"
+        )
+
+
+def is_concrete(x) -> bool:
+    """True when ``x`` holds values now (not a tracer under jit/vmap/grad)."""
+    return not isinstance(x, jax.core.Tracer)
+
+
+def check_labels(op: str, scores_name: str, scores, labels) -> None:
+    """Validate labels against scores of shape ``(..., classes)``.
+
+    Integer labels must have shape ``scores.shape[:-1]`` and, when concrete, lie in
+    ``[0, classes)``. Floating labels (one-hot or probabilities) must match ``scores.shape``.
+    """
+    classes = scores.shape[-1]
+    if jnp.issubdtype(labels.dtype, jnp.integer):
+        if tuple(labels.shape) != tuple(scores.shape[:-1]):
+            raise ValueError(
+                f"{op}: integer labels must have shape {tuple(scores.shape[:-1])} "
+                f"(one class id per row of {scores_name}), got labels.shape="
+                f"{tuple(labels.shape)} with {scores_name}.shape={tuple(scores.shape)}"
+            )
+        if is_concrete(labels) and labels.size:
+            lo, hi = int(jnp.min(labels)), int(jnp.max(labels))
+            if lo < 0 or hi >= classes:
+                raise ValueError(
+                    f"{op}: integer labels must lie in [0, {classes}) for {classes} classes, "
+                    f"got values in [{lo}, {hi}]"
+                )
+    elif jnp.issubdtype(labels.dtype, jnp.floating):
+        if tuple(labels.shape) != tuple(scores.shape):
+            raise ValueError(
+                f"{op}: one-hot/probability labels must have the shape of {scores_name} "
+                f"{tuple(scores.shape)}, got labels.shape={tuple(labels.shape)}"
+                + (
+                    f"; labels have {labels.shape[-1]} classes but {scores_name} has {classes}"
+                    if labels.ndim == scores.ndim
+                    else ""
+                )
+            )
+    else:
+        raise TypeError(
+            f"{op}: labels must be integer class ids or floating one-hot/probabilities, "
+            f"got dtype {labels.dtype}"
+        )

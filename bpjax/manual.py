@@ -1,0 +1,154 @@
+"""Backpropagation by hand: an L-layer MLP's gradients as the δ recursion, no autodiff.
+
+Network (batch-major, ``m`` rows)::
+
+    a⁰ = x,   zˡ = aˡ⁻¹ Wˡ + bˡ,   aˡ = σ(zˡ)  (l < L),   p = softmax(zᴸ)
+    loss = −(1/m) Σ_rows log p_y
+
+Backward pass, the recursion this module spells out::
+
+    δᴸ = (p − y) / m                       softmax + cross-entropy, fused
+    dWˡ = aˡ⁻¹ᵀ δˡ,   dbˡ = Σ_rows δˡ
+    δˡ⁻¹ = (δˡ Wˡᵀ) ⊙ σ'(zˡ⁻¹)
+
+The ``1/m`` of the batch mean is folded into δᴸ once, so every later product is already
+averaged. ``σ'`` comes from the rule table's hand-written VJP of the activation, applied to
+what that rule saved on the forward pass: the cache holds exactly what the backward pass
+will withdraw, and nothing is differentiated by JAX.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from bpjax import _validate as v
+from bpjax.rules import TABLE
+
+ACTIVATIONS = ("sigmoid", "tanh", "relu")
+
+
+class Cache(NamedTuple):
+    """What the forward pass deposits for the backward pass.
+
+    Attributes:
+      inputs: ``(a⁰, …, aᴸ⁻¹)``, the input of each linear layer, ``(m, d_l)`` each: needed
+        for ``dWˡ = aˡ⁻¹ᵀ δˡ``.
+      saved: per hidden layer, what its activation's VJP rule keeps (sigmoid/tanh: the
+        output; relu: the mask ``z > 0``): needed for ``σ'``.
+      probs: ``(m, classes)`` softmax output: needed for ``δᴸ = p − y``.
+      logits: ``(m, classes)`` ``zᴸ``, kept for a stable loss value.
+      activation: the hidden activation's name.
+    """
+
+    inputs: tuple
+    saved: tuple
+    probs: jax.Array
+    logits: jax.Array
+    activation: str
+
+
+def _check(params, x, activation):
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"manual: unknown activation {activation!r}; choose one of {ACTIVATIONS}")
+    if not params:
+        raise ValueError("manual: params is empty; pass a list of (W, b) pairs, one per layer")
+    x = v.as_array("manual", "x", x)
+    v.require_float("manual", "x", x)
+    v.require_ndim("manual", "x", x, 2, "(batch, d_in)")
+    width = x.shape[1]
+    for l, layer in enumerate(params):
+        if len(layer) != 2:
+            raise ValueError(f"manual: params[{l}] must be a (W, b) pair, got {len(layer)} items")
+        W, b = layer
+        if W.ndim != 2 or W.shape[0] != width or b.shape != (W.shape[1],):
+            raise ValueError(
+                f"manual: layer {l} has W.shape={tuple(W.shape)}, b.shape={tuple(b.shape)} "
+                f"but its input has {width} features; expected W of shape ({width}, d_out) "
+                f"and b of shape (d_out,)"
+            )
+        width = W.shape[1]
+    return x
+
+
+def forward(params, x, *, activation="relu"):
+    """Run the MLP and keep the activation cache.
+
+    Args:
+      params: list of ``(W, b)``, ``W: (d_{l-1}, d_l)``, ``b: (d_l,)``; the last layer
+        produces the logits.
+      x: ``(batch, d_0)``.
+      activation: hidden activation, one of ``"sigmoid"``, ``"tanh"``, ``"relu"``.
+
+    Returns:
+      ``(probs, cache)`` with ``probs: (batch, classes)``.
+    """
+    x = _check(params, x, activation)
+    act = TABLE[activation]
+    inputs, saved = [], []
+    a = x
+    for W, b in params[:-1]:
+        inputs.append(a)
+        a, residual = act.vjp_fwd(a @ W + b)
+        saved.append(residual)
+    W, b = params[-1]
+    inputs.append(a)
+    logits = a @ W + b
+    probs = TABLE["softmax"].primal(logits)
+    return probs, Cache(tuple(inputs), tuple(saved), probs, logits, activation)
+
+
+def backward(params, cache: Cache, labels):
+    """The δ recursion: gradients of the mean cross-entropy with respect to every param.
+
+    Args:
+      params: the same list of ``(W, b)`` given to :func:`forward`.
+      cache: what :func:`forward` returned.
+      labels: integer class ids ``(batch,)`` or one-hot rows ``(batch, classes)``.
+
+    Returns:
+      A list of ``(dW, db)`` with the structure and shapes of ``params``.
+    """
+    labels = v.as_array("manual", "labels", labels)
+    v.check_labels("manual", "probs", cache.probs, labels)
+    p = cache.probs
+    y = (
+        jax.nn.one_hot(labels, p.shape[-1], dtype=p.dtype)
+        if jnp.issubdtype(labels.dtype, jnp.integer)
+        else labels.astype(p.dtype)
+    )
+    act = TABLE[cache.activation]
+    delta = (p - y) / p.shape[0]  # δᴸ, batch mean folded in
+    grads = []
+    for l in range(len(params) - 1, -1, -1):
+        W, _ = params[l]
+        a_prev = cache.inputs[l]
+        grads.append((a_prev.T @ delta, delta.sum(axis=0)))
+        if l > 0:
+            (delta,) = act.vjp_bwd(cache.saved[l - 1], delta @ W.T)  # ⊙ σ'(zˡ⁻¹)
+    return grads[::-1]
+
+
+def backprop(params, x, labels, *, activation="relu"):
+    """Forward and backward in one call.
+
+    Returns:
+      ``(loss, grads)``: the mean cross-entropy (a scalar) and a list of ``(dW, db)`` shaped
+      like ``params``. Equal to ``jax.value_and_grad`` of the same loss (see the tests).
+
+    >>> import jax, jax.numpy as jnp
+    >>> from bpjax import manual
+    >>> k1, k2 = jax.random.split(jax.random.key(0))
+    >>> params = [(jax.random.normal(k1, (4, 8)), jnp.zeros(8)),
+    ...           (jax.random.normal(k2, (8, 3)), jnp.zeros(3))]
+    >>> loss, grads = manual.backprop(params, jnp.ones((5, 4)), jnp.array([0, 1, 2, 0, 1]))
+    >>> [g[0].shape for g in grads]
+    [(4, 8), (8, 3)]
+    """
+    probs, cache = forward(params, x, activation=activation)
+    loss = TABLE["softmax_cross_entropy"].primal(
+        cache.logits, v.as_array("manual", "labels", labels)
+    )
+    return loss, backward(params, cache, labels)
