@@ -60,7 +60,10 @@ def check_labels(op: str, scores_name: str, scores, labels) -> None:
                 f"{tuple(labels.shape)} with {scores_name}.shape={tuple(scores.shape)}"
             )
         if is_concrete(labels) and labels.size:
-            lo, hi = int(jnp.min(labels)), int(jnp.max(labels))
+            # numpy, not jnp: inside a jit trace jnp.min would return a tracer even for
+            # labels that are concrete constants closed over by the traced function.
+            values = np.asarray(labels)
+            lo, hi = int(values.min()), int(values.max())
             if lo < 0 or hi >= classes:
                 raise ValueError(
                     f"{op}: integer labels must lie in [0, {classes}) for {classes} classes, "

@@ -149,8 +149,9 @@ def gradients(
     """
     with jax.enable_x64(True):
         theta, rebuild = _split(args)
-        f_flat = _flat(f, rebuild)
-        ref_flat = _flat(reference, rebuild) if reference is not None else None
+        # jit: the many evaluations below then reuse one compilation per transform.
+        f_flat = jax.jit(_flat(f, rebuild))
+        ref_flat = jax.jit(_flat(reference, rebuild)) if reference is not None else None
         y, f_vjp = jax.vjp(f_flat, theta)
         rng = np.random.default_rng(seed)
         errors: dict[str, list[float]] = {}

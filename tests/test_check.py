@@ -1,0 +1,83 @@
+"""bpjax.check must catch wrong rules, not only bless right ones."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from bpjax import check, ref, rev
+
+
+def _wrong_vjp_tanh():
+    @jax.custom_vjp
+    def f(z):
+        return jnp.tanh(z)
+
+    def f_fwd(z):
+        a = jnp.tanh(z)
+        return a, a
+
+    def f_bwd(a, g):
+        return (g * (1 - a),)  # the classic slip: 1 − a instead of 1 − a²
+
+    f.defvjp(f_fwd, f_bwd)
+    return f
+
+
+def _wrong_jvp_sigmoid():
+    @jax.custom_jvp
+    def f(z):
+        return jax.nn.sigmoid(z)
+
+    @f.defjvp
+    def f_jvp(primals, tangents):
+        (z,), (t,) = primals, tangents
+        a = jax.nn.sigmoid(z)
+        return a, a * t  # forgot the (1 − a)
+
+    return f
+
+
+def test_wrong_vjp_is_reported_against_autodiff_and_finite_differences():
+    z = jnp.linspace(-2.0, 2.0, 7)
+    report = check.gradients(_wrong_vjp_tanh(), z, reference=ref.tanh)
+    assert not report.ok()
+    assert report.errors["vjp vs autodiff"] > 1e-2
+    assert report.errors["vjp vs finite differences"] > 1e-2
+    assert "jvp" in report.skipped
+    assert "vjp vs autodiff" in str(report)
+
+
+def test_wrong_jvp_is_reported_without_a_reference_by_finite_differences():
+    z = jnp.linspace(-2.0, 2.0, 7)
+    report = check.gradients(_wrong_jvp_sigmoid(), z)
+    assert not report.ok()
+    assert report.errors["jvp vs finite differences"] > 1e-2
+    assert "jvp vs autodiff" not in report.errors
+
+
+def test_correct_rules_pass_on_pytrees_with_integer_leaves():
+    def loss(params, x, labels):
+        W, b = params["W"], params["b"]
+        return rev.softmax_cross_entropy(rev.linear(x, W, b), labels)
+
+    def loss_ref(params, x, labels):
+        return ref.softmax_cross_entropy(ref.linear(x, params["W"], params["b"]), labels)
+
+    rng = np.random.default_rng(0)
+    params = {"W": jnp.asarray(rng.standard_normal((3, 4))), "b": jnp.zeros(4)}
+    x = jnp.asarray(rng.standard_normal((5, 3)), jnp.float32)  # cast up to float64 inside
+    report = check.gradients(loss, params, x, jnp.array([0, 1, 2, 3, 0]), reference=loss_ref)
+    assert report.ok(), str(report)
+    assert report.errors["vjp vs autodiff"] <= 1e-12
+
+
+def test_check_rejects_what_it_cannot_differentiate():
+    with pytest.raises(TypeError, match="no floating-point argument"):
+        check.gradients(lambda i: i * 2.0, jnp.arange(3))
+    with pytest.raises(TypeError, match="returned a int"):
+        check.gradients(lambda x: jnp.argmax(x), jnp.ones(3))
+    with pytest.raises(ValueError, match="unknown op 'gelu'"):
+        check.op("gelu", jnp.ones(3))

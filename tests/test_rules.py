@@ -1,0 +1,151 @@
+"""The rule table: every op, three namespaces, against JAX autodiff and finite differences."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import sample_op_args
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from jax.test_util import check_grads
+
+from bpjax import check, fwd, ref, rev, rules
+
+OPS = sorted(rules.TABLE)
+NAMESPACES = {"ref": ref, "rev": rev, "fwd": fwd}
+
+shapes = st.tuples(
+    st.integers(0, 2**31 - 1),  # seed
+    st.integers(1, 5),  # batch
+    st.integers(1, 6),  # d_in
+    st.integers(1, 6),  # d_out
+    st.booleans(),  # soft labels
+)
+
+
+def _float_part(name, args, options, namespace):
+    """The op as a function of its floating arguments only (class ids held fixed)."""
+    fn = getattr(namespace, name)
+    is_float = [np.issubdtype(np.asarray(a).dtype, np.floating) for a in args]
+    floats = tuple(jnp.asarray(a) for a, f in zip(args, is_float, strict=True) if f)
+
+    def f(*xs):
+        it = iter(xs)
+        full = [next(it) if fl else a for a, fl in zip(args, is_float, strict=True)]
+        return fn(*full, **options)
+
+    return f, floats
+
+
+def test_namespaces_expose_the_whole_table_with_one_signature():
+    for name, rule in rules.TABLE.items():
+        for ns in NAMESPACES.values():
+            fn = getattr(ns, name)
+            assert fn.rule is rule
+            assert fn.__module__ == ns.__name__
+            import inspect
+
+            assert inspect.signature(fn) == rule.signature
+        assert "custom_vjp" in rev.__dict__[name].__doc__
+        assert "custom_jvp" in fwd.__dict__[name].__doc__
+    assert sorted(ref.__all__) == sorted(rev.__all__) == sorted(fwd.__all__) == OPS
+
+
+@pytest.mark.parametrize("name", OPS)
+@given(case=shapes)
+def test_primal_agrees_across_namespaces(name, case):
+    args, options = sample_op_args(name, *case[:4], soft=case[4])
+    outs = [np.asarray(getattr(ns, name)(*args, **options)) for ns in NAMESPACES.values()]
+    np.testing.assert_array_equal(outs[0], outs[1])
+    np.testing.assert_array_equal(outs[0], outs[2])
+
+
+@pytest.mark.parametrize("name", OPS)
+@given(case=shapes)
+def test_hand_rules_match_autodiff_jacobians(name, case):
+    """Full Jacobians: rev by reverse mode, fwd by forward mode, both vs autodiff of ref."""
+    args, options = sample_op_args(name, *case[:4], soft=case[4])
+    f_ref, xs = _float_part(name, args, options, ref)
+    f_rev, _ = _float_part(name, args, options, rev)
+    f_fwd, _ = _float_part(name, args, options, fwd)
+    argnums = tuple(range(len(xs)))
+    # Under jit: one compilation per shape instead of one per primitive (much faster).
+    want = jax.jit(jax.jacrev(f_ref, argnums=argnums))(*xs)
+    got_rev = jax.jit(jax.jacrev(f_rev, argnums=argnums))(*xs)
+    got_fwd = jax.jit(jax.jacfwd(f_fwd, argnums=argnums))(*xs)
+    got_fwd_t = jax.jit(jax.jacrev(f_fwd, argnums=argnums))(*xs)  # via the transposed JVP
+    for w, r, f, ft in zip(want, got_rev, got_fwd, got_fwd_t, strict=True):
+        scale = max(float(jnp.max(jnp.abs(w))), 1e-300)
+        for got in (r, f, ft):
+            assert float(jnp.max(jnp.abs(got - w))) / scale <= 1e-10
+
+
+@pytest.mark.parametrize("name", OPS)
+@settings(max_examples=4)  # the Jacobian test above already sweeps shapes more widely
+@given(case=shapes)
+def test_gradient_check_report_within_tolerance(name, case):
+    args, options = sample_op_args(name, *case[:4], soft=case[4])
+    reports = check.op(name, *args, **options)
+    for report in reports.values():
+        assert report.max_error(exclude_fd=True) <= 1e-10, str(report)
+        assert report.errors["vjp vs finite differences"] <= 1e-6, str(report)
+    assert "jvp" in reports["rev"].skipped
+    assert reports["fwd"].errors["jvp vs autodiff"] <= 1e-10
+
+
+@pytest.mark.parametrize("name", OPS)
+def test_check_grads_second_order(name):
+    args, options = sample_op_args(name, 7, 3, 4, 3, soft=True)
+    f_rev, xs = _float_part(name, args, options, rev)
+    f_fwd, _ = _float_part(name, args, options, fwd)
+    check_grads(f_rev, xs, order=2, modes=["rev"])
+    check_grads(f_fwd, xs, order=2, modes=["fwd", "rev"])
+
+
+@pytest.mark.parametrize("name", OPS)
+@pytest.mark.parametrize("ns", ["rev", "fwd"])
+def test_transforms_jit_vmap_grad_of_grad(name, ns):
+    args, options = sample_op_args(name, 3, 4, 3, 2, soft=True)
+    f, xs = _float_part(name, args, options, NAMESPACES[ns])
+    g, _ = _float_part(name, args, options, ref)
+    np.testing.assert_allclose(jax.jit(f)(*xs), g(*xs), rtol=1e-12)
+
+    def scalar(h):
+        return lambda *a: jnp.sum(jnp.sin(h(*a)))
+
+    # vmap over an extra leading copy axis of every floating argument.
+    stacked = [jnp.stack([x, 2 * x]) for x in xs]
+    np.testing.assert_allclose(
+        jax.vmap(scalar(f))(*stacked), jax.vmap(scalar(g))(*stacked), rtol=1e-12
+    )
+    # Hessian of sum(sin(op)) w.r.t. the first argument: second derivatives of the rules.
+    h_got = jax.hessian(scalar(f))(*xs)
+    h_want = jax.hessian(scalar(g))(*xs)
+    np.testing.assert_allclose(h_got, h_want, rtol=1e-9, atol=1e-12)
+
+
+def test_rev_has_no_forward_mode_and_says_so():
+    x = jnp.ones((2, 3))
+    with pytest.raises(TypeError, match="custom_vjp"):
+        jax.jvp(rev.tanh, (x,), (x,))
+    _, t = jax.jvp(fwd.tanh, (x,), (x,))
+    np.testing.assert_allclose(t, 1 - jnp.tanh(1.0) ** 2)
+
+
+def test_float32_inputs_stay_float32_through_every_rule():
+    x = jnp.ones((2, 3), jnp.float32)
+    W = jnp.ones((3, 4), jnp.float32)
+    b = jnp.zeros(4, jnp.float32)
+    for ns in (rev, fwd):
+        grads = jax.grad(lambda x, W, b, ns=ns: jnp.sum(ns.linear(x, W, b)), (0, 1, 2))(x, W, b)
+        assert all(g.dtype == jnp.float32 for g in grads)
+
+
+def test_mixed_float_dtypes_are_promoted_not_rejected():
+    x = jnp.ones((2, 3), jnp.float32)
+    W = jnp.ones((3, 4), jnp.float64)
+    gx, gW = jax.grad(lambda x, W: jnp.sum(rev.linear(x, W, jnp.zeros(4))), (0, 1))(x, W)
+    assert gx.dtype == jnp.float32 and gW.dtype == jnp.float64
+    np.testing.assert_allclose(gx, 4.0)
