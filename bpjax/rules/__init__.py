@@ -27,4 +27,18 @@ TABLE: dict[str, Rule] = {
     )
 }
 
-__all__ = ["TABLE", "Rule"]
+
+def markdown_table() -> str:
+    """The table as Markdown (op, forward, JVP, VJP, what the VJP saves), as in the README."""
+    rows = [
+        "| op | forward | JVP (tangent rule) | VJP (backward rule) | VJP saves |",
+        "|---|---|---|---|---|",
+    ]
+    rows += [
+        f"| `{r.name}` | {r.forward_formula} | {r.jvp_formula} | {r.vjp_formula} | {r.saves} |"
+        for r in TABLE.values()
+    ]
+    return "\n".join(rows)
+
+
+__all__ = ["TABLE", "Rule", "markdown_table"]

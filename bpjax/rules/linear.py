@@ -79,7 +79,7 @@ LINEAR = Rule(
     validate=_linear_validate,
     forward_formula="z = x W + b",
     jvp_formula="ż = ẋ W + x Ẇ + ḃ",
-    vjp_formula="x̄ = ḡ Wᵀ, W̄ = xᵀ ḡ, b̄ = Σ_batch ḡ",
+    vjp_formula="x̄ = z̄ Wᵀ, W̄ = xᵀ z̄, b̄ = Σ_rows z̄",
     saves="x, W",
 )
 
