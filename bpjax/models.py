@@ -8,7 +8,9 @@ differentiated by hand (manual), by hand-written rules (``rev``/``fwd``) and by 
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -67,3 +69,159 @@ def layers_loss(params, x, labels, *, ops=rev, activation="relu"):
     return ops.softmax_cross_entropy(
         layers_logits(params, x, ops=ops, activation=activation), labels
     )
+
+
+ARCHS = ("plain", "residual", "highway", "dense")
+ACTIVATIONS = ("sigmoid", "tanh", "relu")
+
+
+@dataclasses.dataclass(frozen=True)
+class MLP:
+    """A deep MLP with a choice of skip connections, as a frozen config plus pure functions.
+
+    Layout: a *stem* ``h¹ = σ(x W₀ + b₀)`` (``d_in → width``), then ``depth − 1`` hidden
+    blocks of equal width stacked on a leading axis and run under ``lax.scan`` (so depth 256
+    compiles as fast as depth 2), then a linear *output* layer to the logits. ``depth`` is the
+    number of hidden layers, stem included. Block ``l`` by ``arch``:
+
+    * ``"plain"``: ``h ← σ(h W + b)``.
+    * ``"residual"``: ``h ← h + α σ(h W + b)`` (He et al. 2016). The branch scale ``α``
+      defaults to ``1/√depth``: with ``α = 1`` every block adds a term of the size of ``h``,
+      so activations and gradients grow like ``(1 + c)^depth`` and a depth-64 ReLU net
+      diverges; with ``α² = 1/depth`` the growth is at most ``(1 + c/depth)^depth ≤ eᶜ``
+      whatever the depth (the same argument as SkipInit/ReZero and Fixup). ``branch_scale=1``
+      gives the plain-init network, to show the failure.
+    * ``"highway"``: ``h ← T ⊙ σ(h W + b) + (1 − T) ⊙ h`` with the learned gate
+      ``T = sigmoid(h W_T + b_T)`` (Srivastava et al. 2015); ``b_T`` starts at
+      ``gate_bias = −2`` so blocks begin mostly carrying ``h`` through.
+    * ``"dense"``: block ``l`` sees the concatenation of the last ``K = min(dense_cap, depth)``
+      hidden outputs (zero-padded at the start), ``h ← σ([h_l, …, h_{l−K+1}] W + b)``, and so
+      does the output layer (Huang et al. 2017, with a cap so every block has input width
+      ``K · width`` and the blocks stack under ``scan``). ``dense_cap ≥ depth`` is fully dense.
+
+    Weights are Gaussian with variance ``gain² · s(fan_in, fan_out)`` for ``weight_init``
+    ``"he"`` (2/fan_in), ``"xavier"`` (2/(fan_in + fan_out)) or ``"lecun"`` (1/fan_in); biases
+    start at zero. ``gain > 1`` applies to the hidden layers and provokes explosion on purpose.
+
+    Parameters are a dict ``{"stem": {"W", "b"}, "blocks": {"W", "b"[, "W_T", "b_T"]},
+    "out": {"W", "b"}}`` with ``blocks`` arrays carrying a leading ``depth − 1`` axis.
+
+    >>> import jax, jax.numpy as jnp
+    >>> model = MLP(arch="residual", depth=8, width=32, activation="relu")
+    >>> params = model.init(jax.random.key(0), 64, 10)
+    >>> model.apply(params, jnp.ones((5, 64))).shape
+    (5, 10)
+    """
+
+    arch: str = "plain"
+    depth: int = 4
+    width: int = 64
+    activation: str = "relu"
+    weight_init: str = "he"
+    gain: float = 1.0
+    branch_scale: float | None = None
+    gate_bias: float = -2.0
+    dense_cap: int = 4
+    dtype: Any = jnp.float32
+
+    def __post_init__(self):
+        if self.arch not in ARCHS:
+            raise ValueError(f"MLP: unknown arch {self.arch!r}; choose one of {ARCHS}")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(
+                f"MLP: unknown activation {self.activation!r}; choose one of {ACTIVATIONS}"
+            )
+        if self.weight_init not in INITS:
+            raise ValueError(
+                f"MLP: unknown weight_init {self.weight_init!r}; choose one of {sorted(INITS)}"
+            )
+        if not isinstance(self.depth, int) or self.depth < 1:
+            raise ValueError(f"MLP: depth must be an integer >= 1, got {self.depth!r}")
+        if not isinstance(self.width, int) or self.width < 1:
+            raise ValueError(f"MLP: width must be an integer >= 1, got {self.width!r}")
+        if self.dense_cap < 1:
+            raise ValueError(f"MLP: dense_cap must be >= 1, got {self.dense_cap}")
+
+    @property
+    def alpha(self) -> float:
+        """The residual branch scale actually used."""
+        return 1.0 / math.sqrt(self.depth) if self.branch_scale is None else self.branch_scale
+
+    @property
+    def window(self) -> int:
+        """How many hidden outputs a dense block (and the output layer) sees."""
+        return min(self.dense_cap, self.depth) if self.arch == "dense" else 1
+
+    def init(self, key, d_in: int, d_out: int):
+        """Parameters for inputs ``(batch, d_in)`` and ``d_out`` classes."""
+        k_stem, k_blocks, k_gates, k_out = jax.random.split(key, 4)
+        w, n = self.width, self.depth - 1
+        fan = self.window * w
+
+        def weight(k, fan_in, fan_out, gain):
+            return init_weight(
+                k, fan_in, fan_out, weight_init=self.weight_init, gain=gain, dtype=self.dtype
+            )
+
+        blocks = {
+            "W": jax.vmap(lambda k: weight(k, fan, w, self.gain))(jax.random.split(k_blocks, n))
+            if n
+            else jnp.zeros((0, fan, w), self.dtype),
+            "b": jnp.zeros((n, w), self.dtype),
+        }
+        if self.arch == "highway":
+            blocks["W_T"] = (
+                jax.vmap(lambda k: weight(k, w, w, 1.0))(jax.random.split(k_gates, n))
+                if n
+                else jnp.zeros((0, w, w), self.dtype)
+            )
+            blocks["b_T"] = jnp.full((n, w), self.gate_bias, self.dtype)
+        return {
+            "stem": {"W": weight(k_stem, d_in, w, self.gain), "b": jnp.zeros(w, self.dtype)},
+            "blocks": blocks,
+            "out": {"W": weight(k_out, fan, d_out, 1.0), "b": jnp.zeros(d_out, self.dtype)},
+        }
+
+    def apply(self, params, x, *, ops=rev):
+        """Logits ``(batch, d_out)`` for ``x: (batch, d_in)``, differentiated by ``ops``."""
+        d_in = params["stem"]["W"].shape[0]
+        if x.shape[-1] != d_in:
+            raise ValueError(
+                f"MLP.apply: x has {x.shape[-1]} features but the model was initialised for "
+                f"d_in={d_in} (x.shape={tuple(x.shape)}); call init(key, {x.shape[-1]}, d_out)"
+            )
+        n_blocks = params["blocks"]["W"].shape[0]
+        if n_blocks != self.depth - 1:
+            raise ValueError(
+                f"MLP.apply: params hold {n_blocks} stacked blocks but depth={self.depth} "
+                f"needs {self.depth - 1}; were they made by another config?"
+            )
+        act = getattr(ops, self.activation)
+        h = act(ops.linear(x, params["stem"]["W"], params["stem"]["b"]))
+        if self.arch == "dense":
+            zeros = jnp.zeros_like(h)
+            recent = (h,) + (zeros,) * (self.window - 1)
+
+            def dense_block(recent, p):
+                new = act(ops.linear(jnp.concatenate(recent, axis=-1), p["W"], p["b"]))
+                return (new, *recent[:-1]), None
+
+            recent, _ = jax.lax.scan(dense_block, recent, params["blocks"])
+            top = jnp.concatenate(recent, axis=-1)
+        else:
+            block = {
+                "plain": lambda h, p: act(ops.linear(h, p["W"], p["b"])),
+                "residual": lambda h, p: h + self.alpha * act(ops.linear(h, p["W"], p["b"])),
+                "highway": lambda h, p: _highway(ops, act, h, p),
+            }[self.arch]
+            top, _ = jax.lax.scan(lambda h, p: (block(h, p), None), h, params["blocks"])
+        return ops.linear(top, params["out"]["W"], params["out"]["b"])
+
+    def loss(self, params, x, labels, *, ops=rev):
+        """Mean softmax cross-entropy of :meth:`apply` against ``labels``."""
+        return ops.softmax_cross_entropy(self.apply(params, x, ops=ops), labels)
+
+
+def _highway(ops, act, h, p):
+    gate = ops.sigmoid(ops.linear(h, p["W_T"], p["b_T"]))
+    return gate * act(ops.linear(h, p["W"], p["b"])) + (1 - gate) * h
