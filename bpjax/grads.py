@@ -91,9 +91,14 @@ def layer_norms(grads, *, param: str = "W") -> jax.Array:
     """Norm of each layer's ``param`` gradient, input layer first: shape ``(depth + 1,)``.
 
     The vanishing-gradient probe: with sigmoid and no skips these fall geometrically toward
-    index 0. Works under ``jit``.
+    index 0. Layers without ``param`` (the stem and output layer have no gate ``W_T``) give
+    NaN. Works under ``jit``.
     """
-    return _per_layer(grads, lambda layer: jnp.linalg.norm(layer[param].ravel()))
+
+    def norm(layer):
+        return jnp.linalg.norm(layer[param].ravel()) if param in layer else jnp.float32(jnp.nan)
+
+    return _per_layer(grads, norm)
 
 
 def update_ratios(updates, params, *, param: str = "W") -> jax.Array:
