@@ -1,0 +1,375 @@
+"""Forward vs reverse mode: Jacobian cost over (n, m), the cheap-gradient ratio, memory, HVPs.
+
+For f: R^n → R^m from two families (a tanh MLP, and an elementwise-heavy map with no
+matrix product), times and XLA FLOPs of the Jacobian by forward mode (n JVPs) and by reverse
+mode (m VJPs), and what `bpjax.modes.choose_mode` picked; then the cheap-gradient ratio
+ω = cost(VJP) / cost(f), forward vs reverse memory vs depth, and the three HVP orders.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+
+from bpjax import measure, modes, results
+
+QUICK = {
+    "sizes": [1, 16, 256, 2048],
+    "widths": [16, 64, 256, 1024],
+    "depths": [2, 4, 8, 16, 32],
+    "rounds": 5,
+}
+FULL = {
+    "sizes": [1, 4, 16, 64, 256, 1024, 4096],
+    "widths": [16, 32, 64, 128, 256, 512, 1024],
+    "depths": [2, 4, 8, 16, 32, 64],
+    "rounds": 11,
+}
+HIDDEN = 256
+
+
+def family(name, n, m, seed=0):
+    k1, k2 = jax.random.split(jax.random.key(seed))
+    if name == "mlp_tanh":
+        W1 = jax.random.normal(k1, (HIDDEN, n)) / np.sqrt(n)
+        W2 = jax.random.normal(k2, (m, HIDDEN)) / np.sqrt(HIDDEN)
+        return lambda x: W2 @ jnp.tanh(W1 @ x)
+    idx = jnp.arange(m) % n
+
+    def elementwise(x):  # 12 transcendental steps in, 12 out, no matrix product
+        for _ in range(6):
+            x = jnp.sin(x) * x + jnp.cos(x) ** 2
+        y = x[idx]
+        for _ in range(6):
+            y = jnp.tanh(y) + 0.5 * jnp.exp(-(y**2))
+        return y
+
+    return elementwise
+
+
+def jacobian_sweep(name, grid):
+    rows = []
+    for n in grid["sizes"]:
+        for m in grid["sizes"]:
+            f = family(name, n, m)
+            x = jnp.linspace(-1.0, 1.0, n)
+            choice = modes.choose_mode(f, x)
+            calibrated = modes.choose_mode(f, x, calibrate=True)
+            progs = {
+                mode: functools.partial(modes.jacobian, f, mode=mode) for mode in ("fwd", "rev")
+            }
+            t = measure.compare(
+                {k: (p, (x,)) for k, p in progs.items()},
+                rounds=grid["rounds"],
+                min_round_seconds=0.01,
+            )
+            t_fwd, t_rev = t["fwd"].median, t["rev"].median
+            chosen = t_fwd if choice.mode == "fwd" else t_rev
+            row = {
+                "family": name,
+                "n": n,
+                "m": m,
+                "t_fwd": t_fwd,
+                "t_rev": t_rev,
+                "flops_fwd": measure.flops(progs["fwd"], x),
+                "flops_rev": measure.flops(progs["rev"], x),
+                "temp_fwd": measure.temp_bytes(progs["fwd"], x),
+                "temp_rev": measure.temp_bytes(progs["rev"], x),
+                "auto": choice.mode,
+                "predicted_flops_fwd": choice.fwd["flops"],
+                "predicted_flops_rev": choice.rev["flops"],
+                "auto_over_best": chosen / min(t_fwd, t_rev),
+                "auto_calibrated": calibrated.mode,
+                "calibrated_over_best": (t_fwd if calibrated.mode == "fwd" else t_rev)
+                / min(t_fwd, t_rev),
+            }
+            rows.append(row)
+            print(
+                f"{name:<12} n={n:>5} m={m:>5}  fwd {t_fwd * 1e3:9.3f} ms  rev "
+                f"{t_rev * 1e3:9.3f} ms  auto={choice.mode}  auto/best "
+                f"{row['auto_over_best']:.2f}",
+                flush=True,
+            )
+    return rows
+
+
+def mlp_loss(width, depth=3, batch=64):
+    keys = jax.random.split(jax.random.key(1), depth + 1)
+    params = [jax.random.normal(k, (width, width)) / np.sqrt(width) for k in keys[:depth]]
+    x = jax.random.normal(keys[-1], (batch, width))
+
+    def loss(params):
+        h = x
+        for W in params:
+            h = jnp.tanh(h @ W)
+        return jnp.mean(h**2)
+
+    return loss, params
+
+
+def _jvp(f, p, t):
+    return jax.jvp(f, (p,), (t,))
+
+
+def cheap_gradient(grid):
+    rows = []
+    for width in grid["widths"]:
+        loss, params = mlp_loss(width)
+        tangent = jax.tree.map(jnp.ones_like, params)
+        progs = {
+            "f": (loss, (params,)),
+            "vjp": (jax.grad(loss), (params,)),
+            "jvp": (functools.partial(_jvp, loss), (params, tangent)),
+        }
+        t = measure.compare(progs, rounds=grid["rounds"])
+        fl = {k: measure.flops(fn, *a) for k, (fn, a) in progs.items()}
+        rows.append(
+            {
+                "width": width,
+                "params": sum(p.size for p in params),
+                "omega_time_rev": t["vjp"].median / t["f"].median,
+                "omega_time_fwd": t["jvp"].median / t["f"].median,
+                "omega_flops_rev": fl["vjp"] / fl["f"],
+                "omega_flops_fwd": fl["jvp"] / fl["f"],
+            }
+        )
+        print(
+            f"width {width:>5}: ω_rev time {rows[-1]['omega_time_rev']:.2f} flops "
+            f"{rows[-1]['omega_flops_rev']:.2f}; ω_fwd time {rows[-1]['omega_time_fwd']:.2f} "
+            f"flops {rows[-1]['omega_flops_fwd']:.2f}",
+            flush=True,
+        )
+    return rows
+
+
+def memory_vs_depth(grid, width=256, batch=128):
+    rows = []
+    for depth in grid["depths"]:
+        loss, params = mlp_loss(width, depth=depth, batch=batch)
+        tangent = jax.tree.map(jnp.ones_like, params)
+        rows.append(
+            {
+                "depth": depth,
+                "temp_rev": measure.temp_bytes(jax.grad(loss), params),
+                "temp_fwd": measure.temp_bytes(functools.partial(_jvp, loss), params, tangent),
+                "temp_f": measure.temp_bytes(loss, params),
+            }
+        )
+    return rows
+
+
+def hvp_orders(grid):
+    rows = []
+    for width in (64, 256):
+        loss, params = mlp_loss(width)
+        v = jax.tree.map(lambda p: jnp.cos(p), params)
+        progs = {
+            o: (functools.partial(modes.hvp, loss, order=o), (params, v)) for o in modes.HVP_ORDERS
+        }
+        t = measure.compare(progs, rounds=grid["rounds"])
+        outs = {o: jax.jit(fn)(*a) for o, (fn, a) in progs.items()}
+        ref = outs["fwd-over-rev"]
+        err = max(
+            float(jnp.max(jnp.abs(a - b)) / jnp.max(jnp.abs(b)))
+            for o in modes.HVP_ORDERS
+            for a, b in zip(outs[o], ref, strict=True)
+        )
+        rows.append(
+            {
+                "width": width,
+                **{o: t[o].median for o in modes.HVP_ORDERS},
+                "max_rel_disagreement": err,
+                "fastest": min(modes.HVP_ORDERS, key=lambda o: t[o].median),
+            }
+        )
+        print(
+            f"HVP width {width}: "
+            + ", ".join(f"{o} {t[o].median * 1e3:.3f} ms" for o in modes.HVP_ORDERS),
+            flush=True,
+        )
+    return rows
+
+
+def main(argv=None):
+    args = results.parse_args(__doc__.splitlines()[0], argv)
+    grid = FULL if args.full else QUICK
+    sweep = jacobian_sweep("mlp_tanh", grid) + jacobian_sweep("elementwise", grid)
+    omega = cheap_gradient(grid)
+    memory = memory_vs_depth(grid)
+    hvps = hvp_orders(grid)
+
+    fig, axes = plt.subplots(2, 3, figsize=(16, 9))
+    sizes = grid["sizes"]
+    for ax, name in zip(axes[0, :2], ("mlp_tanh", "elementwise"), strict=True):
+        grid_vals = np.array(
+            [
+                [
+                    next(
+                        np.log10(r["t_fwd"] / r["t_rev"])
+                        for r in sweep
+                        if r["family"] == name and r["n"] == n and r["m"] == m
+                    )
+                    for m in sizes
+                ]
+                for n in sizes
+            ]
+        )
+        lim = np.max(np.abs(grid_vals))
+        im = ax.imshow(grid_vals, origin="lower", cmap="RdBu_r", vmin=-lim, vmax=lim)
+        ax.plot([-0.5, len(sizes) - 0.5], [-0.5, len(sizes) - 0.5], "k--", lw=1)
+        for i, n in enumerate(sizes):
+            for j, m in enumerate(sizes):
+                r = next(r for r in sweep if r["family"] == name and r["n"] == n and r["m"] == m)
+                ax.text(j, i, r["auto"], ha="center", va="center", fontsize=7)
+        ax.set_xticks(range(len(sizes)), sizes)
+        ax.set_yticks(range(len(sizes)), sizes)
+        ax.set_xlabel("m (outputs)")
+        ax.set_ylabel("n (inputs)")
+        ax.set_title(f"{name}: log10(t_fwd / t_rev); text = auto's pick")
+        fig.colorbar(im, ax=ax, shrink=0.8)
+    ax = axes[0, 2]
+    ax.plot(
+        [r["width"] for r in omega],
+        [r["omega_time_rev"] for r in omega],
+        "o-",
+        label="ω rev (time)",
+    )
+    ax.plot(
+        [r["width"] for r in omega],
+        [r["omega_flops_rev"] for r in omega],
+        "o--",
+        label="ω rev (FLOPs)",
+    )
+    ax.plot(
+        [r["width"] for r in omega],
+        [r["omega_time_fwd"] for r in omega],
+        "s-",
+        label="ω fwd (time)",
+    )
+    ax.plot(
+        [r["width"] for r in omega],
+        [r["omega_flops_fwd"] for r in omega],
+        "s--",
+        label="ω fwd (FLOPs)",
+    )
+    ax.axhspan(1, 5, color="gray", alpha=0.1)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("MLP width (3 layers, batch 64)")
+    ax.set_ylabel("cost / cost(f)")
+    ax.set_title("cheap-gradient ratio ω")
+    ax.legend(fontsize=8)
+    ax = axes[1, 0]
+    ax.plot(
+        [r["depth"] for r in memory],
+        [r["temp_rev"] / 2**20 for r in memory],
+        "o-",
+        label="reverse (grad)",
+    )
+    ax.plot(
+        [r["depth"] for r in memory],
+        [r["temp_fwd"] / 2**20 for r in memory],
+        "s-",
+        label="forward (one JVP)",
+    )
+    ax.plot(
+        [r["depth"] for r in memory], [r["temp_f"] / 2**20 for r in memory], "^:", label="f alone"
+    )
+    ax.set_xlabel("depth (width 256, batch 128)")
+    ax.set_ylabel("compiled temp memory (MiB)")
+    ax.set_title("memory vs depth: reverse mode keeps a tape")
+    ax.legend(fontsize=8)
+    ax = axes[1, 1]
+    xs = np.arange(len(hvps))
+    for i, o in enumerate(modes.HVP_ORDERS):
+        ax.bar(xs + i * 0.25, [r[o] * 1e3 for r in hvps], 0.25, label=o)
+    ax.set_xticks(xs + 0.25, [f"width {r['width']}" for r in hvps])
+    ax.set_ylabel("ms per HVP")
+    ax.set_title("Hessian-vector product orders (jit)")
+    ax.legend(fontsize=8)
+    ax = axes[1, 2]
+    for name, marker in (("mlp_tanh", "o"), ("elementwise", "s")):
+        sel = [r for r in sweep if r["family"] == name]
+        ax.scatter(
+            [
+                r["n"]
+                / r["m"]
+                * (r["predicted_flops_fwd"] / r["n"])
+                / (r["predicted_flops_rev"] / r["m"])
+                for r in sel
+            ],
+            [r["flops_fwd"] / r["flops_rev"] for r in sel],
+            marker=marker,
+            label=name,
+        )
+    lo, hi = ax.get_xlim()
+    ax.plot([lo, hi], [lo, hi], "k:", lw=1)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("predicted FLOP ratio fwd/rev (choose_mode)")
+    ax.set_ylabel("compiled FLOP ratio jacfwd/jacrev")
+    ax.set_title("cost model vs XLA")
+    ax.legend(fontsize=8)
+    fig.suptitle(
+        f"forward vs reverse mode on {measure.environment()['cpu_model']} ({jax.default_backend()})"
+    )
+    fig.tight_layout()
+    fig.savefig(args.out / "mode_cost.png", dpi=110)
+
+    summary = {"grid points": len(sweep)}
+    for key, label in (
+        ("auto_over_best", "auto (XLA costs)"),
+        ("calibrated_over_best", "auto (calibrated)"),
+    ):
+        ratios = np.array([r[key] for r in sweep])
+        misses = [
+            f"{r['family']} n={r['n']} m={r['m']}: {r[key]:.2f}x" for r in sweep if r[key] > 1.10
+        ]
+        summary |= {
+            f"{label} within 10% of the faster mode (fraction)": float(np.mean(ratios <= 1.10)),
+            f"{label} worst ratio to the faster mode": float(ratios.max()),
+            f"{label} misses (>10%)": "; ".join(misses) or "none",
+        }
+
+    def span(key):
+        values = [r[key] for r in omega]
+        return f"{min(values):.2f}..{max(values):.2f}"
+
+    summary |= {
+        "ω rev (time), min..max over widths": span("omega_time_rev"),
+        "ω rev (FLOPs), min..max": span("omega_flops_rev"),
+        "ω fwd (time), min..max": span("omega_time_fwd"),
+        "temp memory at max depth, rev / fwd": memory[-1]["temp_rev"]
+        / max(memory[-1]["temp_fwd"], 1),
+        "fastest HVP order (per width)": ", ".join(f"{r['width']}: {r['fastest']}" for r in hvps),
+        "HVP orders max relative disagreement": max(r["max_rel_disagreement"] for r in hvps),
+    }
+    results.save(
+        "mode_cost",
+        args,
+        title="Forward vs reverse mode: Jacobian cost, cheap-gradient ratio, memory, HVPs",
+        summary=summary,
+        data={
+            "jacobian": sweep,
+            "omega": omega,
+            "memory": memory,
+            "hvp": hvps,
+            "machine_rates": modes.machine_rates(jax.default_backend()),
+            **grid,
+        },
+        figures=["mode_cost.png"],
+        notes=(
+            "Times are medians of interleaved rounds of the jit-compiled Jacobian; "
+            "`auto` decided from XLA's cost estimates (no timing)."
+        ),
+    )
+
+
+if __name__ == "__main__":
+    main()

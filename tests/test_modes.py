@@ -1,0 +1,111 @@
+"""Forward vs reverse mode: Jacobians on pytrees, the automatic choice, gradients, HVPs."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from bpjax import fwd, measure, modes, rev
+
+
+def _mlp(n, m, h=64, seed=0):
+    k1, k2 = jax.random.split(jax.random.key(seed))
+    W1 = jax.random.normal(k1, (h, n)) / np.sqrt(n)
+    W2 = jax.random.normal(k2, (m, h)) / np.sqrt(h)
+    return lambda x: W2 @ jnp.tanh(W1 @ x)
+
+
+def _pytree_f(p):
+    a, b = p["a"], p["b"]
+    return {"s": jnp.sum(a * jnp.sin(b[0])), "v": (jnp.tanh(a) * b[1] ** 2, jnp.exp(a[:2]))}
+
+
+@pytest.mark.parametrize("mode", ["fwd", "rev", "auto"])
+def test_jacobian_equals_jacrev_on_pytrees(mode):
+    p = {"a": jnp.linspace(-1.0, 1.0, 3), "b": jnp.array([[0.3, -0.2, 0.5], [1.0, 2.0, 3.0]])}
+    got = modes.jacobian(_pytree_f, p, mode=mode)
+    want = jax.jacrev(_pytree_f)(p)
+    assert jax.tree.structure(got) == jax.tree.structure(want)
+    for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+        assert g.shape == w.shape
+        np.testing.assert_allclose(g, w, rtol=1e-10, atol=1e-14)
+
+
+def test_auto_picks_forward_for_tall_and_reverse_for_wide():
+    tall = modes.choose_mode(_mlp(4, 2048), jnp.ones(4))
+    wide = modes.choose_mode(_mlp(2048, 4), jnp.ones(2048))
+    assert tall.mode == "fwd" and wide.mode == "rev"
+    assert tall.fwd["flops"] < tall.rev["flops"] and wide.rev["flops"] < wide.fwd["flops"]
+    assert "cheaper" in tall.reason and tall.n == 4 and tall.m == 2048
+
+
+@pytest.mark.parametrize(("n", "m"), [(4, 512), (512, 4), (64, 64), (1, 256), (200, 30)])
+def test_predicted_flop_ratio_matches_compiled_jacobians(n, m):
+    f, x = _mlp(n, m), jnp.ones(n)
+    choice = modes.choose_mode(f, x)
+    fl_fwd = measure.flops(lambda x: modes.jacobian(f, x, mode="fwd"), x)
+    fl_rev = measure.flops(lambda x: modes.jacobian(f, x, mode="rev"), x)
+    predicted = choice.fwd["flops"] / choice.rev["flops"]
+    assert abs(predicted / (fl_fwd / fl_rev) - 1) <= 0.10
+
+
+def test_hand_written_forward_rules_work_and_reverse_only_rules_force_reverse():
+    W = jax.random.normal(jax.random.key(0), (5, 3))
+
+    def f_fwd(x):
+        return fwd.tanh(fwd.matmul(x[None, :], W))[0]
+
+    def f_rev(x):
+        return rev.tanh(rev.matmul(x[None, :], W))[0]
+
+    x = jnp.linspace(-1.0, 1.0, 5)
+    want = jax.jacrev(f_fwd)(x)
+    np.testing.assert_allclose(modes.jacobian(f_fwd, x, mode="fwd"), want, rtol=1e-12)
+    choice = modes.choose_mode(f_rev, x)
+    assert choice.mode == "rev" and choice.fwd is None and "custom_vjp" in choice.reason
+    np.testing.assert_allclose(modes.jacobian(f_rev, x), want, rtol=1e-12)
+
+
+def test_gradient_by_forward_mode_equals_grad():
+    def loss(p):
+        return jnp.sum(jnp.tanh(p["w"] @ p["x"]) ** 2) + jnp.sum(p["x"] ** 3)
+
+    p = {"w": jnp.arange(6.0).reshape(2, 3) / 7, "x": jnp.array([0.1, -0.4, 0.9])}
+    got = modes.grad_fwd(loss)(p)
+    want = jax.grad(loss)(p)
+    for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+        np.testing.assert_allclose(g, w, rtol=1e-12)
+    with pytest.raises(TypeError, match="must return a scalar"):
+        modes.grad_fwd(lambda x: x * 2)(jnp.ones(3))
+
+
+def test_three_hvp_orders_and_the_hessian_agree():
+    def loss(p):
+        return jnp.sum(jnp.sin(p["a"])) * jnp.sum(jnp.cosh(p["b"] @ p["a"]))
+
+    p = {"a": jnp.array([0.3, -0.7, 1.1]), "b": jnp.arange(6.0).reshape(2, 3) / 10}
+    v = {"a": jnp.array([1.0, 0.5, -2.0]), "b": jnp.ones((2, 3)) / 3}
+    results = {o: modes.hvp(loss, p, v, order=o) for o in modes.HVP_ORDERS}
+    H = modes.hessian(loss, p)
+    # H[i][j] has shape i.shape + j.shape: contract over j's axes.
+    dense = {i: sum(jnp.tensordot(H[i][j], v[j], axes=v[j].ndim) for j in p) for i in p}
+    for out in results.values():
+        for k in p:
+            np.testing.assert_allclose(out[k], dense[k], rtol=1e-11, atol=1e-13)
+
+
+def test_bad_inputs_give_clear_errors():
+    with pytest.raises(TypeError, match=r"x\['name'\] is a str, not an array"):
+        modes.jacobian(lambda p: p["v"], {"v": jnp.ones(2), "name": "w"})
+    with pytest.raises(TypeError, match=r"integer inputs are not differentiable"):
+        modes.jacobian(lambda x: x * 2.0, jnp.arange(3))
+    with pytest.raises(TypeError, match=r"f must return floating arrays.*int"):
+        modes.jacobian(lambda x: jnp.argmax(x), jnp.ones(3))
+    with pytest.raises(TypeError, match=r"f could not be traced.*not a valid JAX type"):
+        modes.jacobian(lambda x: "done", jnp.ones(3))
+    with pytest.raises(ValueError, match=r"unknown mode 'both'"):
+        modes.jacobian(jnp.sin, jnp.ones(3), mode="both")
+    with pytest.raises(ValueError, match=r"unknown order"):
+        modes.hvp(jnp.sum, jnp.ones(3), jnp.ones(3), order="fwd-over-fwd")
