@@ -23,7 +23,7 @@ from bpjax import measure, modes, results
 QUICK = {
     "sizes": [1, 16, 256, 2048],
     "widths": [16, 64, 256, 1024],
-    "depths": [2, 4, 8, 16, 32],
+    "depths": [2, 4, 8, 16, 32, 64],
     "rounds": 5,
 }
 FULL = {
