@@ -9,6 +9,7 @@ return cotangents in its inputs' dtypes, and mixing float32 with float64 would b
 from __future__ import annotations
 
 import functools
+import itertools
 from collections.abc import Callable
 
 import jax
@@ -79,10 +80,18 @@ def build_rev(rule: Rule) -> Callable:
     def differentiable(frozen_options: tuple):
         options = dict(frozen_options)
         f = jax.custom_vjp(functools.partial(rule.primal, **options))
-        f.defvjp(
-            functools.partial(rule.vjp_fwd, **options),
-            functools.partial(rule.vjp_bwd, **options),
-        )
+
+        def bwd(residuals, g):
+            # A named scope per backward call lets bpjax.graph draw each hand-written VJP as
+            # one node of the backward graph instead of its inlined primitives.
+            with jax.named_scope(f"{VJP_SCOPE}{rule.name}#{next(_calls)}"):
+                return rule.vjp_bwd(residuals, g, **options)
+
+        def fwd(*arrays):
+            with jax.named_scope(f"{FWD_SCOPE}{rule.name}#{next(_calls)}"):
+                return rule.vjp_fwd(*arrays, **options)
+
+        f.defvjp(fwd, bwd)
         return f
 
     return _publish(rule, "rev", lambda arrays, options: differentiable(_freeze(options))(*arrays))
@@ -100,5 +109,9 @@ def build_fwd(rule: Rule) -> Callable:
 
     return _publish(rule, "fwd", lambda arrays, options: differentiable(_freeze(options))(*arrays))
 
+
+VJP_SCOPE = "bpjax_vjp:"
+FWD_SCOPE = "bpjax_fwd:"
+_calls = itertools.count()
 
 BUILDERS = {"ref": build_ref, "rev": build_rev, "fwd": build_fwd}
