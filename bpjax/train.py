@@ -189,3 +189,33 @@ def train(
         nonfinite_layer=bad_layer,
         seconds=time.perf_counter() - start,
     )
+
+
+def accumulated_grad(loss_fn, params, x, y, *, micro_batches: int):
+    """Gradient of the mean loss, accumulated over ``micro_batches`` equal slices of the batch.
+
+    The functional version of PyTorch's accumulate-then-step: gradients are returned and
+    summed as values under ``lax.scan`` (one micro-batch in memory at a time), so there is no
+    ``.grad`` to zero. Equals ``jax.grad(loss_fn)(params, x, y)`` for a mean loss.
+
+    Args:
+      loss_fn: ``loss_fn(params, x, y) -> scalar`` averaging over rows.
+      x: ``(batch, ...)``; y: ``(batch, ...)``; ``batch`` divisible by ``micro_batches``.
+    """
+    batch = x.shape[0]
+    if micro_batches < 1 or batch % micro_batches:
+        raise ValueError(
+            f"accumulated_grad: batch of {batch} rows does not split into {micro_batches} "
+            "equal micro-batches"
+        )
+
+    def split(a):
+        return a.reshape(micro_batches, batch // micro_batches, *a.shape[1:])
+
+    def add(total, part):
+        g = jax.grad(loss_fn)(params, *part)
+        return jax.tree.map(jnp.add, total, g), None
+
+    zeros = jax.tree.map(jnp.zeros_like, params)
+    summed, _ = jax.lax.scan(add, zeros, (split(x), split(y)))
+    return jax.tree.map(lambda g: g / micro_batches, summed)

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bpjax import graph, models, ref, results, rev, tape
+from bpjax import graph, models, ref, results, rev, tape, train
 
 
 def accumulation_pitfall():
@@ -38,14 +38,7 @@ def microbatch_accumulation(seed):
     x = jax.random.normal(jax.random.fold_in(key, 1), (64, 8))
     y = jax.random.randint(jax.random.fold_in(key, 2), (64,), 0, 3)
     full = jax.grad(model.loss)(params, x, y)
-
-    def add_micro(total, batch):
-        xb, yb = batch
-        return jax.tree.map(jnp.add, total, jax.grad(model.loss)(params, xb, yb)), None
-
-    zeros = jax.tree.map(jnp.zeros_like, params)
-    summed, _ = jax.lax.scan(add_micro, zeros, (x.reshape(4, 16, 8), y.reshape(4, 16)))
-    mean = jax.tree.map(lambda g: g / 4, summed)  # equal micro-batches: mean of means
+    mean = train.accumulated_grad(model.loss, params, x, y, micro_batches=4)
     err = max(
         float(jnp.max(jnp.abs(a - b)) / jnp.max(jnp.abs(b)))
         for a, b in zip(jax.tree.leaves(mean), jax.tree.leaves(full), strict=True)

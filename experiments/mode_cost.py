@@ -100,10 +100,15 @@ def jacobian_sweep(name, grid):
     return rows
 
 
-def mlp_loss(width, depth=3, batch=64):
+def mlp_params(width, depth, batch):
+    """``depth`` square tanh-layer weights and an input batch, from a fixed key."""
     keys = jax.random.split(jax.random.key(1), depth + 1)
     params = [jax.random.normal(k, (width, width)) / np.sqrt(width) for k in keys[:depth]]
-    x = jax.random.normal(keys[-1], (batch, width))
+    return params, jax.random.normal(keys[-1], (batch, width))
+
+
+def mlp_loss(width, depth=3, batch=64):
+    params, x = mlp_params(width, depth, batch)
 
     def loss(params):
         h = x
@@ -159,9 +164,7 @@ def memory_vs_depth(grid, width=256, batch=128):
     """
     rows = []
     for depth in grid["depths"]:
-        keys = jax.random.split(jax.random.key(1), depth + 1)
-        params = [jax.random.normal(k, (width, width)) / np.sqrt(width) for k in keys[:depth]]
-        x = jax.random.normal(keys[-1], (batch, width))
+        params, x = mlp_params(width, depth, batch)
 
         def loss(params, x):
             h = x
@@ -254,30 +257,14 @@ def main(argv=None):
         ax.set_title(f"{name}: log10(t_fwd / t_rev); text = auto's pick")
         fig.colorbar(im, ax=ax, shrink=0.8)
     ax = axes[0, 2]
-    ax.plot(
-        [r["width"] for r in omega],
-        [r["omega_time_rev"] for r in omega],
-        "o-",
-        label="ω rev (time)",
-    )
-    ax.plot(
-        [r["width"] for r in omega],
-        [r["omega_flops_rev"] for r in omega],
-        "o--",
-        label="ω rev (FLOPs)",
-    )
-    ax.plot(
-        [r["width"] for r in omega],
-        [r["omega_time_fwd"] for r in omega],
-        "s-",
-        label="ω fwd (time)",
-    )
-    ax.plot(
-        [r["width"] for r in omega],
-        [r["omega_flops_fwd"] for r in omega],
-        "s--",
-        label="ω fwd (FLOPs)",
-    )
+    widths = [r["width"] for r in omega]
+    for key, style, label in (
+        ("omega_time_rev", "o-", "ω rev (time)"),
+        ("omega_flops_rev", "o--", "ω rev (FLOPs)"),
+        ("omega_time_fwd", "s-", "ω fwd (time)"),
+        ("omega_flops_fwd", "s--", "ω fwd (FLOPs)"),
+    ):
+        ax.plot(widths, [r[key] for r in omega], style, label=label)
     ax.axhspan(1, 5, color="gray", alpha=0.1)
     ax.set_xscale("log", base=2)
     ax.set_xlabel("MLP width (3 layers, batch 64)")
@@ -285,21 +272,14 @@ def main(argv=None):
     ax.set_title("cheap-gradient ratio ω")
     ax.legend(fontsize=8)
     ax = axes[1, 0]
-    ax.plot(
-        [r["depth"] for r in memory],
-        [r["temp_rev"] / 2**20 for r in memory],
-        "o-",
-        label="reverse (grad)",
-    )
-    ax.plot(
-        [r["depth"] for r in memory],
-        [r["temp_fwd"] / 2**20 for r in memory],
-        "s-",
-        label="forward (one JVP)",
-    )
-    ax.plot(
-        [r["depth"] for r in memory], [r["temp_f"] / 2**20 for r in memory], "^:", label="f alone"
-    )
+    depths = [r["depth"] for r in memory]
+    for key, style, label in (
+        ("temp_rev", "o-", "reverse (grad)"),
+        ("temp_fwd", "s-", "forward (one JVP)"),
+        ("temp_f", "^:", "f alone"),
+        ("temp_rev_wrt_weights", "x--", "reverse w.r.t. weights (tape hidden in output buffers)"),
+    ):
+        ax.plot(depths, [r[key] / 2**20 for r in memory], style, label=label)
     ax.set_xlabel("depth (width 256, batch 128; derivative w.r.t. the input)")
     ax.set_ylabel("compiled temp memory (MiB)")
     ax.set_title("memory vs depth: reverse mode keeps a tape")

@@ -65,8 +65,10 @@ def test_text_formats_and_values():
 
 def test_seed_flow_diagram_is_generated():
     text = graph.two_layer_flow()
-    for name in ("relu (hand VJP)", "linear (hand VJP)", "softmax_cross_entropy (hand VJP)"):
-        assert name in text
+    for op in ("relu", "linear", "softmax_cross_entropy"):
+        assert f"{op} (fwd, saves residuals)" in text  # every forward op …
+        assert f"{op} (hand VJP)" in text  # … and its backward counterpart
+    assert text.count("linear (hand VJP)") == 2 and text.count("linear (fwd") == 2
     assert text.count("-.->|cache|") >= 3
 
 

@@ -93,3 +93,20 @@ def test_integer_labels_and_constants_get_no_gradient():
     loss = tape.softmax_cross_entropy(logits, jnp.array([1]))
     loss.backward()
     _close(logits.grad, jax.grad(ref.softmax_cross_entropy)(logits.value, jnp.array([1])))
+
+
+def test_micro_batch_accumulation_equals_the_full_batch_gradient_in_float32():
+    from bpjax import models, train
+
+    model = models.MLP(depth=3, width=16, dtype=jnp.float32)
+    key = jax.random.key(0)
+    params = model.init(key, 8, 3)
+    x = jax.random.normal(jax.random.fold_in(key, 1), (64, 8), jnp.float32)
+    y = jax.random.randint(jax.random.fold_in(key, 2), (64,), 0, 3)
+    full = jax.grad(model.loss)(params, x, y)
+    acc = train.accumulated_grad(model.loss, params, x, y, micro_batches=4)
+    for a, b in zip(jax.tree.leaves(acc), jax.tree.leaves(full), strict=True):
+        assert a.dtype == jnp.float32
+        assert float(jnp.max(jnp.abs(a - b)) / jnp.max(jnp.abs(b))) <= 1e-6
+    with pytest.raises(ValueError, match="does not split into 5"):
+        train.accumulated_grad(model.loss, params, x, y, micro_batches=5)
