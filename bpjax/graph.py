@@ -273,11 +273,13 @@ def render(f, *args, path, backward: bool = False, values: bool = False, names=N
     return path
 
 
-def two_layer_flow() -> str:
-    """The seed's section-13 diagram, generated: a 2-layer ReLU net, forward and backward.
+def two_layer_example():
+    """The seed's 2-layer ReLU net on :mod:`bpjax.rev` rules, ready to draw.
 
-    Built from :mod:`bpjax.rev`, so each hand-written rule is one node and the activation
-    cache is exactly the residuals its backward pass reads.
+    Returns:
+      ``(loss, args, names)``: ``loss(W1, b1, W2, b2, x)`` (softmax cross-entropy against
+      three fixed labels), float32 example arguments of shapes ``(4, 8), (8,), (8, 3), (3,),
+      (3, 4)``, and their names.
     """
     from bpjax import rev
 
@@ -289,5 +291,14 @@ def two_layer_flow() -> str:
         )
 
     shapes = [(4, 8), (8,), (8, 3), (3,), (3, 4)]
-    args = [jnp.ones(s, jnp.float32) for s in shapes]
-    return mermaid(loss, *args, backward=True, names=["W1", "b1", "W2", "b2", "x"])
+    return loss, [jnp.ones(s, jnp.float32) for s in shapes], ["W1", "b1", "W2", "b2", "x"]
+
+
+def two_layer_flow() -> str:
+    """The seed's section-13 diagram, generated: a 2-layer ReLU net, forward and backward.
+
+    Built from :mod:`bpjax.rev`, so each hand-written rule is one node and the activation
+    cache is exactly the residuals its backward pass reads.
+    """
+    loss, args, names = two_layer_example()
+    return mermaid(loss, *args, backward=True, names=names)

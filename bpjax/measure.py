@@ -134,13 +134,21 @@ def compare(
     }
 
 
+def cost(fn: Callable, *args, missing: float = 0.0) -> dict[str, float]:
+    """XLA's cost estimates for ``jit(fn)(*args)``: ``{"flops", "bytes accessed"}``.
+
+    Loop bodies are counted once (see above). An estimate XLA does not give is ``missing``.
+    """
+    compiled, _ = compile_fn(fn, *args)
+    analysis = compiled.cost_analysis()
+    if isinstance(analysis, list | tuple):  # older jaxlib returned one dict per device
+        analysis = analysis[0]
+    return {key: float(analysis.get(key, missing)) for key in ("flops", "bytes accessed")}
+
+
 def flops(fn: Callable, *args) -> float:
     """XLA's FLOP estimate for ``jit(fn)(*args)``. Loop bodies are counted once (see above)."""
-    compiled, _ = compile_fn(fn, *args)
-    cost = compiled.cost_analysis()
-    if isinstance(cost, list | tuple):  # older jaxlib returned one dict per device
-        cost = cost[0]
-    return float(cost.get("flops", float("nan")))
+    return cost(fn, *args, missing=float("nan"))["flops"]
 
 
 def temp_bytes(fn: Callable, *args) -> int:

@@ -23,7 +23,6 @@ This is the automatic mode JAX users have asked for since 2020 (jax-ml/jax#2344)
 from __future__ import annotations
 
 import functools
-import time
 from typing import NamedTuple
 
 import jax
@@ -194,10 +193,8 @@ def machine_rates(backend: str | None = None) -> dict:
 
 
 def _xla_cost(fn, *args):
-    compiled, _ = measure.compile_fn(fn, *args)
-    cost = compiled.cost_analysis()
-    cost = cost[0] if isinstance(cost, list | tuple) else cost
-    return float(cost.get("flops", 0.0)), float(cost.get("bytes accessed", 0.0))
+    cost = measure.cost(fn, *args)
+    return cost["flops"], cost["bytes accessed"]
 
 
 def _timed(fn, *args):
@@ -343,15 +340,3 @@ def hessian(f, x):
     """The full Hessian of a scalar ``f`` (forward-over-reverse, as ``jax.hessian``)."""
     _check_inputs(x)
     return jax.jacfwd(jax.jacrev(f))(x)
-
-
-def wall_time(fn, *args, repeats: int = 5) -> float:
-    """Median seconds of ``jit(fn)(*args)`` after compilation (a quick helper)."""
-    compiled, _ = measure.compile_fn(fn, *args)
-    jax.block_until_ready(compiled(*args))
-    samples = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(compiled(*args))
-        samples.append(time.perf_counter() - start)
-    return float(np.median(samples))

@@ -95,19 +95,9 @@ def main(argv=None):
     (args.out / "autograd_flow.mmd").write_text(flow)
     figures = []
     if shutil.which("dot"):
-        labels = jnp.array([0, 2, 1])
-
-        def loss(W1, b1, W2, b2, x):
-            h = rev.relu(rev.linear(x, W1, b1))
-            return rev.softmax_cross_entropy(rev.linear(h, W2, b2), labels)
-
-        shapes = [(4, 8), (8,), (8, 3), (3,), (3, 4)]
+        loss, example, names = graph.two_layer_example()
         graph.render(
-            loss,
-            *[jnp.ones(s) for s in shapes],
-            path=args.out / "autograd_flow.png",
-            backward=True,
-            names=["W1", "b1", "W2", "b2", "x"],
+            loss, *example, path=args.out / "autograd_flow.png", backward=True, names=names
         )
         figures.append("autograd_flow.png")
     else:
