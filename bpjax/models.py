@@ -15,7 +15,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from bpjax import rev
+from bpjax import remat, rev
 
 INITS = {
     # name: variance scale as a function of (fan_in, fan_out)
@@ -99,6 +99,9 @@ class MLP:
       does the output layer (Huang et al. 2017, with a cap so every block has input width
       ``K · width`` and the blocks stack under ``scan``). ``dense_cap ≥ depth`` is fully dense.
 
+    The block scan runs through :func:`bpjax.remat.stack` with strategy ``remat`` (default
+    ``"none"``: a plain ``lax.scan``); any strategy gives the same gradients with less memory.
+
     Weights are Gaussian with variance ``gain² · s(fan_in, fan_out)`` for ``weight_init``
     ``"he"`` (2/fan_in), ``"xavier"`` (2/(fan_in + fan_out)) or ``"lecun"`` (1/fan_in); biases
     start at zero. ``gain > 1`` applies to the hidden layers and provokes explosion on purpose.
@@ -123,6 +126,7 @@ class MLP:
     gate_bias: float = -2.0
     dense_cap: int = 4
     dtype: Any = jnp.float32
+    remat: Any = "none"
 
     def __post_init__(self):
         if self.arch not in ARCHS:
@@ -141,6 +145,7 @@ class MLP:
             raise ValueError(f"MLP: width must be an integer >= 1, got {self.width!r}")
         if self.dense_cap < 1:
             raise ValueError(f"MLP: dense_cap must be >= 1, got {self.dense_cap}")
+        remat.resolve(self.remat)
 
     @property
     def alpha(self) -> float:
@@ -202,20 +207,24 @@ class MLP:
             zeros = jnp.zeros_like(h)
             recent = (h,) + (zeros,) * (self.window - 1)
 
-            def dense_block(recent, p):
+            def dense_block(p, recent):
                 new = act(ops.linear(jnp.concatenate(recent, axis=-1), p["W"], p["b"]))
-                return (new, *recent[:-1]), None
+                return (new, *recent[:-1])
 
-            recent, _ = jax.lax.scan(dense_block, recent, params["blocks"])
-            top = jnp.concatenate(recent, axis=-1)
+            top = jnp.concatenate(self._blocks(dense_block, params["blocks"], recent), axis=-1)
         else:
             block = {
                 "plain": lambda h, p: act(ops.linear(h, p["W"], p["b"])),
                 "residual": lambda h, p: h + self.alpha * act(ops.linear(h, p["W"], p["b"])),
                 "highway": lambda h, p: _highway(ops, act, h, p),
             }[self.arch]
-            top, _ = jax.lax.scan(lambda h, p: (block(h, p), None), h, params["blocks"])
+            top = self._blocks(lambda p, h: block(h, p), params["blocks"], h)
         return ops.linear(top, params["out"]["W"], params["out"]["b"])
+
+    def _blocks(self, layer, blocks, state):
+        if blocks["W"].shape[0] == 0:
+            return state
+        return remat.stack(layer, blocks, state, strategy=self.remat)
 
     def loss(self, params, x, labels, *, ops=rev):
         """Mean softmax cross-entropy of :meth:`apply` against ``labels``."""

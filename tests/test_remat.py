@@ -222,3 +222,22 @@ def test_bad_inputs_give_clear_errors():
         remat.Binomial(0)
     with pytest.raises(ValueError, match="budget_bytes must be a positive int"):
         remat.plan(_layer, params, x, budget_bytes=-5)
+
+
+@pytest.mark.parametrize("arch", ["residual", "highway", "dense"])
+def test_mlp_blocks_run_under_any_strategy_with_the_same_gradient(arch):
+    import dataclasses
+
+    from bpjax import models
+
+    model = models.MLP(arch=arch, depth=10, width=8, activation="tanh", dtype=jnp.float64)
+    x = jax.random.normal(jax.random.key(1), (6, 5), jnp.float64)
+    y = jnp.arange(6) % 3
+    params = model.init(jax.random.key(2), 5, 3)
+    want = jax.grad(model.loss)(params, x, y)
+    for strategy in ["sqrt", "binomial"]:
+        got = jax.grad(dataclasses.replace(model, remat=strategy).loss)(params, x, y)
+        for a, b in zip(jax.tree.leaves(want), jax.tree.leaves(got), strict=True):
+            np.testing.assert_allclose(b, a, rtol=1e-12, atol=1e-14)
+    with pytest.raises(ValueError, match="unknown remat strategy"):
+        models.MLP(remat="all")
