@@ -8,42 +8,21 @@ size before timing, so no contender is fast by being wrong. Ratios are to ``ref`
 
 from __future__ import annotations
 
-import jax
-import jax.numpy as jnp
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from bpjax import fwd, manual, measure, models, ref, results, rev
+from bpjax import bench, measure, results
 
 QUICK = [((4, 8, 3), 100), ((784, 256, 10), 128), ((784, 512, 512, 10), 256)]
 FULL = [*QUICK, ((1024,) * 9 + (10,), 512)]
-LR = 0.1
-
-
-def sgd_step(grad_fn):
-    def step(params, x, labels):
-        grads = grad_fn(params, x, labels)
-        return jax.tree.map(lambda p, g: p - LR * g, params, grads)
-
-    return step
-
-
-def contenders():
-    def autodiff(ops):
-        return sgd_step(
-            lambda p, x, y: jax.grad(models.layers_loss)(p, x, y, ops=ops, activation="relu")
-        )
-
-    return {
-        "ref + jax.grad": autodiff(ref),
-        "rev (hand VJP)": autodiff(rev),
-        "fwd (hand JVP, transposed)": autodiff(fwd),
-        "manual (δ recursion)": sgd_step(
-            lambda p, x, y: manual.backprop(p, x, y, activation="relu")[1]
-        ),
-    }
+NAMES = {
+    bench.REFERENCE: "ref + jax.grad",
+    "rev": "rev (hand VJP)",
+    "fwd": "fwd (hand JVP, transposed)",
+    "manual": "manual (δ recursion)",
+}
 
 
 def main(argv=None):
@@ -52,25 +31,12 @@ def main(argv=None):
     rounds = 31 if args.full else 15
     rows = []
     for sizes, batch in grid:
-        key = jax.random.key(args.seed)
-        kp, kx, ky = jax.random.split(key, 3)
-        params = models.init_layers(kp, sizes)
-        x = jax.random.normal(kx, (batch, sizes[0]), jnp.float32)
-        y = jax.random.randint(ky, (batch,), 0, sizes[-1])
-        steps = contenders()
+        params, x, y = bench.problem(sizes, batch, seed=args.seed)
+        contenders = [c for c in bench.jax_contenders(params, x, y) if c.name in NAMES]
         # Same gradients (float32 tolerance) before anything is timed.
-        want = jax.jit(steps["ref + jax.grad"])(params, x, y)
-        for name, step in steps.items():
-            got = jax.jit(step)(params, x, y)
-            for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
-                err = float(jnp.max(jnp.abs(g - w)) / (jnp.max(jnp.abs(w)) + 1e-30))
-                if err > 1e-4:
-                    raise AssertionError(f"{name} disagrees with ref at {sizes}: {err:.2e}")
-        timings = measure.compare(
-            {name: (step, (params, x, y)) for name, step in steps.items()},
-            carry=True,
-            donate=True,
-            rounds=rounds,
+        bench.check_agreement(contenders, params, x, y)
+        timings = measure.time_steps(
+            {NAMES[c.name]: c.step for c in contenders}, rounds=rounds, rewarm_seconds=0.05
         )
         base = timings["ref + jax.grad"].median
         label = "-".join(map(str, sizes)) + f" b{batch}"
@@ -80,8 +46,7 @@ def main(argv=None):
             )
             print(
                 f"{label:>28}  {name:<28} {t.median * 1e3:9.3f} ms "
-                f"[{t.p10 * 1e3:.3f}, {t.p90 * 1e3:.3f}]  ratio {t.median / base:5.2f}  "
-                f"compile {t.compile:.2f} s"
+                f"[{t.p10 * 1e3:.3f}, {t.p90 * 1e3:.3f}]  ratio {t.median / base:5.2f}"
             )
 
     sizes = list(dict.fromkeys(r["size"] for r in rows))
@@ -129,7 +94,7 @@ def main(argv=None):
         args,
         title="Hand-written rules vs autodiff: MLP train-step time",
         summary=summary,
-        data={"rows": rows, "lr": LR, "activation": "relu", "dtype": "float32"},
+        data={"rows": rows, "lr": bench.LR, "activation": "relu", "dtype": "float32"},
         figures=["rules_overhead.png"],
         notes=(
             "Median of interleaved rounds; error bars are the 10th-90th percentile. "
