@@ -16,14 +16,29 @@ from bpjax.measure import environment
 
 
 def parse_args(description: str, argv=None) -> argparse.Namespace:
-    """The command line every experiment shares: ``--full``, ``--out DIR``, ``--seed N``."""
+    """The command line every experiment shares: ``--full``, ``--out DIR``, ``--seed N``,
+    ``--devices N``.
+
+    ``--devices N`` asks for N devices (data parallel where the experiment supports it); on
+    CPU it simulates them with ``jax_num_cpu_devices``, which must happen before JAX first
+    runs, so call this first thing in ``main``.
+    """
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument(
         "--full", action="store_true", help="the paper-size sweep instead of the quick profile"
     )
     parser.add_argument("--out", type=Path, default=Path("results"), help="output folder")
     parser.add_argument("--seed", type=int, default=0, help="random seed")
+    parser.add_argument(
+        "--devices", type=int, default=None, help="data parallel over N devices (CPU: simulated)"
+    )
     args = parser.parse_args(argv)
+    if args.devices is not None:
+        import jax
+
+        if args.devices < 1:
+            parser.error("--devices must be >= 1")
+        jax.config.update("jax_num_cpu_devices", args.devices)
     args.profile = "full" if args.full else "quick"
     args.out.mkdir(parents=True, exist_ok=True)
     return args

@@ -18,7 +18,7 @@ import numpy as np
 import optax
 
 from bpjax import grads as G
-from bpjax import rev
+from bpjax import parallel, rev
 from bpjax.data import Dataset
 from bpjax.models import MLP
 
@@ -88,6 +88,7 @@ def train(
     eval_every: int = 50,
     progress: bool = False,
     label: str = "",
+    devices: int | None = None,
 ) -> History:
     """Train ``model`` on ``data`` with minibatch ``optimizer`` steps.
 
@@ -104,6 +105,10 @@ def train(
       eval_every: steps per compiled chunk; accuracy is measured after each chunk.
       progress: print a progress line per chunk to stderr.
       label: name shown in the progress line.
+      devices: data parallel over this many devices (:mod:`bpjax.parallel`): each minibatch
+        is split over a 1-D mesh, parameters and optimizer state stay replicated, and the
+        compiler inserts the gradient all-reduce. ``None``: one device. ``batch_size`` must
+        divide evenly.
 
     Returns:
       A :class:`History`. Training stops at the end of the chunk in which the loss first
@@ -112,18 +117,27 @@ def train(
     if steps < 1 or batch_size < 1 or eval_every < 1:
         raise ValueError("train: steps, batch_size and eval_every must be >= 1")
     start = time.perf_counter()
+    mesh = None
+    if devices is not None:
+        mesh = parallel.mesh(devices)
+        parallel.check_batch(batch_size, mesh, "train")
     key_init, key_data = jax.random.split(jax.random.key(seed))
     params = model.init(key_init, data.x_train.shape[1], data.classes)
     tx = make_optimizer(optimizer, learning_rate, clip_norm=clip_norm, clip_value=clip_value)
     opt_state = tx.init(params)
+    if mesh is not None:
+        params, opt_state = parallel.replicate((params, opt_state), mesh)
+        arrays = parallel.replicate((data.x_train, data.y_train, data.x_test, data.y_test), mesh)
+        data = data._replace(**dict(zip(("x_train", "y_train", "x_test", "y_test"), arrays)))
     n_train = data.x_train.shape[0]
 
     def one_step(carry, step):
         params, opt_state = carry
         idx = jax.random.randint(jax.random.fold_in(key_data, step), (batch_size,), 0, n_train)
-        loss, g = jax.value_and_grad(model.loss)(
-            params, data.x_train[idx], data.y_train[idx], ops=ops
-        )
+        xb, yb = data.x_train[idx], data.y_train[idx]
+        if mesh is not None:
+            xb, yb = jax.lax.with_sharding_constraint((xb, yb), parallel.batch_sharding(mesh))
+        loss, g = jax.value_and_grad(model.loss)(params, xb, yb, ops=ops)
         updates, opt_state = tx.update(g, opt_state, params)
         record = (loss, G.global_norm(g), G.layer_norms(g), G.update_ratios(updates, params))
         return (optax.apply_updates(params, updates), opt_state), record

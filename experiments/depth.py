@@ -38,7 +38,14 @@ def main(argv=None):
                         activation=activation,
                         weight_init=init,
                     )
-                    h = train.train(model, ds, steps=STEPS, batch_size=BATCH, seed=args.seed + seed)
+                    h = train.train(
+                        model,
+                        ds,
+                        steps=STEPS,
+                        batch_size=BATCH,
+                        seed=args.seed + seed,
+                        devices=args.devices,
+                    )
                     runs.append(
                         {
                             "activation": activation,

@@ -1,0 +1,145 @@
+"""Data parallelism on JAX's own sharding: a 1-D device mesh over the batch axis.
+
+Nothing here is home-made: a :class:`jax.sharding.Mesh` with one axis (``"batch"``), inputs
+placed with ``NamedSharding(mesh, P("batch"))``, parameters with ``NamedSharding(mesh, P())``
+(replicated). Two equivalent ways to get the averaged gradient:
+
+* ``how="auto"``: ``jax.jit`` the plain gradient of the mean loss with those shardings; the
+  compiler (GSPMD) splits the batch and inserts the all-reduce that sums the partial gradients.
+* ``how="shard_map"``: ``jax.shard_map`` runs the per-device gradient of the local mean loss
+  and ``lax.pmean`` averages it over the ``"batch"`` axis, spelled out. It runs with
+  ``check_vma=False``: with JAX's varying-axis types on, autodiff would already sum the
+  gradients of replicated weights over devices (pmean would then return n times the mean),
+  and a ``custom_vjp`` rule's per-device weight cotangent is rejected as "varying" where the
+  weight is replicated. Without the types, each device keeps its own gradient until pmean.
+
+Both give the single-device gradient (up to float summation order) when the batch splits into
+equal shards, which :func:`check_batch` enforces. Any :mod:`bpjax.remat` strategy composes
+with either (remat is inside the per-device computation).
+
+On CPU, simulate devices with ``jax.config.update("jax_num_cpu_devices", n)`` (or
+``XLA_FLAGS=--xla_force_host_platform_device_count=n``) before JAX first runs anything.
+
+Several hosts: call ``jax.distributed.initialize()`` first on every host; ``jax.devices()``
+then lists every host's devices and the same mesh spans them. What changes is the input:
+each host holds only its slice of the global batch and builds the global array with
+``jax.make_array_from_process_local_data(batch_sharding(mesh), local_rows)``. The step
+functions below do not change.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax
+import numpy as np
+from jax import lax
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+AXIS = "batch"
+
+
+def mesh(devices: int | None = None) -> Mesh:
+    """A 1-D mesh named ``"batch"`` over the first ``devices`` devices (default: all)."""
+    available = jax.devices()
+    n = len(available) if devices is None else devices
+    if not isinstance(n, int) or n < 1:
+        raise ValueError(f"parallel.mesh: devices must be a positive int, got {devices!r}")
+    if n > len(available):
+        raise ValueError(
+            f"parallel.mesh: asked for {n} devices but JAX sees {len(available)} "
+            f"({available[0].platform}); on CPU call "
+            f'jax.config.update("jax_num_cpu_devices", {n}) before JAX first runs'
+        )
+    return Mesh(np.asarray(available[:n]), (AXIS,))
+
+
+def batch_sharding(m: Mesh) -> NamedSharding:
+    """Rows split over the ``"batch"`` axis."""
+    return NamedSharding(m, P(AXIS))
+
+
+def replicated(m: Mesh) -> NamedSharding:
+    """A full copy on every device."""
+    return NamedSharding(m, P())
+
+
+def check_batch(batch: int, m: Mesh, where: str = "parallel") -> None:
+    """Raise unless ``batch`` rows split into equal shards over the mesh."""
+    n = m.devices.size
+    if batch % n:
+        lower = batch - batch % n
+        suggestion = f"{lower} or {lower + n}" if lower else f"{n}"
+        raise ValueError(
+            f"{where}: a batch of {batch} rows does not split evenly over {n} devices; "
+            f"use a multiple of {n} (e.g. {suggestion})"
+        )
+
+
+def shard_batch(tree, m: Mesh):
+    """Place arrays with a leading batch axis split over the mesh (checked to divide)."""
+    for leaf in jax.tree.leaves(tree):
+        check_batch(np.shape(leaf)[0], m, "shard_batch")
+    return jax.device_put(tree, batch_sharding(m))
+
+
+def replicate(tree, m: Mesh):
+    """Place a pytree (parameters, optimizer state) on every device of the mesh."""
+    return jax.device_put(tree, replicated(m))
+
+
+def grad_fn(loss_fn: Callable, m: Mesh, *, how: str = "auto") -> Callable:
+    """``(params, x, y) -> grads`` of a mean loss, data parallel over ``m``; grads replicated.
+
+    Args:
+      loss_fn: ``loss_fn(params, x, y) -> scalar``, a mean over rows.
+      m: from :func:`mesh`.
+      how: ``"auto"`` (compiler-inserted reduction) or ``"shard_map"`` (explicit ``pmean``).
+    """
+    if how == "auto":
+        rep, rows = replicated(m), batch_sharding(m)
+        jitted = jax.jit(jax.grad(loss_fn), in_shardings=(rep, rows, rows), out_shardings=rep)
+    elif how == "shard_map":
+
+        def local(params, x, y):
+            return lax.pmean(jax.grad(loss_fn)(params, x, y), AXIS)
+
+        jitted = jax.jit(
+            jax.shard_map(
+                local, mesh=m, in_specs=(P(), P(AXIS), P(AXIS)), out_specs=P(), check_vma=False
+            )
+        )
+    else:
+        raise ValueError(f"parallel.grad_fn: how must be 'auto' or 'shard_map', got {how!r}")
+
+    def run(params, x, y):
+        check_batch(np.shape(x)[0], m, "parallel.grad_fn")
+        return jitted(params, x, y)
+
+    return run
+
+
+def sgd_step(loss_fn: Callable, m: Mesh, *, learning_rate: float, how: str = "auto"):
+    """A jitted data-parallel SGD step ``params -> params - lr * grad`` (params stay replicated).
+
+    The parameters are donated, as in a training loop.
+    """
+    rep, rows = replicated(m), batch_sharding(m)
+    if how == "auto":
+        grads_of = jax.grad(loss_fn)
+    elif how == "shard_map":
+        grads_of = jax.shard_map(
+            lambda p, x, y: lax.pmean(jax.grad(loss_fn)(p, x, y), AXIS),
+            mesh=m,
+            in_specs=(P(), P(AXIS), P(AXIS)),
+            out_specs=P(),
+            check_vma=False,
+        )
+    else:
+        raise ValueError(f"parallel.sgd_step: how must be 'auto' or 'shard_map', got {how!r}")
+
+    def step(params, x, y):
+        return jax.tree.map(lambda w, g: w - learning_rate * g, params, grads_of(params, x, y))
+
+    return jax.jit(step, in_shardings=(rep, rows, rows), out_shardings=rep, donate_argnums=(0,))

@@ -1,0 +1,75 @@
+"""Run by tests/test_parallel.py in a subprocess with 4 simulated CPU devices; prints JSON."""
+
+import dataclasses
+import json
+
+import jax
+
+jax.config.update("jax_num_cpu_devices", 4)
+
+import jax.numpy as jnp  # noqa: E402
+
+from bpjax import data, models, parallel, train  # noqa: E402
+
+
+def rel(a, b):
+    return max(
+        float(jnp.max(jnp.abs(x - y)) / (jnp.max(jnp.abs(y)) + 1e-30))
+        for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)
+    )
+
+
+out = {"devices": jax.device_count()}
+m = parallel.mesh(4)
+x = jax.random.normal(jax.random.key(0), (32, 12), jnp.float32)
+y = jnp.arange(32) % 5
+for remat in ("none", "sqrt", "binomial"):
+    model = models.MLP(arch="residual", depth=9, width=16, activation="tanh", remat=remat)
+    params = model.init(jax.random.key(1), 12, 5)
+    single = jax.jit(jax.grad(model.loss))(params, x, y)
+    for how in ("auto", "shard_map"):
+        sharded = parallel.grad_fn(model.loss, m, how=how)(params, x, y)
+        out[f"grad {remat} {how}"] = rel(sharded, single)
+        out[f"grad {remat} {how} replicated"] = all(
+            g.sharding.is_fully_replicated for g in jax.tree.leaves(sharded)
+        )
+
+model = models.MLP(arch="residual", depth=4, width=16, activation="relu")
+params = model.init(jax.random.key(1), 12, 5)
+want = jax.tree.map(lambda w, g: w - 0.1 * g, params, jax.grad(model.loss)(params, x, y))
+step = parallel.sgd_step(model.loss, m, learning_rate=0.1)
+placed = parallel.replicate(jax.tree.map(jnp.copy, params), m)  # donated by the step
+new = step(placed, parallel.shard_batch(x, m), parallel.shard_batch(y, m))
+out["sgd step"] = rel(new, want)
+out["params replicated"] = all(
+    p.sharding.is_fully_replicated and len(p.sharding.device_set) == 4 for p in jax.tree.leaves(new)
+)
+out["x sharded"] = str(parallel.shard_batch(x, m).sharding.spec)
+try:
+    parallel.grad_fn(model.loss, m)(params, x[:30], y[:30])
+    out["indivisible error"] = None
+except ValueError as err:
+    out["indivisible error"] = str(err)
+try:
+    parallel.mesh(8)
+    out["too many devices error"] = None
+except ValueError as err:
+    out["too many devices error"] = str(err)
+
+ds = data.digits()
+cfg = models.MLP(arch="residual", depth=4, width=32, activation="relu")
+h1 = train.train(cfg, ds, steps=20, batch_size=64, eval_every=20, seed=3)
+h4 = train.train(cfg, ds, steps=20, batch_size=64, eval_every=20, seed=3, devices=4)
+h4r = train.train(
+    dataclasses.replace(cfg, remat="sqrt"),
+    ds,
+    steps=20,
+    batch_size=64,
+    eval_every=20,
+    seed=3,
+    devices=4,
+)
+out["train loss diff"] = float(jnp.max(jnp.abs(jnp.asarray(h1.loss) - jnp.asarray(h4.loss))))
+out["train loss diff remat"] = float(jnp.max(jnp.abs(jnp.asarray(h1.loss) - jnp.asarray(h4r.loss))))
+out["train test acc"] = [h1.test_acc[-1], h4.test_acc[-1], h4r.test_acc[-1]]
+print(json.dumps(out))

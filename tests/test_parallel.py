@@ -1,0 +1,50 @@
+"""Data parallel on 4 simulated CPU devices (a subprocess: the device count is set at start-up)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).parent / "scripts" / "parallel_check.py"
+
+
+@pytest.fixture(scope="module")
+def report():
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT)], check=True, capture_output=True, text=True, timeout=600
+    )
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_four_devices_are_simulated(report):
+    assert report["devices"] == 4
+
+
+@pytest.mark.parametrize("remat", ["none", "sqrt", "binomial"])
+@pytest.mark.parametrize("how", ["auto", "shard_map"])
+def test_sharded_gradients_equal_single_device_ones(report, remat, how):
+    assert report[f"grad {remat} {how}"] <= 1e-6
+    assert report[f"grad {remat} {how} replicated"]
+
+
+def test_an_sgd_step_keeps_params_replicated_and_matches_one_device(report):
+    assert report["sgd step"] <= 1e-6
+    assert report["params replicated"]
+    assert report["x sharded"] == "P('batch',)"
+
+
+def test_bad_batches_and_meshes_get_clear_errors(report):
+    assert "30 rows does not split evenly over 4 devices" in report["indivisible error"]
+    assert "(e.g. 28 or 32)" in report["indivisible error"]
+    assert "jax_num_cpu_devices" in report["too many devices error"]
+
+
+def test_training_on_four_devices_follows_the_one_device_run(report):
+    assert report["train loss diff"] <= 1e-5
+    assert report["train loss diff remat"] <= 1e-5
+    one, four, four_remat = report["train test acc"]
+    assert abs(one - four) <= 0.01 and abs(one - four_remat) <= 0.01
