@@ -129,13 +129,22 @@ class Contender:
 # JAX and Flax contenders
 
 
-def jax_contenders(params, x, y) -> list[Contender]:
+def jax_contenders(params, x, y, *, devices: int | None = None) -> list[Contender]:
+    """bpjax's contenders; with ``devices``, each step is data parallel over that many devices
+    (:mod:`bpjax.parallel`: batch split over a 1-D mesh, parameters replicated)."""
     import jax
     import jax.numpy as jnp
 
-    from bpjax import fwd, manual, measure, models, ref, rev
+    from bpjax import fwd, manual, measure, models, parallel, ref, rev
 
     xj, yj = jnp.asarray(x), jnp.asarray(y)
+    place = jax.tree.map
+    if devices is not None:
+        mesh = parallel.mesh(devices)
+        xj, yj = parallel.shard_batch((xj, yj), mesh)
+
+        def place(fn, tree):
+            return parallel.replicate(jax.tree.map(fn, tree), mesh)
 
     def autodiff(ops):
         return lambda p, x, y: jax.grad(models.layers_loss)(p, x, y, ops=ops, activation="relu")
@@ -156,7 +165,7 @@ def jax_contenders(params, x, y) -> list[Contender]:
         def sgd(p, x, y, grad_fn=grad_fn):
             return jax.tree.map(lambda w, g: w - LR * g, p, grad_fn(p, x, y))
 
-        state = [jax.tree.map(jnp.asarray, params)]
+        state = [place(jnp.asarray, params)]
         compiled, seconds = measure.compile_fn(
             sgd, state[0], xj, yj, donate_argnums=(0,) if donate else ()
         )
@@ -165,7 +174,7 @@ def jax_contenders(params, x, y) -> list[Contender]:
             state[0] = compiled(state[0], xj, yj)
             return state[0]
 
-        start = jax.tree.map(jnp.asarray, params)
+        start = place(jnp.asarray, params)
         grads = functools.partial(_numpy_tree, jax.jit(grad_fn), start)
         out.append(Contender(name, step, grads, seconds))
     return out
@@ -390,7 +399,9 @@ def check_agreement(contenders, params, x, y, *, tol: float = 1e-4) -> dict[str,
     return errors
 
 
-def run(grid, *, rounds: int, compile_torch: bool, progress=print) -> dict:
+def run(
+    grid, *, rounds: int, compile_torch: bool, devices: int | None = None, progress=print
+) -> dict:
     """Time every contender at every size; returns the record written to ``peers.json``."""
     from bpjax import measure
 
@@ -404,7 +415,7 @@ def run(grid, *, rounds: int, compile_torch: bool, progress=print) -> dict:
         notes.append("PyTorch not installed: torch contenders skipped (install the peers extra)")
     for sizes, batch in grid:
         params, x, y = problem(sizes, batch)
-        contenders = jax_contenders(params, x, y) + [flax_contender(params, x, y)]
+        contenders = jax_contenders(params, x, y, devices=devices) + [flax_contender(params, x, y)]
         if have_torch:
             contenders += torch_contenders(params, x, y, compile_too=compile_torch)
         contenders.append(numpy_contender(params, x, y))
@@ -510,7 +521,8 @@ def figure(rows, path: Path, device: str) -> None:
 
 
 def main(argv=None) -> int:
-    """``bpjax bench [--quick|--full] [--threads N] [--compile] [--out DIR] [--rounds R]``."""
+    """``bpjax bench [--quick|--full] [--threads N] [--devices N] [--compile] [--out DIR]
+    [--rounds R]``."""
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(prog="bpjax bench", description=__doc__.splitlines()[0])
     profile = parser.add_mutually_exclusive_group()
@@ -518,11 +530,21 @@ def main(argv=None) -> int:
     profile.add_argument("--full", action="store_true", help="the full grid")
     parser.add_argument("--threads", type=int, default=None, help="cores to pin (default: all)")
     parser.add_argument("--compile", action="store_true", help="also time torch.compile")
+    parser.add_argument(
+        "--devices",
+        type=int,
+        default=None,
+        help="bpjax contenders data parallel over N devices (CPU: simulated)",
+    )
     parser.add_argument("--rounds", type=int, default=None, help="timing rounds per size")
     parser.add_argument("--out", type=Path, default=Path("results"), help="output folder")
     args = parser.parse_args(argv)
     threads = args.threads or len(os.sched_getaffinity(0))
     pin_threads(threads, argv)
+    import jax
+
+    if args.devices is not None:
+        jax.config.update("jax_num_cpu_devices", args.devices)
 
     from bpjax import results
 
@@ -530,11 +552,9 @@ def main(argv=None) -> int:
     rounds = args.rounds or (31 if args.full else 11)
     start = time.perf_counter()
     print(f"bpjax bench --{name}: {threads} threads, {rounds} rounds per size", flush=True)
-    record = run(GRIDS[name], rounds=rounds, compile_torch=args.compile)
+    record = run(GRIDS[name], rounds=rounds, compile_torch=args.compile, devices=args.devices)
     args.out.mkdir(parents=True, exist_ok=True)
     rows = record["rows"]
-    import jax
-
     device = str(jax.devices()[0].device_kind)
     figure(rows, args.out / "peers.png", device)
     sizes = list(dict.fromkeys(r["size"] for r in rows))
@@ -543,7 +563,7 @@ def main(argv=None) -> int:
     def pick(size, contender, key):
         return next(r[key] for r in rows if r["size"] == size and r["contender"] == contender)
 
-    summary = {"device": device, "threads": threads}
+    summary = {"device": device, "threads": threads, "devices": args.devices or 1}
     summary["gemm GFLOP/s"] = record["gemm"]["flops_per_second"] / 1e9
     for s in sizes:
         summary[f"rev / ref @ {s}"] = pick(s, "rev", "ratio_to_ref")

@@ -127,8 +127,9 @@ def train(
     opt_state = tx.init(params)
     if mesh is not None:
         params, opt_state = parallel.replicate((params, opt_state), mesh)
-        arrays = parallel.replicate((data.x_train, data.y_train, data.x_test, data.y_test), mesh)
-        data = data._replace(**dict(zip(("x_train", "y_train", "x_test", "y_test"), arrays)))
+        fields = ("x_train", "y_train", "x_test", "y_test")
+        arrays = parallel.replicate(tuple(getattr(data, f) for f in fields), mesh)
+        data = data._replace(**dict(zip(fields, arrays, strict=True)))
     n_train = data.x_train.shape[0]
 
     def one_step(carry, step):
