@@ -305,3 +305,57 @@ def to_params(model: MLP) -> dict:
             blocks.update(W_T=jnp.zeros((0, w, w), dtype), b_T=jnp.zeros((0, w), dtype))
     params["blocks"] = blocks
     return params
+
+
+def train(
+    model: nnx.Module,
+    data,
+    *,
+    steps: int = 600,
+    batch_size: int = 128,
+    learning_rate: float = 3e-3,
+    seed: int = 0,
+    eval_every: int = 100,
+) -> list[float]:
+    """Adam on an NNX classifier with ``nnx.Optimizer`` and an ``nnx.jit`` step.
+
+    Minibatches are drawn exactly as :func:`bpjax.train.train` draws them for the same
+    ``seed`` (``fold_in(key, step)``), so the two loops see the same data in the same order.
+
+    Args:
+      model: e.g. :class:`MLP`; updated in place.
+      data: a :class:`bpjax.data.Dataset`.
+
+    Returns:
+      Test accuracy after every ``eval_every`` steps (and at the end).
+    """
+    import optax
+
+    if steps < 1 or batch_size < 1 or eval_every < 1:
+        raise ValueError("flax.train: steps, batch_size and eval_every must be >= 1")
+    _, key_data = jax.random.split(jax.random.key(seed))
+    n_train = data.x_train.shape[0]
+    optimizer = nnx.Optimizer(model, optax.adam(learning_rate), wrt=nnx.Param)
+
+    @nnx.jit
+    def step(model, optimizer, i):
+        idx = jax.random.randint(jax.random.fold_in(key_data, i), (batch_size,), 0, n_train)
+
+        def loss_fn(model):
+            logits = model(data.x_train[idx])
+            return optax.softmax_cross_entropy_with_integer_labels(logits, data.y_train[idx]).mean()
+
+        loss, grads = nnx.value_and_grad(loss_fn)(model)
+        optimizer.update(model, grads)
+        return loss
+
+    @nnx.jit
+    def accuracy(model):
+        return jnp.mean(jnp.argmax(model(data.x_test), -1) == data.y_test)
+
+    history = []
+    for i in range(steps):
+        step(model, optimizer, i)
+        if (i + 1) % eval_every == 0 or i + 1 == steps:
+            history.append(float(accuracy(model)))
+    return history
