@@ -8,7 +8,7 @@ EXTRAS ?= test,experiments,lint
 comma := ,
 STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 
-.PHONY: venv test test-slow reproduce lint format clean
+.PHONY: venv test test-slow reproduce accelerator bench lint format clean
 
 venv: $(STAMP)
 
@@ -31,6 +31,15 @@ reproduce: venv
 		$(PY) $$script --out results; \
 	done
 	$(PY) -m bpjax.report results
+
+# Mode cost, remat and bench on the device JAX finds (GPU/TPU: ~5 min; CPU: a small profile),
+# results in results/<backend>/. Install the accelerator's jax build first (see the README).
+accelerator: venv
+	bash experiments/accelerator_run.sh
+
+# `make bench ARGS="--full --compile"` passes options through.
+bench: venv
+	$(VENV)/bin/bpjax bench $(ARGS)
 
 lint: venv
 	$(VENV)/bin/ruff check .

@@ -691,7 +691,8 @@ def _policy_bytes(layer, params, x, policy) -> int:
     return _saved_bytes(jax.checkpoint(layer, policy=policy), p0, _spec(x))
 
 
-def _predict(strategy, layer, params, x, sizes=None) -> int:
+def predict(layer: Callable, params, x, *, strategy="sqrt", sizes=None) -> int:
+    """:func:`predict_bytes` for this layer and these params (policies included)."""
     strategy = resolve(strategy)
     sizes = sizes or layer_bytes(layer, params, x)
     extra = None
@@ -744,8 +745,9 @@ class Measurement:
       jaxpr_residuals: bytes of what the gradient's jaxpr saves between its forward and backward
         passes (computed values only; inputs and free views of them are not counted).
       compiled_temp: ``memory_analysis().temp_size_in_bytes`` of the compiled gradient.
-      runtime_peak: ``peak_bytes_in_use`` after running it, where the backend reports it (GPU,
-        TPU; ``None`` on CPU). It includes everything live on the device.
+      runtime_peak: bytes the run added above what was in use before it, from the device's
+        ``peak_bytes_in_use`` (GPU, TPU; ``None`` on CPU, and ``None`` when an earlier, larger
+        run in the same process hides it: measure strategies from least memory to most).
       evaluations: theory (:func:`evaluations`).
     """
 
@@ -770,14 +772,20 @@ def measure(layer: Callable, params, x, *, strategy="sqrt", run: bool = True) ->
     temp = int(compiled.memory_analysis().temp_size_in_bytes)
     peak = None
     if run:
+        device = jax.devices()[0]
+        before = device.memory_stats() or {}
         jax.block_until_ready(compiled(params, x))
-        stats = jax.devices()[0].memory_stats()
-        if stats and "peak_bytes_in_use" in stats:
-            peak = int(stats["peak_bytes_in_use"])
+        after = device.memory_stats() or {}
+        # The backend keeps one process-wide high-water mark: a run shows its own peak only
+        # if it raises the mark; then peak − (bytes in use before) is what this run added.
+        if "peak_bytes_in_use" in after and after["peak_bytes_in_use"] > before.get(
+            "peak_bytes_in_use", 0
+        ):
+            peak = int(after["peak_bytes_in_use"] - before.get("bytes_in_use", 0))
     return Measurement(
         strategy=strategy.name,
         n_layers=_depth(params),
-        predicted=_predict(strategy, layer, params, x),
+        predicted=predict(layer, params, x, strategy=strategy),
         jaxpr_residuals=saved,
         compiled_temp=temp,
         runtime_peak=peak,
@@ -836,7 +844,7 @@ def plan(layer: Callable, params, x, *, budget_bytes: int, verify: bool = True) 
     sizes = layer_bytes(layer, params, x)
     ranked = sorted(
         (
-            (evaluations(s, n_layers), _predict(s, layer, params, x, sizes), i, s)
+            (evaluations(s, n_layers), predict(layer, params, x, strategy=s, sizes=sizes), i, s)
             for i, s in enumerate(candidates(n_layers))
         ),
         key=lambda t: (t[0], t[1], t[2]),

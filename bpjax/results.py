@@ -15,13 +15,14 @@ from pathlib import Path
 from bpjax.measure import environment
 
 
-def parse_args(description: str, argv=None) -> argparse.Namespace:
+def parse_args(description: str, argv=None, *, configure=None) -> argparse.Namespace:
     """The command line every experiment shares: ``--full``, ``--out DIR``, ``--seed N``,
     ``--devices N``.
 
     ``--devices N`` asks for N devices (data parallel where the experiment supports it); on
     CPU it simulates them with ``jax_num_cpu_devices``, which must happen before JAX first
-    runs, so call this first thing in ``main``.
+    runs, so call this first thing in ``main``. ``configure(parser)`` adds an experiment's
+    own options.
     """
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument(
@@ -32,6 +33,8 @@ def parse_args(description: str, argv=None) -> argparse.Namespace:
     parser.add_argument(
         "--devices", type=int, default=None, help="data parallel over N devices (CPU: simulated)"
     )
+    if configure is not None:
+        configure(parser)
     args = parser.parse_args(argv)
     if args.devices is not None:
         import jax

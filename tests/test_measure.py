@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
+import jax
 import jax.numpy as jnp
 import pytest
 
@@ -76,3 +78,17 @@ def test_experiment_quick_profile_runs(script, tmp_path):
         cwd=ROOT,
     )
     assert list(tmp_path.glob("*.json"))
+
+
+@pytest.mark.slow
+def test_accelerator_script_runs_its_cpu_profile(tmp_path):
+    subprocess.run(
+        ["bash", str(ROOT / "experiments" / "accelerator_run.sh"), str(tmp_path)],
+        check=True,
+        cwd=ROOT,
+        env={**os.environ, "PY": sys.executable},
+    )
+    for name in ("mode_cost", "remat_memory", "peers"):
+        record = json.loads((tmp_path / f"{name}.json").read_text())
+        assert record["environment"]["backend"] == jax.default_backend()
+    assert (tmp_path / "REPORT.md").exists()
