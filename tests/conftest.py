@@ -8,7 +8,7 @@ from hypothesis import settings
 
 jax.config.update("jax_enable_x64", True)
 
-settings.register_profile("bpjax", max_examples=8, deadline=None, derandomize=True)
+settings.register_profile("bpjax", max_examples=4, deadline=None, derandomize=True)
 settings.load_profile("bpjax")
 
 

@@ -89,7 +89,7 @@ def test_quick_profile_runs_and_writes_peers_json(tmp_path):
 
 
 def test_a_one_size_run_reports_ratios_and_roofline_fractions():
-    record = bench.run([((8, 16, 4), 32)], rounds=3, compile_torch=False, progress=lambda s: None)
+    record = bench.run([((8, 16, 4), 32)], rounds=2, compile_torch=False, progress=lambda s: None)
     rows = record["rows"]
     names = {r["contender"] for r in rows}
     assert {"rev", bench.REFERENCE, "manual", "flax nnx", "numpy manual"} <= names

@@ -91,9 +91,9 @@ def test_manual_backprop_jits():
 @pytest.mark.parametrize("activation", ["sigmoid", "relu"])
 def test_hessian_of_two_layer_loss_through_rev_equals_ref(activation):
     params, x, labels = _net(4, (3, 4, 3), 6)
-    h_rev = jax.hessian(_loss(rev, activation))(params, x, labels)
-    h_ref = jax.hessian(_loss(ref, activation))(params, x, labels)
-    h_fwd = jax.hessian(_loss(fwd, activation))(params, x, labels)
+    h_rev = jax.jit(jax.hessian(_loss(rev, activation)))(params, x, labels)
+    h_ref = jax.jit(jax.hessian(_loss(ref, activation)))(params, x, labels)
+    h_fwd = jax.jit(jax.hessian(_loss(fwd, activation)))(params, x, labels)
     assert _max_rel(h_rev, h_ref) <= 1e-10
     assert _max_rel(h_fwd, h_ref) <= 1e-10
 

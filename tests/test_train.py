@@ -59,7 +59,7 @@ SIGMOID = dict(activation="sigmoid", weight_init="xavier", width=64)
 RELU = dict(activation="relu", weight_init="he", width=64)
 
 
-@pytest.mark.parametrize("depth", [8, 32, 64])
+@pytest.mark.parametrize("depth", [8, pytest.param(32, marks=pytest.mark.slow), 64])
 def test_residual_sigmoid_trains_at_every_depth(digits, depth):
     h = train.train(models.MLP(arch="residual", depth=depth, **SIGMOID), digits)
     assert h.final_test_acc >= 0.95
