@@ -488,30 +488,35 @@ def table(rows) -> str:
     return "\n".join(lines)
 
 
+def ratio_bars(ax, rows, key: str) -> None:
+    """Grouped bars of ``row[key]`` per size and contender, 10th-90th percentile as error bars."""
+    sizes = list(dict.fromkeys(r["size"] for r in rows))
+    names = list(dict.fromkeys(r["contender"] for r in rows))
+    width = 0.85 / len(names)
+    for i, name in enumerate(names):
+        vals = [next(r for r in rows if r["size"] == s and r["contender"] == name) for s in sizes]
+        ax.bar(
+            [j + i * width for j in range(len(sizes))],
+            [v[key] for v in vals],
+            width,
+            yerr=[
+                [(v["median"] - v["p10"]) / v["median"] * v[key] for v in vals],
+                [(v["p90"] - v["median"]) / v["median"] * v[key] for v in vals],
+            ],
+            label=name,
+        )
+    ax.axhline(1.0, color="k", lw=0.8)
+    ax.set_xticks([j + 0.425 - width / 2 for j in range(len(sizes))], sizes, fontsize=8)
+
+
 def figure(rows, path: Path, device: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    sizes = list(dict.fromkeys(r["size"] for r in rows))
-    names = list(dict.fromkeys(r["contender"] for r in rows))
     fig, ax = plt.subplots(figsize=(9, 4.5))
-    width = 0.85 / len(names)
-    for i, name in enumerate(names):
-        vals = [next(r for r in rows if r["size"] == s and r["contender"] == name) for s in sizes]
-        ax.bar(
-            [j + i * width for j in range(len(sizes))],
-            [v["ratio_to_best_peer"] for v in vals],
-            width,
-            yerr=[
-                [(v["median"] - v["p10"]) / v["median"] * v["ratio_to_best_peer"] for v in vals],
-                [(v["p90"] - v["median"]) / v["median"] * v["ratio_to_best_peer"] for v in vals],
-            ],
-            label=name,
-        )
-    ax.axhline(1.0, color="k", lw=0.8)
-    ax.set_xticks([j + 0.425 - width / 2 for j in range(len(sizes))], sizes, fontsize=8)
+    ratio_bars(ax, rows, "ratio_to_best_peer")
     ax.set_ylabel("step time / fastest peer (lower is better)")
     ax.set_title(f"MLP training step vs peers ({device})")
     ax.legend(fontsize=7, ncol=2)

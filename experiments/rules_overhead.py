@@ -50,23 +50,8 @@ def main(argv=None):
             )
 
     sizes = list(dict.fromkeys(r["size"] for r in rows))
-    names = list(dict.fromkeys(r["contender"] for r in rows))
     fig, ax = plt.subplots(figsize=(8, 4))
-    width = 0.8 / len(names)
-    for i, name in enumerate(names):
-        vals = [next(r for r in rows if r["size"] == s and r["contender"] == name) for s in sizes]
-        ax.bar(
-            [j + i * width for j in range(len(sizes))],
-            [v["ratio_to_ref"] for v in vals],
-            width,
-            yerr=[
-                [(v["median"] - v["p10"]) / v["median"] * v["ratio_to_ref"] for v in vals],
-                [(v["p90"] - v["median"]) / v["median"] * v["ratio_to_ref"] for v in vals],
-            ],
-            label=name,
-        )
-    ax.axhline(1.0, color="k", lw=0.8)
-    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(sizes))], sizes)
+    bench.ratio_bars(ax, rows, "ratio_to_ref")
     ax.set_ylabel("train-step time / (ref + jax.grad)")
     ax.set_title(f"SGD step time relative to autodiff ({measure.environment()['device']})")
     ax.legend(fontsize=8)
