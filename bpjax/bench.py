@@ -66,15 +66,22 @@ def pin_threads(threads: int, argv: list[str]) -> None:
     Library thread pools size themselves when they load, so the variables must be set before
     NumPy, JAX or PyTorch start; the re-executed process sees them (and inherits the affinity).
     """
-    cores = sorted(os.sched_getaffinity(0))
+    cores = _cores()
     if threads > len(cores):
         raise ValueError(f"--threads {threads}: only {len(cores)} cores are available here")
     if os.environ.get("BPJAX_BENCH_THREADS") == str(threads):
         return
-    os.sched_setaffinity(0, cores[:threads])
+    if hasattr(os, "sched_setaffinity"):  # Linux; elsewhere only the thread variables apply
+        os.sched_setaffinity(0, cores[:threads])
     env = dict(os.environ, BPJAX_BENCH_THREADS=str(threads))
     env.update({var: str(threads) for var in _THREAD_VARS})
     os.execve(sys.executable, [sys.executable, "-m", "bpjax", "bench", *argv], env)
+
+
+def _cores() -> list[int]:
+    if hasattr(os, "sched_getaffinity"):
+        return sorted(os.sched_getaffinity(0))
+    return list(range(os.cpu_count() or 1))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -544,7 +551,7 @@ def main(argv=None) -> int:
     parser.add_argument("--rounds", type=int, default=None, help="timing rounds per size")
     parser.add_argument("--out", type=Path, default=Path("results"), help="output folder")
     args = parser.parse_args(argv)
-    threads = args.threads or len(os.sched_getaffinity(0))
+    threads = args.threads or len(_cores())
     pin_threads(threads, argv)
     import jax
 
@@ -585,7 +592,7 @@ def main(argv=None) -> int:
         data={
             **record,
             "threads": threads,
-            "affinity": sorted(os.sched_getaffinity(0)),
+            "affinity": _cores(),
             "thread_env": {v: os.environ.get(v) for v in _THREAD_VARS},
             "lr": LR,
         },
