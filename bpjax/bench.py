@@ -190,7 +190,6 @@ def jax_contenders(params, x, y, *, devices: int | None = None) -> list[Contende
 def _numpy_tree(fn, *args):
     import numpy as np
 
-    args = [np.asarray(a) if isinstance(a, np.ndarray) else a for a in args]
     return [tuple(np.asarray(a) for a in layer) for layer in fn(*args)]
 
 

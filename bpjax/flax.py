@@ -27,6 +27,7 @@ from flax import nnx
 
 from bpjax import fwd, ref, rev
 from bpjax import remat as _remat
+from bpjax.measure import temp_bytes
 from bpjax.models import ACTIVATIONS, ARCHS
 
 NAMESPACES = {"ref": ref, "rev": rev, "fwd": fwd}
@@ -207,8 +208,7 @@ def remat_temp_bytes(blocks: Block, x, *, how: str) -> int:
     def loss(params, x):
         return jnp.sum(scan_blocks(nnx.merge(graphdef, params), x, remat=strategy))
 
-    compiled = jax.jit(jax.grad(loss, argnums=(0, 1))).lower(params, x).compile()
-    return int(compiled.memory_analysis().temp_size_in_bytes)
+    return temp_bytes(jax.grad(loss, argnums=(0, 1)), params, x)
 
 
 class MLP(nnx.Module):

@@ -89,6 +89,21 @@ def replicate(tree, m: Mesh):
     return jax.device_put(tree, replicated(m))
 
 
+def _averaged_grad(loss_fn: Callable, m: Mesh, how: str, where: str) -> Callable:
+    """The gradient of a mean loss over the whole batch, to be jitted with the mesh shardings."""
+    if how == "auto":
+        return jax.grad(loss_fn)
+    if how == "shard_map":
+        return jax.shard_map(
+            lambda p, x, y: lax.pmean(jax.grad(loss_fn)(p, x, y), AXIS),
+            mesh=m,
+            in_specs=(P(), P(AXIS), P(AXIS)),
+            out_specs=P(),
+            check_vma=False,
+        )
+    raise ValueError(f"{where}: how must be 'auto' or 'shard_map', got {how!r}")
+
+
 def grad_fn(loss_fn: Callable, m: Mesh, *, how: str = "auto") -> Callable:
     """``(params, x, y) -> grads`` of a mean loss, data parallel over ``m``; grads replicated.
 
@@ -97,21 +112,12 @@ def grad_fn(loss_fn: Callable, m: Mesh, *, how: str = "auto") -> Callable:
       m: from :func:`mesh`.
       how: ``"auto"`` (compiler-inserted reduction) or ``"shard_map"`` (explicit ``pmean``).
     """
-    if how == "auto":
-        rep, rows = replicated(m), batch_sharding(m)
-        jitted = jax.jit(jax.grad(loss_fn), in_shardings=(rep, rows, rows), out_shardings=rep)
-    elif how == "shard_map":
-
-        def local(params, x, y):
-            return lax.pmean(jax.grad(loss_fn)(params, x, y), AXIS)
-
-        jitted = jax.jit(
-            jax.shard_map(
-                local, mesh=m, in_specs=(P(), P(AXIS), P(AXIS)), out_specs=P(), check_vma=False
-            )
-        )
-    else:
-        raise ValueError(f"parallel.grad_fn: how must be 'auto' or 'shard_map', got {how!r}")
+    rep, rows = replicated(m), batch_sharding(m)
+    jitted = jax.jit(
+        _averaged_grad(loss_fn, m, how, "parallel.grad_fn"),
+        in_shardings=(rep, rows, rows),
+        out_shardings=rep,
+    )
 
     def run(params, x, y):
         check_batch(np.shape(x)[0], m, "parallel.grad_fn")
@@ -126,18 +132,7 @@ def sgd_step(loss_fn: Callable, m: Mesh, *, learning_rate: float, how: str = "au
     The parameters are donated, as in a training loop.
     """
     rep, rows = replicated(m), batch_sharding(m)
-    if how == "auto":
-        grads_of = jax.grad(loss_fn)
-    elif how == "shard_map":
-        grads_of = jax.shard_map(
-            lambda p, x, y: lax.pmean(jax.grad(loss_fn)(p, x, y), AXIS),
-            mesh=m,
-            in_specs=(P(), P(AXIS), P(AXIS)),
-            out_specs=P(),
-            check_vma=False,
-        )
-    else:
-        raise ValueError(f"parallel.sgd_step: how must be 'auto' or 'shard_map', got {how!r}")
+    grads_of = _averaged_grad(loss_fn, m, how, "parallel.sgd_step")
 
     def step(params, x, y):
         return jax.tree.map(lambda w, g: w - learning_rate * g, params, grads_of(params, x, y))

@@ -60,6 +60,8 @@ import numpy as np
 from jax import lax
 from jax.extend.core import Literal
 
+from bpjax.measure import compile_fn, temp_bytes
+
 # ---------------------------------------------------------------------------------------------
 # Strategies
 
@@ -204,10 +206,18 @@ def _depth(params) -> int:
     return int(n_layers)
 
 
+def _spec(tree):
+    return jax.tree.map(lambda a: jax.ShapeDtypeStruct(np.shape(a), a.dtype), tree)
+
+
+def _layer_spec(params):
+    """Shape and dtype of one layer's slice of the stacked ``params``."""
+    return jax.tree.map(lambda a: jax.ShapeDtypeStruct(np.shape(a)[1:], a.dtype), params)
+
+
 def _check_layer(layer, params, x):
-    p0 = jax.tree.map(lambda a: jax.ShapeDtypeStruct(np.shape(a)[1:], a.dtype), params)
-    out = jax.eval_shape(layer, p0, x)
-    x_spec = jax.eval_shape(lambda x: x, x)
+    out = jax.eval_shape(layer, _layer_spec(params), x)
+    x_spec = _spec(x)
     if jax.tree.structure(out) != jax.tree.structure(x_spec) or any(
         (a.shape, a.dtype) != (b.shape, b.dtype)
         for a, b in zip(jax.tree.leaves(out), jax.tree.leaves(x_spec), strict=True)
@@ -290,10 +300,6 @@ def _nbytes(tree) -> int:
     return sum(int(math.prod(a.shape) * np.dtype(a.dtype).itemsize) for a in jax.tree.leaves(tree))
 
 
-def _spec(tree):
-    return jax.tree.map(lambda a: jax.ShapeDtypeStruct(np.shape(a), a.dtype), tree)
-
-
 def _saved_bytes(layer, p0, x) -> int:
     n_param_leaves = len(jax.tree.leaves(p0))
     total = 0
@@ -306,8 +312,7 @@ def _saved_bytes(layer, p0, x) -> int:
 
 def layer_bytes(layer: Callable, params, x) -> LayerBytes:
     """:class:`LayerBytes` of ``layer`` for one slice of the stacked ``params`` and state ``x``."""
-    p0 = jax.tree.map(lambda a: jax.ShapeDtypeStruct(np.shape(a)[1:], a.dtype), params)
-    x = _spec(x)
+    p0, x = _layer_spec(params), _spec(x)
     return LayerBytes(state=_nbytes(x), residual=_saved_bytes(layer, p0, x), params=_nbytes(p0))
 
 
@@ -407,10 +412,6 @@ def optimal_advances(n_steps: int, checkpoints: int) -> int:
         return 0
     r = repetitions(n_steps, checkpoints)
     return r * n_steps - beta(checkpoints + 1, r - 1)
-
-
-# Instruction fields of the revolve program (one row per event).
-_RESTORE, _ADVANCE, _STORE, _TURN = range(4)
 
 
 def revolve(n_steps: int, checkpoints: int) -> list[tuple]:
@@ -687,8 +688,7 @@ def predict_bytes(strategy, n_layers: int, sizes: LayerBytes, *, policy_bytes: i
 
 
 def _policy_bytes(layer, params, x, policy) -> int:
-    p0 = jax.tree.map(lambda a: jax.ShapeDtypeStruct(np.shape(a)[1:], a.dtype), params)
-    return _saved_bytes(jax.checkpoint(layer, policy=policy), p0, _spec(x))
+    return _saved_bytes(jax.checkpoint(layer, policy=policy), _layer_spec(params), _spec(x))
 
 
 def predict(layer: Callable, params, x, *, strategy="sqrt", sizes=None) -> int:
@@ -768,7 +768,7 @@ def measure(layer: Callable, params, x, *, strategy="sqrt", run: bool = True) ->
     strategy = resolve(strategy)
     loss = _loss(layer, strategy)
     saved = sum(r["bytes"] for r in residuals(loss, params, x) if r["source"] == "computed")
-    compiled = jax.jit(jax.grad(loss, argnums=(0, 1))).lower(params, x).compile()
+    compiled, _ = compile_fn(jax.grad(loss, argnums=(0, 1)), params, x)
     temp = int(compiled.memory_analysis().temp_size_in_bytes)
     peak = None
     if run:
@@ -857,7 +857,7 @@ def plan(layer: Callable, params, x, *, budget_bytes: int, verify: bool = True) 
             continue
         compiled = None
         if verify:
-            compiled = measure(layer, params, x, strategy=strategy, run=False).compiled_temp
+            compiled = temp_bytes(jax.grad(_loss(layer, strategy), argnums=(0, 1)), params, x)
             smallest = compiled if smallest is None else min(smallest, compiled)
             if compiled > budget_bytes:
                 continue
