@@ -527,7 +527,9 @@ def figure(rows, path: Path, device: str) -> None:
     ax.set_title(f"MLP training step vs peers ({device})")
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    from bpjax import results
+
+    results.save_figure(fig, path, dpi=120)
     plt.close(fig)
 
 
@@ -582,10 +584,11 @@ def main(argv=None) -> int:
         summary[f"rev / best peer @ {s}"] = pick(s, "rev", "ratio_to_best_peer")
     summary[f"rev GEMM fraction @ {last}"] = pick(last, "rev", "fraction_of_gemm")
     summary["seconds"] = time.perf_counter() - start
-    args.profile, args.seed = name, 0
     results.save(
         "peers",
-        args,
+        out=args.out,
+        profile=name,
+        seed=0,
         title="MLP training step vs peers and the GEMM roofline (bpjax bench)",
         summary=summary,
         data={

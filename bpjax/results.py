@@ -2,17 +2,38 @@
 
 Experiments are thin scripts; this module gives them a shared command line and a shared
 file format, so ``python -m bpjax.report`` can assemble ``results/REPORT.md`` from them.
+
+Every file is written atomically: figures and text go to a temporary file beside their
+destination (:func:`staged`, :func:`save_figure`, :func:`save_text`) and only replace the
+previous file when :func:`save` writes the JSON record, which is itself written to a
+temporary file first and moved into place with ``os.replace``. A run that fails or is
+interrupted (full disk, Ctrl-C, an exception) leaves the previous run's files complete and
+consistent with each other.
 """
 
 from __future__ import annotations
 
 import argparse
+import atexit
 import datetime
 import json
 import math
+import os
+import tempfile
 from pathlib import Path
 
 from bpjax.measure import environment
+
+# Destination -> temporary file written this run, moved into place by the next save().
+_STAGED: dict[Path, Path] = {}
+
+
+def _default_mode() -> int:
+    # mkstemp creates files readable by the owner only; a result file should get the
+    # permissions any other file written here would (0o666 less the umask).
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def parse_args(description: str, argv=None, *, configure=None) -> argparse.Namespace:
@@ -22,7 +43,8 @@ def parse_args(description: str, argv=None, *, configure=None) -> argparse.Names
     ``--devices N`` asks for N devices (data parallel where the experiment supports it); on
     CPU it simulates them with ``jax_num_cpu_devices``, which must happen before JAX first
     runs, so call this first thing in ``main``. ``configure(parser)`` adds an experiment's
-    own options.
+    own options. The output folder is created and checked to be writable here, before any
+    measurement, so a bad ``--out`` costs nothing.
     """
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument(
@@ -36,15 +58,87 @@ def parse_args(description: str, argv=None, *, configure=None) -> argparse.Names
     if configure is not None:
         configure(parser)
     args = parser.parse_args(argv)
+    if args.devices is not None and args.devices < 1:
+        parser.error(f"--devices must be >= 1, got {args.devices}")
+    problem = writable_folder_problem(args.out)
+    if problem:
+        parser.error(f"--out {args.out}: {problem}")
     if args.devices is not None:
         import jax
 
-        if args.devices < 1:
-            parser.error("--devices must be >= 1")
         jax.config.update("jax_num_cpu_devices", args.devices)
     args.profile = "full" if args.full else "quick"
-    args.out.mkdir(parents=True, exist_ok=True)
     return args
+
+
+def writable_folder_problem(folder: Path) -> str | None:
+    """Create ``folder`` if needed and try writing a file in it; the problem in words, or None."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as err:
+        return f"cannot write there ({err.strerror or err}); choose a writable folder"
+    return None
+
+
+def staged(path: Path | str) -> Path:
+    """A temporary file beside ``path`` that replaces ``path`` when :func:`save` next runs.
+
+    Write the new content to the returned path (it keeps ``path``'s suffix, so tools that
+    pick a format from the suffix still work). Until :func:`save` succeeds, ``path`` keeps
+    its previous content; staged files never committed are removed when the process exits.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
+    os.fchmod(fd, _default_mode())
+    os.close(fd)
+    previous = _STAGED.pop(path, None)
+    if previous is not None:
+        previous.unlink(missing_ok=True)
+    _STAGED[path] = Path(tmp)
+    return Path(tmp)
+
+
+def save_figure(fig, path: Path | str, *, dpi: int = 120) -> None:
+    """Render a matplotlib figure for ``path``, staged until the next :func:`save`."""
+    path = Path(path)
+    fig.savefig(staged(path), dpi=dpi, format=path.suffix.lstrip(".") or "png")
+
+
+def save_text(path: Path | str, text: str) -> None:
+    """Write ``text`` for ``path`` (a ``.mmd``, a ``.md``), staged until the next :func:`save`."""
+    staged(path).write_text(text)
+
+
+def write_atomic(path: Path | str, text: str) -> None:
+    """Write ``text`` to ``path`` all or nothing: a temporary file, then ``os.replace``."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
+    os.fchmod(fd, _default_mode())
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _commit_staged() -> None:
+    for path, tmp in list(_STAGED.items()):
+        os.replace(tmp, path)
+        del _STAGED[path]
+
+
+@atexit.register
+def _discard_staged() -> None:
+    for tmp in _STAGED.values():
+        tmp.unlink(missing_ok=True)
+    _STAGED.clear()
 
 
 def _clean(value):
@@ -62,30 +156,46 @@ def _clean(value):
 
 def save(
     name: str,
-    args: argparse.Namespace,
     *,
+    out: Path | str,
+    profile: str,
+    seed: int,
     title: str,
     summary: dict,
     data: dict,
     figures: list[str] = (),
     notes: str = "",
 ) -> Path:
-    """Write ``<out>/<name>.json``.
+    """Write ``<out>/<name>.json`` and commit the files staged since the last save.
 
     Args:
       name: the experiment's file stem (``rules_overhead``).
-      args: from :func:`parse_args` (profile, seed, out).
+      out: the output folder.
+      profile: ``"quick"`` or ``"full"`` (which sweep produced the numbers).
+      seed: the random seed of the run.
       title: one line for the report.
       summary: the headline numbers, shown as a table in the report.
       data: every number measured.
-      figures: PNG file names (relative to ``out``) to embed in the report.
+      figures: PNG file names (relative to ``out``) to embed in the report; each must have
+        been staged this run (:func:`save_figure`) or exist from an earlier one.
       notes: a paragraph of interpretation for the report.
+
+    The JSON is serialised and written to a temporary file first; only when that succeeded
+    are the staged figures and the JSON moved into place, so a failure at any point before
+    leaves every previous file as it was.
     """
+    out = Path(out)
+    missing = [f for f in figures if (out / f) not in _STAGED and not (out / f).exists()]
+    if missing:
+        raise FileNotFoundError(
+            f"results.save({name!r}): figures {missing} were neither staged with "
+            "results.save_figure nor present in " + str(out)
+        )
     record = {
         "name": name,
         "title": title,
-        "profile": args.profile,
-        "seed": args.seed,
+        "profile": profile,
+        "seed": seed,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "environment": environment(),
         "summary": summary,
@@ -93,7 +203,16 @@ def save(
         "figures": list(figures),
         "data": data,
     }
-    path = args.out / f"{name}.json"
-    path.write_text(json.dumps(_clean(record), indent=1) + "\n")
+    path = out / f"{name}.json"
+    try:
+        text = json.dumps(_clean(record), indent=1) + "\n"
+        with open(staged(path), "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+    except BaseException:
+        _discard_staged()
+        raise
+    _commit_staged()
     print(f"wrote {path}")
     return path

@@ -92,12 +92,16 @@ def custom_rule_and_second_derivative():
 def main(argv=None):
     args = results.parse_args(__doc__.splitlines()[0], argv)
     flow = graph.two_layer_flow()
-    (args.out / "autograd_flow.mmd").write_text(flow)
+    results.save_text(args.out / "autograd_flow.mmd", flow)
     figures = []
     if shutil.which("dot"):
         loss, example, names = graph.two_layer_example()
         graph.render(
-            loss, *example, path=args.out / "autograd_flow.png", backward=True, names=names
+            loss,
+            *example,
+            path=results.staged(args.out / "autograd_flow.png"),
+            backward=True,
+            names=names,
         )
         figures.append("autograd_flow.png")
     else:
@@ -115,7 +119,9 @@ def main(argv=None):
         print(f"{name}: {part}")
     results.save(
         "autograd_tour",
-        args,
+        out=args.out,
+        profile=args.profile,
+        seed=args.seed,
         title="Autograd made visible: the graph, accumulation, no-grad, custom rules",
         summary={
             ".grad after 3 backward() without zeroing": str(pitfall["without zero_grad"][-1]),

@@ -94,7 +94,7 @@ def main(argv=None):
         + (f"mean and min-max over {n_seeds} seeds" if n_seeds > 1 else "one seed")
     )
     fig.tight_layout()
-    fig.savefig(args.out / "depth.png", dpi=120)
+    results.save_figure(fig, args.out / "depth.png", dpi=120)
 
     def acc(activation, arch, depth):
         v = [
@@ -114,7 +114,9 @@ def main(argv=None):
     }
     results.save(
         "depth",
-        args,
+        out=args.out,
+        profile=args.profile,
+        seed=args.seed,
         title="Depth vs accuracy: plain, residual, highway, dense on digits",
         summary=summary,
         data={"runs": runs, "width": WIDTH, "steps": STEPS, "batch": BATCH, "lr": 3e-3, **grid},

@@ -153,7 +153,7 @@ def main(argv=None):
     ax.set_title("(d) residual ReLU, depth 64: branch scale α")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(args.out / "exploding.png", dpi=120)
+    results.save_figure(fig, args.out / "exploding.png", dpi=120)
 
     summary = {f"log-growth per layer, gain {g}": s for g, s in slopes.items()}
     summary |= {f"(b) {k}: diverged at step": str(v["diverged_at"]) for k, v in runs.items()}
@@ -168,7 +168,9 @@ def main(argv=None):
     }
     results.save(
         "exploding",
-        args,
+        out=args.out,
+        profile=args.profile,
+        seed=args.seed,
         title="Exploding gradients, clipping, and residual branch scaling",
         summary=summary,
         data={

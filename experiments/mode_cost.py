@@ -319,7 +319,7 @@ def main(argv=None):
         f"forward vs reverse mode on {measure.environment()['cpu_model']} ({jax.default_backend()})"
     )
     fig.tight_layout()
-    fig.savefig(args.out / "mode_cost.png", dpi=110)
+    results.save_figure(fig, args.out / "mode_cost.png", dpi=110)
 
     summary = {"grid points": len(sweep)}
     for key, label in (
@@ -351,7 +351,9 @@ def main(argv=None):
     }
     results.save(
         "mode_cost",
-        args,
+        out=args.out,
+        profile=args.profile,
+        seed=args.seed,
         title="Forward vs reverse mode: Jacobian cost, cheap-gradient ratio, memory, HVPs",
         summary=summary,
         data={

@@ -190,7 +190,7 @@ def figures(args, mem_rows, time_rows, nnx_rows, depths, slopes, n_time):
     ax.set_title(f"Gradient memory vs depth (batch {BATCH}, width {WIDTH}, float32)")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(args.out / "remat_memory.png", dpi=120)
+    results.save_figure(fig, args.out / "remat_memory.png", dpi=120)
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(7.5, 5))
@@ -217,7 +217,7 @@ def figures(args, mem_rows, time_rows, nnx_rows, depths, slopes, n_time):
     ax.set_title(f"Memory/time trade-off at L = {n_time}")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(args.out / "remat_pareto.png", dpi=120)
+    results.save_figure(fig, args.out / "remat_pareto.png", dpi=120)
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(8, 4.5))
@@ -242,7 +242,7 @@ def figures(args, mem_rows, time_rows, nnx_rows, depths, slopes, n_time):
     ax.set_title(f"Where the bytes are, L = {n_time}{note}", fontsize=10)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(args.out / "remat_sources.png", dpi=120)
+    results.save_figure(fig, args.out / "remat_sources.png", dpi=120)
     plt.close(fig)
 
 
@@ -292,7 +292,9 @@ def main(argv=None):
         print(f"  {key}: {value}")
     results.save(
         "remat_memory",
-        args,
+        out=args.out,
+        profile=args.profile,
+        seed=args.seed,
         title="Remat: memory and time of every checkpoint strategy",
         summary=summary,
         data={

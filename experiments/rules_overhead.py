@@ -56,7 +56,7 @@ def main(argv=None):
     ax.set_title(f"SGD step time relative to autodiff ({measure.environment()['device']})")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(args.out / "rules_overhead.png", dpi=120)
+    results.save_figure(fig, args.out / "rules_overhead.png", dpi=120)
 
     summary = {
         f"rev / ref @ {s}": next(
@@ -76,7 +76,9 @@ def main(argv=None):
     )
     results.save(
         "rules_overhead",
-        args,
+        out=args.out,
+        profile=args.profile,
+        seed=args.seed,
         title="Hand-written rules vs autodiff: MLP train-step time",
         summary=summary,
         data={"rows": rows, "lr": bench.LR, "activation": "relu", "dtype": "float32"},

@@ -73,7 +73,7 @@ def main(argv=None):
         f"{len(grid['seeds'])} seeds); in float32 the smallest underflow to exactly 0"
     )
     fig.tight_layout()
-    fig.savefig(args.out / "vanishing.png", dpi=120)
+    results.save_figure(fig, args.out / "vanishing.png", dpi=120)
 
     def ratio(key):
         norms = np.asarray(profiles[key])
@@ -93,7 +93,9 @@ def main(argv=None):
     }
     results.save(
         "vanishing",
-        args,
+        out=args.out,
+        profile=args.profile,
+        seed=args.seed,
         title="Vanishing gradients: per-layer gradient norms at initialisation",
         summary=summary,
         data={

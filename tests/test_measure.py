@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from bpjax import measure, report, results
+from bpjax import measure
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -49,24 +49,6 @@ def test_environment_names_device_and_versions():
     env = measure.environment()
     for key in ("backend", "device", "jax", "jaxlib", "cpu_count", "python"):
         assert env[key]
-
-
-def test_save_and_report_roundtrip(tmp_path):
-    args = results.parse_args("t", ["--out", str(tmp_path), "--seed", "3"])
-    results.save(
-        "demo",
-        args,
-        title="A demo",
-        summary={"ratio": 0.5, "bad": float("nan")},
-        data={"xs": [1.0, float("inf")]},
-        figures=["demo.png"],
-        notes="Some words.",
-    )
-    rec = json.loads((tmp_path / "demo.json").read_text())
-    assert rec["seed"] == 3 and rec["profile"] == "quick"
-    assert rec["summary"]["bad"] == "nan" and rec["data"]["xs"][1] == "inf"
-    text = report.render(tmp_path)
-    assert "## A demo" in text and "| ratio | 0.5 |" in text and "![demo.png](demo.png)" in text
 
 
 @pytest.mark.slow

@@ -1,0 +1,119 @@
+"""Result files: the JSON/figure pipeline, written atomically, and the report that reads it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from bpjax import report, results
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _save(out, name="demo", **overrides):
+    kwargs = dict(
+        out=out,
+        profile="quick",
+        seed=3,
+        title="A demo",
+        summary={"ratio": 0.5, "bad": float("nan")},
+        data={"xs": [1.0, float("inf")]},
+        figures=[],
+        notes="Some words.",
+    )
+    kwargs.update(overrides)
+    return results.save(name, **kwargs)
+
+
+def test_save_and_report_roundtrip(tmp_path):
+    args = results.parse_args("t", ["--out", str(tmp_path), "--seed", "3"])
+    results.save_text(args.out / "demo.png", "not really a png")
+    _save(args.out, seed=args.seed, profile=args.profile, figures=["demo.png"])
+    rec = json.loads((tmp_path / "demo.json").read_text())
+    assert rec["seed"] == 3 and rec["profile"] == "quick"
+    assert rec["summary"]["bad"] == "nan" and rec["data"]["xs"][1] == "inf"
+    assert (tmp_path / "demo.png").read_text() == "not really a png"
+    text = report.render(tmp_path)
+    assert "## A demo" in text and "| ratio | 0.5 |" in text and "![demo.png](demo.png)" in text
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["demo.json", "demo.png"]
+
+
+def test_a_failed_save_leaves_previous_files_byte_for_byte(tmp_path, monkeypatch):
+    results.save_text(tmp_path / "flow.mmd", "graph one")
+    _save(tmp_path, data={"run": 1})
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+
+    # The next run stages a new figure, then fails half-way through writing its JSON.
+    results.save_text(tmp_path / "flow.mmd", "graph two")
+    real_dumps = json.dumps
+
+    def dumps_then_fail(*args, **kwargs):
+        text = real_dumps(*args, **kwargs)
+        return text[: len(text) // 2] + object()  # TypeError mid-serialisation
+
+    monkeypatch.setattr(json, "dumps", dumps_then_fail)
+    with pytest.raises(TypeError):
+        _save(tmp_path, data={"run": 2})
+    after = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    assert after == before  # same files, same bytes, no temporary file left behind
+
+
+def test_a_full_disk_does_not_truncate_the_previous_result(tmp_path):
+    """As `ulimit -f 8` would: the second, larger record cannot be written."""
+    _save(tmp_path, data={"run": 1})
+    before = (tmp_path / "demo.json").read_bytes()
+    script = textwrap.dedent(
+        f"""
+        import resource
+        from bpjax import results
+        resource.setrlimit(resource.RLIMIT_FSIZE, (8 * 1024, 8 * 1024))
+        results.save("demo", out={str(tmp_path)!r}, profile="quick", seed=0, title="big",
+                     summary={{}}, data={{"xs": list(range(100_000))}})
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode != 0 and "File too large" in proc.stderr, proc.stderr
+    assert (tmp_path / "demo.json").read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["demo.json"]
+
+
+def test_staged_files_are_not_committed_without_save(tmp_path):
+    (tmp_path / "fig.png").write_text("old")
+    results.save_text(tmp_path / "fig.png", "new")
+    assert (tmp_path / "fig.png").read_text() == "old"
+    results._discard_staged()  # what happens at exit when the run died before save()
+    assert [p.name for p in tmp_path.iterdir()] == ["fig.png"]
+
+
+def test_save_refuses_a_figure_that_was_never_written(tmp_path):
+    with pytest.raises(FileNotFoundError, match="missing.png"):
+        _save(tmp_path, figures=["missing.png"])
+    assert not (tmp_path / "demo.json").exists()
+
+
+def test_report_names_an_unreadable_file_and_keeps_the_others(tmp_path, capsys):
+    _save(tmp_path, name="good", title="Good one")
+    (tmp_path / "broken.json").write_text('{"name": "broken", "title": ')
+    (tmp_path / "other.json").write_text('{"unrelated": true}')
+    assert report.main([str(tmp_path)]) == 0
+    text = (tmp_path / "REPORT.md").read_text()
+    assert "## Good one" in text
+    assert "`broken.json`: JSONDecodeError" in text
+    assert "`other.json`: ValueError" in text
+    err = capsys.readouterr().err
+    assert "broken.json" in err and "other.json" in err
+
+
+def test_parse_args_refuses_an_unwritable_out_before_measuring(tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    with pytest.raises(SystemExit) as exc:
+        results.parse_args("t", ["--out", str(blocker / "sub")])
+    assert exc.value.code == 2
+    with pytest.raises(SystemExit):
+        results.parse_args("t", ["--devices", "0", "--out", str(tmp_path)])
