@@ -15,7 +15,7 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
-from bpjax import _validate as v
+from bpjax import _validate
 from bpjax.rules import Rule
 
 _NOTES = {
@@ -36,13 +36,18 @@ _NOTES = {
 }
 
 
-def _prepare(rule: Rule, args, kwargs):
+def prepare(rule: Rule, args, kwargs):
+    """Bind, convert, validate and promote one call's arguments: ``(arrays, options)``.
+
+    Everything that runs a rule (the namespaces, :mod:`bpjax.tape`, :mod:`bpjax.manual`)
+    goes through here, so bad input gets the same error wherever it enters.
+    """
     try:
         bound = rule.signature.bind(*args, **kwargs)
     except TypeError as err:
         raise TypeError(f"{rule.name}{rule.signature}: {err}") from None
     bound.apply_defaults()
-    arrays = [v.as_array(rule.name, p, bound.arguments[p]) for p in rule.array_params]
+    arrays = [_validate.as_array(rule.name, p, bound.arguments[p]) for p in rule.array_params]
     options = {p: bound.arguments[p] for p in rule.option_params}
     rule.validate(*arrays, **options)
     floats = [a for a in arrays if jnp.issubdtype(a.dtype, jnp.floating)]
@@ -54,7 +59,7 @@ def _prepare(rule: Rule, args, kwargs):
 def _publish(rule: Rule, namespace: str, call: Callable) -> Callable:
     @functools.wraps(rule.primal)
     def op(*args, **kwargs):
-        arrays, options = _prepare(rule, args, kwargs)
+        arrays, options = prepare(rule, args, kwargs)
         return call(arrays, options)
 
     op.__doc__ = f"{rule.primal.__doc__}\n\n    {_NOTES[namespace]}\n"

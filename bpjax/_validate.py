@@ -40,6 +40,29 @@ def require_ndim(op: str, name: str, x, ndim: int, layout: str) -> None:
         )
 
 
+def require_bool(op: str, name: str, value) -> None:
+    """Raise a TypeError unless ``value`` is a Python bool (a flag, not an array)."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{op}: {name} must be True or False, got {value!r}")
+
+
+def check_label_range(op: str, labels, classes: int) -> None:
+    """Raise a ValueError naming the rows whose class id lies outside ``[0, classes)``.
+
+    ``labels`` holds values (a NumPy array): called eagerly on concrete labels, and at run
+    time from a host callback when a loss is asked to ``check_labels`` under ``jit``.
+    """
+    values = np.asarray(labels).reshape(-1)
+    bad = np.flatnonzero((values < 0) | (values >= classes))
+    if bad.size:
+        raise ValueError(
+            f"{op}: integer labels must lie in [0, {classes}) for {classes} classes, got "
+            f"values in [{int(values.min())}, {int(values.max())}]; {bad.size} out of range "
+            f"at rows {bad[:10].tolist()}{' ...' if bad.size > 10 else ''} (values "
+            f"{values[bad[:10]].tolist()})"
+        )
+
+
 def is_concrete(x) -> bool:
     """True when ``x`` holds values now (not a tracer under jit/vmap/grad)."""
     return not isinstance(x, jax.core.Tracer)
@@ -62,13 +85,7 @@ def check_labels(op: str, scores_name: str, scores, labels) -> None:
         if is_concrete(labels) and labels.size:
             # numpy, not jnp: inside a jit trace jnp.min would return a tracer even for
             # labels that are concrete constants closed over by the traced function.
-            values = np.asarray(labels)
-            lo, hi = int(values.min()), int(values.max())
-            if lo < 0 or hi >= classes:
-                raise ValueError(
-                    f"{op}: integer labels must lie in [0, {classes}) for {classes} classes, "
-                    f"got values in [{lo}, {hi}]"
-                )
+            check_label_range(op, np.asarray(labels), classes)
     elif jnp.issubdtype(labels.dtype, jnp.floating):
         if tuple(labels.shape) != tuple(scores.shape):
             raise ValueError(

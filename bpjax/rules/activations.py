@@ -10,13 +10,13 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from bpjax import _validate as v
+from bpjax import _validate
 from bpjax.rules._rule import Rule
 
 
 def _float_only(op):
     def validate(z):
-        v.require_float(op, "z", z)
+        _validate.require_float(op, "z", z)
 
     return validate
 

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from bpjax import _validate as v
+import jax.numpy as jnp
+import numpy as np
+
+from bpjax import _validate
+from bpjax.rules._broadcast import sum_to
 from bpjax.rules._rule import Rule
 
 # ---------------------------------------------------------------------------------------
@@ -52,9 +56,9 @@ def _linear_bwd(residuals, g):
 
 def _linear_validate(x, W, b):
     for name, a in (("x", x), ("W", W), ("b", b)):
-        v.require_float("linear", name, a)
-    v.require_ndim("linear", "W", W, 2, "(d_in, d_out)")
-    v.require_ndim("linear", "b", b, 1, "(d_out,)")
+        _validate.require_float("linear", name, a)
+    _validate.require_ndim("linear", "W", W, 2, "(d_in, d_out)")
+    _validate.require_ndim("linear", "b", b, 1, "(d_out,)")
     if x.ndim < 1:
         raise ValueError("linear: x must be at least 1-D (..., d_in), got a scalar")
     if x.shape[-1] != W.shape[0]:
@@ -84,48 +88,74 @@ LINEAR = Rule(
 )
 
 # ---------------------------------------------------------------------------------------
-# matmul: C = A B
+# matmul: C = A B with NumPy's matmul semantics
 
 
 def matmul(a, b):
-    """Matrix product ``C = a @ b``.
+    """Matrix product ``C = a @ b`` with ``numpy.matmul`` semantics.
 
     Args:
-      a: ``(m, k)``.
-      b: ``(k, n)``.
+      a: ``(..., m, k)``, or ``(k,)`` (promoted to ``(1, k)``, the 1 dropped from the result).
+      b: ``(..., k, n)``, or ``(k,)`` (promoted to ``(k, 1)``, the 1 dropped from the result).
+        Leading (batch) axes broadcast against each other, as in NumPy.
 
     Returns:
-      ``(m, n)``. Gradients: ``da = g b^T``, ``db = a^T g``.
+      ``(..., m, n)`` over the broadcast batch axes. Gradients: ``da = g bᵀ`` and
+      ``db = aᵀ g``, each summed over the batch axes its operand was broadcast along.
+
+    >>> import jax.numpy as jnp
+    >>> from bpjax import ref
+    >>> ref.matmul(jnp.ones((5, 2, 3)), jnp.ones((3, 4))).shape
+    (5, 2, 4)
     """
-    return a @ b
+    return jnp.matmul(a, b)
 
 
 def _matmul_jvp(primals, tangents):
     a, b = primals
     ta, tb = tangents
-    return a @ b, ta @ b + a @ tb
+    return jnp.matmul(a, b), jnp.matmul(ta, b) + jnp.matmul(a, tb)
 
 
 def _matmul_fwd(a, b):
     # Each operand's gradient needs the other operand, so both are saved.
-    return a @ b, (a, b)
+    return jnp.matmul(a, b), (a, b)
 
 
 def _matmul_bwd(residuals, g):
     a, b = residuals
-    return g @ b.T, a.T @ g
+    # Promote 1-D operands to matrices (and the cotangent with them), as matmul did.
+    a2 = a[None, :] if a.ndim == 1 else a
+    b2 = b[:, None] if b.ndim == 1 else b
+    g2 = g[..., None] if b.ndim == 1 else g  # restore n = 1 first, then m = 1 before it
+    g2 = jnp.expand_dims(g2, -2) if a.ndim == 1 else g2
+    da = jnp.matmul(g2, jnp.swapaxes(b2, -1, -2))
+    db = jnp.matmul(jnp.swapaxes(a2, -1, -2), g2)
+    return sum_to(da, a2.shape).reshape(a.shape), sum_to(db, b2.shape).reshape(b.shape)
 
 
 def _matmul_validate(a, b):
-    v.require_float("matmul", "a", a)
-    v.require_float("matmul", "b", b)
-    v.require_ndim("matmul", "a", a, 2, "(m, k)")
-    v.require_ndim("matmul", "b", b, 2, "(k, n)")
-    if a.shape[1] != b.shape[0]:
+    _validate.require_float("matmul", "a", a)
+    _validate.require_float("matmul", "b", b)
+    for name, x, layout in (("a", a, "(..., m, k) or (k,)"), ("b", b, "(..., k, n) or (k,)")):
+        if x.ndim == 0:
+            raise ValueError(f"matmul: {name} must be at least 1-D {layout}, got a scalar")
+    k_a = a.shape[-1]
+    k_b = b.shape[0] if b.ndim == 1 else b.shape[-2]
+    if k_a != k_b:
         raise ValueError(
-            f"matmul: inner dimensions differ: a.shape={tuple(a.shape)} has k={a.shape[1]} "
-            f"but b.shape={tuple(b.shape)} has k={b.shape[0]}"
+            f"matmul: inner dimensions differ: a.shape={tuple(a.shape)} has k={k_a} but "
+            f"b.shape={tuple(b.shape)} has k={k_b}"
         )
+    batch_a, batch_b = a.shape[:-2], b.shape[:-2]
+    try:
+        np.broadcast_shapes(batch_a, batch_b)
+    except ValueError:
+        raise ValueError(
+            f"matmul: batch axes do not broadcast: a.shape={tuple(a.shape)} has batch "
+            f"{tuple(batch_a)}, b.shape={tuple(b.shape)} has batch {tuple(batch_b)}; each axis "
+            "must match or be 1"
+        ) from None
 
 
 MATMUL = Rule(
@@ -135,8 +165,8 @@ MATMUL = Rule(
     vjp_fwd=_matmul_fwd,
     vjp_bwd=_matmul_bwd,
     validate=_matmul_validate,
-    forward_formula="C = A B",
+    forward_formula="C = A B (NumPy matmul: 1-D promoted, batch axes broadcast)",
     jvp_formula="Ċ = Ȧ B + A Ḃ",
-    vjp_formula="Ā = C̄ Bᵀ, B̄ = Aᵀ C̄",
+    vjp_formula="Ā = Σ_bcast C̄ Bᵀ, B̄ = Σ_bcast Aᵀ C̄",
     saves="A, B",
 )

@@ -9,20 +9,28 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from bpjax import _validate as v
+from bpjax import _validate
 from bpjax.rules._rule import Rule
 
 
 def _shifted(z, axis):
+    if z.shape[axis] == 0:
+        return z  # nothing to normalise: an empty axis gives an empty result, as in NumPy
     return z - jax.lax.stop_gradient(jnp.max(z, axis=axis, keepdims=True))
 
 
-def _validate(op):
+def _validator(op):
     def validate(z, *, axis=-1):
-        v.require_float(op, "z", z)
+        _validate.require_float(op, "z", z)
         if z.ndim == 0:
             raise ValueError(f"{op}: z must have at least one axis to normalise, got a scalar")
+        if isinstance(axis, bool) or not isinstance(axis, int | np.integer):
+            raise TypeError(
+                f"{op}: axis must be one int (the axis normalised to sum to one), got "
+                f"{axis!r} ({type(axis).__name__}); for several axes, reshape them into one"
+            )
         if not -z.ndim <= axis < z.ndim:
             raise ValueError(
                 f"{op}: axis={axis} is out of range for z.shape={tuple(z.shape)} "
@@ -43,8 +51,8 @@ def softmax(z, *, axis=-1):
       axis: the axis normalised to sum to one (keyword-only).
 
     Returns:
-      ``a`` with ``z``'s shape. Jacobian ``∂a_i/∂z_j = a_i(δ_ij − a_j)``; the VJP never forms
-      it: ``z̄ = a ⊙ (ā − Σ_j ā_j a_j)``.
+      ``a`` with ``z``'s shape (empty if the axis is). Jacobian
+      ``∂a_i/∂z_j = a_i(δ_ij − a_j)``; the VJP never forms it: ``z̄ = a ⊙ (ā − Σ_j ā_j a_j)``.
     """
     e = jnp.exp(_shifted(z, axis))
     return e / jnp.sum(e, axis=axis, keepdims=True)
@@ -71,7 +79,7 @@ SOFTMAX = Rule(
     jvp=_softmax_jvp,
     vjp_fwd=_softmax_fwd,
     vjp_bwd=_softmax_bwd,
-    validate=_validate("softmax"),
+    validate=_validator("softmax"),
     forward_formula="a = e^z / Σ e^z",
     jvp_formula="ȧ = a ⊙ (ż − ⟨a, ż⟩)",
     vjp_formula="z̄ = a ⊙ (ā − ⟨ā, a⟩)",
@@ -117,7 +125,7 @@ LOG_SOFTMAX = Rule(
     jvp=_log_softmax_jvp,
     vjp_fwd=_log_softmax_fwd,
     vjp_bwd=_log_softmax_bwd,
-    validate=_validate("log_softmax"),
+    validate=_validator("log_softmax"),
     forward_formula="o = z − log Σ e^z",
     jvp_formula="ȯ = ż − ⟨softmax z, ż⟩",
     vjp_formula="z̄ = ō − softmax(z) Σ ō",
