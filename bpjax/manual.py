@@ -23,8 +23,10 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from bpjax import _validate as v
+from bpjax import _validate
+from bpjax._namespace import prepare
 from bpjax.rules import TABLE
 
 ACTIVATIONS = ("sigmoid", "tanh", "relu")
@@ -52,26 +54,40 @@ class Cache(NamedTuple):
 
 
 def _check(params, x, activation):
+    """Validate the call as the rule table would, layer by layer; returns arrays.
+
+    Each layer goes through the table's own ``linear`` checks (shapes, float dtypes, arrays
+    from lists), so manual and the namespaces refuse the same mistakes with the same words.
+    """
     if activation not in ACTIVATIONS:
         raise ValueError(f"manual: unknown activation {activation!r}; choose one of {ACTIVATIONS}")
-    if not params:
-        raise ValueError("manual: params is empty; pass a list of (W, b) pairs, one per layer")
-    x = v.as_array("manual", "x", x)
-    v.require_float("manual", "x", x)
-    v.require_ndim("manual", "x", x, 2, "(batch, d_in)")
-    width = x.shape[1]
+    if not isinstance(params, list | tuple) or not params:
+        raise ValueError("manual: params must be a non-empty list of (W, b) pairs, one per layer")
+    x = _validate.as_array("manual", "x", x)
+    _validate.require_float("manual", "x", x)
+    _validate.require_ndim("manual", "x", x, 2, "(batch, d_in)")
+    # A stand-in for each layer's input (a zero-stride view: no memory), so the table's
+    # checks see its true shape and dtype and their messages quote them.
+    checked, a = [], x
     for l, layer in enumerate(params):
-        if len(layer) != 2:
-            raise ValueError(f"manual: params[{l}] must be a (W, b) pair, got {len(layer)} items")
-        W, b = layer
-        if W.ndim != 2 or W.shape[0] != width or b.shape != (W.shape[1],):
-            raise ValueError(
-                f"manual: layer {l} has W.shape={tuple(W.shape)}, b.shape={tuple(b.shape)} "
-                f"but its input has {width} features; expected W of shape ({width}, d_out) "
-                f"and b of shape (d_out,)"
-            )
-        width = W.shape[1]
-    return x
+        if not isinstance(layer, list | tuple) or len(layer) != 2:
+            raise ValueError(f"manual: params[{l}] must be a (W, b) pair, got {layer!r:.60}")
+        try:
+            (_, W, b), _ = prepare(TABLE["linear"], (a, *layer), {})
+        except (TypeError, ValueError) as err:
+            raise type(err)(f"manual: layer {l}: {err}") from None
+        checked.append((W, b))
+        a = np.broadcast_to(np.zeros((), W.dtype), (x.shape[0], W.shape[1]))
+    return checked, x
+
+
+def _labels(logits, labels):
+    """Labels checked against the logits by the fused loss rule's own validation."""
+    try:
+        (_, labels), _ = prepare(TABLE["softmax_cross_entropy"], (logits, labels), {})
+    except (TypeError, ValueError) as err:
+        raise type(err)(f"manual: {err}") from None
+    return labels
 
 
 def forward(params, x, *, activation="relu"):
@@ -86,7 +102,7 @@ def forward(params, x, *, activation="relu"):
     Returns:
       ``(probs, cache)`` with ``probs: (batch, classes)``.
     """
-    x = _check(params, x, activation)
+    params, x = _check(params, x, activation)
     act = TABLE[activation]
     inputs, saved = [], []
     a = x
@@ -112,10 +128,8 @@ def backward(params, cache: Cache, labels):
     Returns:
       A list of ``(dW, db)`` with the structure and shapes of ``params``.
     """
-    labels = v.as_array("manual", "labels", labels)
-    v.check_labels("manual", "logits", cache.logp, labels)
-    if not jnp.issubdtype(labels.dtype, jnp.integer):
-        labels = labels.astype(cache.logp.dtype)
+    params, _ = _check(params, cache.inputs[0], cache.activation)
+    labels = _labels(cache.logp, labels)
     act = TABLE[cache.activation]
     # δᴸ = (softmax − y)/m, batch mean folded in, by the table's fused rule. Written as
     # (p − y)/m with p = softmax(z) it is the same number, but XLA:CPU ran that form of the
@@ -150,7 +164,6 @@ def backprop(params, x, labels, *, activation="relu"):
     [(4, 8), (8, 3)]
     """
     probs, cache = forward(params, x, activation=activation)
-    loss = TABLE["softmax_cross_entropy"].primal(
-        cache.logits, v.as_array("manual", "labels", labels)
-    )
+    labels = _labels(cache.logits, labels)
+    loss = TABLE["softmax_cross_entropy"].primal(cache.logits, labels)
     return loss, backward(params, cache, labels)

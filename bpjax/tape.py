@@ -25,7 +25,9 @@ import itertools
 
 import jax.numpy as jnp
 
+from bpjax._namespace import prepare
 from bpjax.rules import TABLE, Rule
+from bpjax.rules._broadcast import sum_to
 
 _recording = True
 _ids = itertools.count()
@@ -80,16 +82,31 @@ class Var:
         """Reverse-mode sweep from this variable; accumulates into the leaves' ``.grad``.
 
         Args:
-          seed: the cotangent of this variable (default: ones, i.e. d self / d self = 1 for
-            a scalar loss).
+          seed: the cotangent of this variable, shaped like it. Optional for a scalar (then
+            d self / d self = 1); required otherwise, as in PyTorch, because the gradient of
+            a non-scalar needs to know which combination of its entries to differentiate.
         """
         if not self.requires_grad:
             raise RuntimeError(
                 "backward() on a variable that does not require grad: no input had "
                 "requires_grad=True, or it was computed inside no_grad()"
             )
+        if seed is None:
+            if self.value.ndim:
+                raise RuntimeError(
+                    f"backward(): grad can be implicitly created only for scalar outputs; this "
+                    f"variable has shape {tuple(self.value.shape)}: reduce it first (.sum()) "
+                    "or pass seed= with its shape"
+                )
+            seed = jnp.ones_like(self.value)
+        seed = jnp.asarray(seed)
+        if seed.shape != self.value.shape:
+            raise ValueError(
+                f"backward(): seed.shape={tuple(seed.shape)} differs from the variable's shape "
+                f"{tuple(self.value.shape)}"
+            )
         order = _topological(self)
-        cotangents = {self._id: jnp.ones_like(self.value) if seed is None else jnp.asarray(seed)}
+        cotangents = {self._id: seed}
         for node in reversed(order):
             g = cotangents.pop(node._id, None)
             if g is None:
@@ -157,20 +174,25 @@ def _record(op, inputs, out, backward):
 
 
 def apply_rule(rule: Rule, *args, **options):
-    """Run one op of the rule table on the tape: forward now, its hand VJP on backward."""
-    inputs = [_as_var(a) for a in args]
-    out, residuals = rule.vjp_fwd(*(v.value for v in inputs), **options)
-    return _record(rule.name, inputs, out, lambda g: rule.vjp_bwd(residuals, g, **options))
+    """Run one op of the rule table on the tape: forward now, its hand VJP on backward.
 
+    Arguments are checked exactly as :mod:`bpjax.ref`/``rev``/``fwd`` check them (shapes,
+    dtypes, labels), so a mistake gets the same error on the tape as off it.
+    """
 
-def _sum_to(g, shape):
-    """Undo broadcasting: sum ``g`` down to ``shape``."""
-    while g.ndim > len(shape):
-        g = g.sum(axis=0)
-    for axis, size in enumerate(shape):
-        if size == 1 and g.shape[axis] != 1:
-            g = g.sum(axis=axis, keepdims=True)
-    return g
+    def unwrap(a):
+        return a.value if isinstance(a, Var) else a
+
+    arrays, checked = prepare(
+        rule, [unwrap(a) for a in args], {k: unwrap(a) for k, a in options.items()}
+    )
+    given = rule.signature.bind(*args, **options).arguments  # prepare bound the same call
+    inputs = [
+        given[p] if isinstance(given[p], Var) else Var(x)
+        for p, x in zip(rule.array_params, arrays, strict=True)
+    ]
+    out, residuals = rule.vjp_fwd(*arrays, **checked)
+    return _record(rule.name, inputs, out, lambda g: rule.vjp_bwd(residuals, g, **checked))
 
 
 def add(a, b):
@@ -179,7 +201,7 @@ def add(a, b):
         "add",
         (a, b),
         a.value + b.value,
-        lambda g: (_sum_to(g, a.shape), _sum_to(g, b.shape)),
+        lambda g: (sum_to(g, a.shape), sum_to(g, b.shape)),
     )
 
 
@@ -190,7 +212,7 @@ def mul(a, b):
         "mul",
         (a, b),
         av * bv,
-        lambda g: (_sum_to(g * bv, a.shape), _sum_to(g * av, b.shape)),
+        lambda g: (sum_to(g * bv, a.shape), sum_to(g * av, b.shape)),
     )
 
 
