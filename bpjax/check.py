@@ -112,6 +112,20 @@ def _flat(fn, rebuild):
     return f
 
 
+def _same_output_shapes(f, reference, rebuild, theta) -> None:
+    def shapes(fn):
+        out = jax.eval_shape(lambda t: fn(*rebuild(t)), theta)
+        return jax.tree.structure(out), [tuple(leaf.shape) for leaf in jax.tree.leaves(out)]
+
+    (f_tree, f_shapes), (r_tree, r_shapes) = shapes(f), shapes(reference)
+    if f_tree != r_tree or f_shapes != r_shapes:
+        raise ValueError(
+            f"check.gradients: the reference returns {r_tree} with shapes {r_shapes} but f "
+            f"returns {f_tree} with shapes {f_shapes}; pass a reference that computes the same "
+            "function"
+        )
+
+
 def _try_jvp(f, theta, v):
     try:
         return jax.jvp(f, (theta,), (v,))[1], None
@@ -146,9 +160,23 @@ def gradients(
 
     Returns:
       A :class:`Report`.
+
+    Raises:
+      ValueError: ``directions < 1`` or ``eps <= 0`` (a check of nothing must not pass), or
+        ``reference`` returns a differently shaped output than ``f`` (comparing the two
+        flattened would silently compare unrelated numbers).
     """
+    if isinstance(directions, bool) or not isinstance(directions, int) or directions < 1:
+        raise ValueError(
+            f"check.gradients: directions must be an int >= 1 (random directions to compare "
+            f"along), got {directions!r}"
+        )
+    if not eps > 0:
+        raise ValueError(f"check.gradients: eps must be positive, got {eps!r}")
     with jax.enable_x64(True):
         theta, rebuild = _split(args)
+        if reference is not None:
+            _same_output_shapes(f, reference, rebuild, theta)
         # jit: the many evaluations below then reuse one compilation per transform.
         f_flat = jax.jit(_flat(f, rebuild))
         ref_flat = jax.jit(_flat(reference, rebuild)) if reference is not None else None

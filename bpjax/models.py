@@ -14,6 +14,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from bpjax import remat, rev
 
@@ -75,6 +76,24 @@ ARCHS = ("plain", "residual", "highway", "dense")
 ACTIVATIONS = ("sigmoid", "tanh", "relu")
 
 
+def _choice(name, value, allowed) -> None:
+    if value not in allowed:
+        raise ValueError(f"MLP: unknown {name} {value!r}; choose one of {tuple(allowed)}")
+
+
+def _positive_int(name, value, where="MLP") -> None:
+    # bool is an int in Python: depth=True would silently mean depth=1.
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+        raise ValueError(f"{where}: {name} must be an integer >= 1, got {value!r}")
+
+
+def _finite(name, value, *, positive=False) -> None:
+    ok = not isinstance(value, bool) and isinstance(value, int | float | np.floating)
+    if not ok or not math.isfinite(value) or (positive and value <= 0):
+        kind = "a positive finite number" if positive else "a finite number"
+        raise ValueError(f"MLP: {name} must be {kind}, got {value!r}")
+
+
 @dataclasses.dataclass(frozen=True)
 class MLP:
     """A deep MLP with a choice of skip connections, as a frozen config plus pure functions.
@@ -129,22 +148,18 @@ class MLP:
     remat: Any = "none"
 
     def __post_init__(self):
-        if self.arch not in ARCHS:
-            raise ValueError(f"MLP: unknown arch {self.arch!r}; choose one of {ARCHS}")
-        if self.activation not in ACTIVATIONS:
-            raise ValueError(
-                f"MLP: unknown activation {self.activation!r}; choose one of {ACTIVATIONS}"
-            )
-        if self.weight_init not in INITS:
-            raise ValueError(
-                f"MLP: unknown weight_init {self.weight_init!r}; choose one of {sorted(INITS)}"
-            )
-        if not isinstance(self.depth, int) or self.depth < 1:
-            raise ValueError(f"MLP: depth must be an integer >= 1, got {self.depth!r}")
-        if not isinstance(self.width, int) or self.width < 1:
-            raise ValueError(f"MLP: width must be an integer >= 1, got {self.width!r}")
-        if self.dense_cap < 1:
-            raise ValueError(f"MLP: dense_cap must be >= 1, got {self.dense_cap}")
+        _choice("arch", self.arch, ARCHS)
+        _choice("activation", self.activation, ACTIVATIONS)
+        _choice("weight_init", self.weight_init, tuple(INITS))
+        _positive_int("depth", self.depth)
+        _positive_int("width", self.width)
+        _positive_int("dense_cap", self.dense_cap)
+        _finite("gain", self.gain, positive=True)
+        _finite("gate_bias", self.gate_bias)
+        if self.branch_scale is not None:
+            _finite("branch_scale", self.branch_scale)
+        if not jnp.issubdtype(jnp.dtype(self.dtype), jnp.floating):
+            raise TypeError(f"MLP: dtype must be a floating dtype, got {self.dtype!r}")
         remat.resolve(self.remat)
 
     @property
@@ -159,6 +174,8 @@ class MLP:
 
     def init(self, key, d_in: int, d_out: int):
         """Parameters for inputs ``(batch, d_in)`` and ``d_out`` classes."""
+        _positive_int("d_in", d_in, "MLP.init")
+        _positive_int("d_out", d_out, "MLP.init")
         k_stem, k_blocks, k_gates, k_out = jax.random.split(key, 4)
         w, n = self.width, self.depth - 1
         fan = self.window * w
@@ -189,17 +206,12 @@ class MLP:
 
     def apply(self, params, x, *, ops=rev):
         """Logits ``(batch, d_out)`` for ``x: (batch, d_in)``, differentiated by ``ops``."""
+        self.check_params(params)
         d_in = params["stem"]["W"].shape[0]
         if x.shape[-1] != d_in:
             raise ValueError(
                 f"MLP.apply: x has {x.shape[-1]} features but the model was initialised for "
                 f"d_in={d_in} (x.shape={tuple(x.shape)}); call init(key, {x.shape[-1]}, d_out)"
-            )
-        n_blocks = params["blocks"]["W"].shape[0]
-        if n_blocks != self.depth - 1:
-            raise ValueError(
-                f"MLP.apply: params hold {n_blocks} stacked blocks but depth={self.depth} "
-                f"needs {self.depth - 1}; were they made by another config?"
             )
         act = getattr(ops, self.activation)
         h = act(ops.linear(x, params["stem"]["W"], params["stem"]["b"]))
@@ -220,6 +232,43 @@ class MLP:
             }[self.arch]
             top = self._blocks(lambda p, h: block(h, p), params["blocks"], h)
         return ops.linear(top, params["out"]["W"], params["out"]["b"])
+
+    def check_params(self, params) -> None:
+        """Raise a ValueError unless ``params`` have the layout and shapes this config makes.
+
+        Catches parameters made by another config (another width, depth, arch or window).
+        """
+        w, fan, n = self.width, self.window * self.width, self.depth - 1
+        keys = {"W", "b", "W_T", "b_T"} if self.arch == "highway" else {"W", "b"}
+        if not isinstance(params, dict) or set(params) != {"stem", "blocks", "out"}:
+            raise ValueError("MLP: params must be a dict with keys 'stem', 'blocks', 'out'")
+        if set(params["blocks"]) != keys:
+            raise ValueError(
+                f"MLP: params['blocks'] has keys {sorted(params['blocks'])} but arch="
+                f"{self.arch!r} needs {sorted(keys)}; were they made by another config?"
+            )
+        d_in = np.shape(params["stem"]["W"])[0]
+        d_out = np.shape(params["out"]["W"])[-1]
+        want = {
+            ("stem", "W"): (d_in, w),
+            ("stem", "b"): (w,),
+            ("blocks", "W"): (n, fan, w),
+            ("blocks", "b"): (n, w),
+            ("blocks", "W_T"): (n, w, w),
+            ("blocks", "b_T"): (n, w),
+            ("out", "W"): (fan, d_out),
+            ("out", "b"): (d_out,),
+        }
+        for (part, name), shape in want.items():
+            if name not in params[part]:
+                continue
+            got = tuple(np.shape(params[part][name]))
+            if got != shape:
+                raise ValueError(
+                    f"MLP: params[{part!r}][{name!r}].shape={got} but depth={self.depth}, "
+                    f"width={self.width}, arch={self.arch!r} need {shape}; were they made by "
+                    "another config?"
+                )
 
     def _blocks(self, layer, blocks, state):
         if blocks["W"].shape[0] == 0:

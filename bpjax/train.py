@@ -17,8 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from bpjax import grads as G
-from bpjax import parallel, rev
+from bpjax import _validate, grads, parallel, rev
 from bpjax.data import Dataset
 from bpjax.models import MLP
 
@@ -70,7 +69,7 @@ def make_optimizer(name: str, learning_rate: float, *, clip_norm=None, clip_valu
     tx = OPTIMIZERS[name](learning_rate)
     if clip_norm is None and clip_value is None:
         return tx
-    return optax.chain(G.clipping(max_norm=clip_norm, max_value=clip_value), tx)
+    return optax.chain(grads.clipping(max_norm=clip_norm, max_value=clip_value), tx)
 
 
 def train(
@@ -116,6 +115,12 @@ def train(
     """
     if steps < 1 or batch_size < 1 or eval_every < 1:
         raise ValueError("train: steps, batch_size and eval_every must be >= 1")
+    for split in ("train", "test"):
+        # Out-of-range ids would make the loss NaN at step 0 (see bpjax.rules.losses): say so
+        # before compiling anything, naming the rows.
+        _validate.check_label_range(
+            f"train: data.y_{split}", np.asarray(getattr(data, f"y_{split}")), data.classes
+        )
     start = time.perf_counter()
     mesh = None
     if devices is not None:
@@ -140,7 +145,12 @@ def train(
             xb, yb = jax.lax.with_sharding_constraint((xb, yb), parallel.batch_sharding(mesh))
         loss, g = jax.value_and_grad(model.loss)(params, xb, yb, ops=ops)
         updates, opt_state = tx.update(g, opt_state, params)
-        record = (loss, G.global_norm(g), G.layer_norms(g), G.update_ratios(updates, params))
+        record = (
+            loss,
+            grads.global_norm(g),
+            grads.layer_norms(g),
+            grads.update_ratios(updates, params),
+        )
         return (optax.apply_updates(params, updates), opt_state), record
 
     @jax.jit
@@ -174,7 +184,7 @@ def train(
             norms = records[-1][2][first]
             bad = ~np.isfinite(norms)
             if bad.any():
-                bad_layer = G.layer_names(model.depth)[int(np.argmax(bad))]
+                bad_layer = grads.layer_names(model.depth)[int(np.argmax(bad))]
             break
         tr, te, tl = (float(v) for v in evaluate(params))
         eval_steps.append(done)
