@@ -18,12 +18,13 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install -q -c constraints.txt -e ".[$(EXTRAS)]"
 	touch $@
 
+# -rs lists every skipped test with its reason, so a missing peer is visible, not silent.
 test: venv
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -rs
 
 # Tests marked `slow` (long training runs, large sweeps); not part of `make test`.
 test-slow: venv
-	$(PY) -m pytest -q -m slow
+	HYPOTHESIS_PROFILE=bpjax-slow $(PY) -m pytest -q -rs -m slow
 
 reproduce: venv
 	@set -e; for script in experiments/*.py; do \

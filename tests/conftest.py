@@ -1,6 +1,13 @@
-"""Shared test set-up: float64 everywhere unless a test asks for float32, and op samplers."""
+"""Shared test set-up: float64 everywhere unless a test asks for float32, and op samplers.
+
+Hypothesis profiles: ``bpjax`` (default: few derandomized examples, so ``make test`` stays
+fast and repeatable) and ``bpjax-slow`` (many random examples; ``make test-slow`` selects
+it with ``HYPOTHESIS_PROFILE=bpjax-slow``).
+"""
 
 from __future__ import annotations
+
+import os
 
 import jax
 import numpy as np
@@ -9,15 +16,19 @@ from hypothesis import settings
 jax.config.update("jax_enable_x64", True)
 
 settings.register_profile("bpjax", max_examples=4, deadline=None, derandomize=True)
-settings.load_profile("bpjax")
+settings.register_profile("bpjax-slow", max_examples=60, deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "bpjax"))
 
 
 def sample_op_args(name: str, seed: int, batch: int, d_in: int, d_out: int, *, soft: bool):
     """Random float64 arguments for the table op ``name``.
 
-    Returns ``(args, options)``. ``soft`` picks probability labels instead of class ids for
-    the losses. Inputs are kept away from kinks and clip thresholds, where finite differences
-    and the rules legitimately disagree (those points have tests of their own).
+    Returns ``(args, options)``. ``soft`` picks soft labels instead of class ids for the
+    losses: positive rows that do *not* sum to one (a rule that assumes Σy = 1 is then
+    caught). ``matmul`` and ``linear`` draw leading batch axes and 1-D operands from the seed,
+    so broadcasting is exercised. Inputs are kept away from kinks and clip thresholds, where
+    finite differences and the rules legitimately disagree (those points have tests of their
+    own).
     """
     rng = np.random.default_rng(seed)
 
@@ -27,13 +38,15 @@ def sample_op_args(name: str, seed: int, batch: int, d_in: int, d_out: int, *, s
     def labels(classes):
         if soft:
             p = rng.random((batch, classes)) + 0.1
-            return p / p.sum(axis=1, keepdims=True)
+            return p / p.sum(axis=1, keepdims=True) * rng.uniform(0.5, 2.0, size=(batch, 1))
         return rng.integers(0, classes, size=batch)
 
     if name == "linear":
-        return (normal(batch, d_in), normal(d_in, d_out), normal(d_out)), {}
+        lead = [(batch,), (2, batch), (d_out,)][seed % 3]
+        return (normal(*lead, d_in), normal(d_in, d_out), normal(d_out)), {}
     if name == "matmul":
-        return (normal(batch, d_in), normal(d_in, d_out)), {}
+        a_shape, b_shape = matmul_shapes(seed, batch, d_in, d_out)
+        return (normal(*a_shape), normal(*b_shape)), {}
     if name in ("sigmoid", "tanh", "relu"):
         z = normal(batch, d_in) * 3
         z[np.abs(z) < 1e-3] = 0.5
@@ -48,3 +61,19 @@ def sample_op_args(name: str, seed: int, batch: int, d_in: int, d_out: int, *, s
     if name == "mse":
         return (normal(batch, d_out), normal(batch, d_out)), {}
     raise KeyError(name)
+
+
+def matmul_shapes(seed: int, m: int, k: int, n: int):
+    """One of NumPy matmul's cases, picked by ``seed``: 2-D, 1-D on either side, batched with
+    broadcast batch axes. The contraction size is ``k`` in all of them."""
+    cases = [
+        ((m, k), (k, n)),
+        ((k,), (k, n)),
+        ((m, k), (k,)),
+        ((k,), (k,)),
+        ((3, m, k), (k, n)),
+        ((m, k), (2, k, n)),
+        ((2, 1, m, k), (3, k, n)),
+        ((1, m, k), (4, k, n)),
+    ]
+    return cases[seed % len(cases)]

@@ -123,5 +123,5 @@ def test_bad_config_gives_clear_errors():
         ValueError, match=r"x has 6 features but the model was initialised for d_in=5"
     ):
         model.apply(params, jnp.ones((2, 6)))
-    with pytest.raises(ValueError, match=r"params hold 2 stacked blocks but depth=5"):
+    with pytest.raises(ValueError, match=r"\['W'\].shape=\(2, 4, 4\) but depth=5"):
         dataclasses.replace(model, depth=5).apply(params, jnp.ones((2, 5)))

@@ -6,8 +6,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import sample_op_args
-from hypothesis import given, settings
+from conftest import matmul_shapes, sample_op_args
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from jax.test_util import check_grads
 
@@ -64,6 +64,7 @@ def test_primal_agrees_across_namespaces(name, case):
 
 @pytest.mark.parametrize("name", OPS)
 @given(case=shapes)
+@example(case=(1, 5, 3, 2, True))  # non-square, soft unnormalised labels, on every run
 def test_hand_rules_match_autodiff_jacobians(name, case):
     """Full Jacobians: rev by reverse mode, fwd by forward mode, both vs autodiff of ref."""
     args, options = sample_op_args(name, *case[:4], soft=case[4])
@@ -149,3 +150,62 @@ def test_mixed_float_dtypes_are_promoted_not_rejected():
     gx, gW = jax.grad(lambda x, W: jnp.sum(rev.linear(x, W, jnp.zeros(4))), (0, 1))(x, W)
     assert gx.dtype == jnp.float32 and gW.dtype == jnp.float64
     np.testing.assert_allclose(gx, 4.0)
+
+
+@pytest.mark.parametrize("case", range(8))
+def test_matmul_has_numpy_semantics_and_its_rules_sum_over_broadcast_axes(case):
+    a_shape, b_shape = matmul_shapes(case, 2, 3, 4)
+    rng = np.random.default_rng(case)
+    a, b = rng.standard_normal(a_shape), rng.standard_normal(b_shape)
+    want = np.matmul(a, b)
+    for ns in NAMESPACES.values():
+        np.testing.assert_allclose(ns.matmul(a, b), want, rtol=1e-12)
+    j_ref = jax.jacrev(ref.matmul, argnums=(0, 1))(a, b)
+    for got in (
+        jax.jacrev(rev.matmul, argnums=(0, 1))(a, b),
+        jax.jacfwd(fwd.matmul, argnums=(0, 1))(a, b),
+        jax.jacrev(fwd.matmul, argnums=(0, 1))(a, b),
+    ):
+        for g, w in zip(got, j_ref, strict=True):
+            assert g.shape == w.shape
+            np.testing.assert_allclose(g, w, rtol=1e-12, atol=1e-14)
+    torch = pytest.importorskip("torch")
+    ta = torch.tensor(a, requires_grad=True)
+    tb = torch.tensor(b, requires_grad=True)
+    torch.matmul(ta, tb).sin().sum().backward()
+    ga, gb = jax.grad(lambda a, b: jnp.sum(jnp.sin(rev.matmul(a, b))), argnums=(0, 1))(a, b)
+    np.testing.assert_allclose(ga, ta.grad.numpy(), rtol=1e-12)
+    np.testing.assert_allclose(gb, tb.grad.numpy(), rtol=1e-12)
+
+
+MIXED = {  # op: the float arguments whose cross derivatives a hand rule could get wrong
+    "linear": (0, 1, 2),
+    "matmul": (0, 1),
+    "softmax_cross_entropy": (0, 1),
+    "cross_entropy": (0, 1),
+    "mse": (0, 1),
+}
+
+
+@pytest.mark.parametrize("name", sorted(MIXED))
+def test_mixed_second_derivatives_match_autodiff(name):
+    """∂²L/∂z∂y and every other cross block, with soft unnormalised labels.
+
+    A VJP that drops a factor only visible off the diagonal (e.g. Σy in the fused
+    softmax-cross-entropy rule, which is 1 for one-hot labels) fails here.
+    """
+    args, options = sample_op_args(name, 11, 3, 4, 3, soft=True)
+    f_ref, xs = _float_part(name, args, options, ref)
+    f_rev, _ = _float_part(name, args, options, rev)
+    f_fwd, _ = _float_part(name, args, options, fwd)
+    argnums = MIXED[name]
+
+    def scalar(f):
+        return lambda *a: jnp.sum(jnp.sin(f(*a)))
+
+    want = jax.jit(jax.jacfwd(jax.jacrev(scalar(f_ref), argnums), argnums))(*xs)
+    got_rev = jax.jit(jax.jacrev(jax.jacrev(scalar(f_rev), argnums), argnums))(*xs)
+    got_fwd = jax.jit(jax.jacfwd(jax.jacrev(scalar(f_fwd), argnums), argnums))(*xs)
+    for got in (got_rev, got_fwd):
+        for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+            np.testing.assert_allclose(g, w, rtol=1e-9, atol=1e-12)
