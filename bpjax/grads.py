@@ -31,23 +31,26 @@ def global_norm(tree) -> jax.Array:
     return jnp.sqrt(sum(jnp.sum(jnp.square(g)) for g in leaves))
 
 
-def clip_by_global_norm(tree, max_norm: float):
+def clip_tree_by_global_norm(tree, max_norm: float):
     """Rescale ``tree`` so its global norm is at most ``max_norm``; keeps the direction.
+
+    A function of a tree (``optax.clip_by_global_norm`` is a transformation; :func:`clipping`
+    wraps this one as a transformation).
 
     Returns:
       ``(clipped_tree, norm_before)``. Trees already within the bound are returned unchanged.
     """
     if not max_norm > 0:
-        raise ValueError(f"clip_by_global_norm: max_norm must be positive, got {max_norm}")
+        raise ValueError(f"clip_tree_by_global_norm: max_norm must be positive, got {max_norm}")
     norm = global_norm(tree)
     scale = jnp.where(norm < max_norm, 1.0, max_norm / norm)
     return jax.tree.map(lambda g: (g * scale).astype(g.dtype), tree), norm
 
 
-def clip_by_value(tree, max_value: float):
+def clip_tree_by_value(tree, max_value: float):
     """Clamp every element to ``[-max_value, max_value]``; changes the direction."""
     if not max_value > 0:
-        raise ValueError(f"clip_by_value: max_value must be positive, got {max_value}")
+        raise ValueError(f"clip_tree_by_value: max_value must be positive, got {max_value}")
     return jax.tree.map(lambda g: jnp.clip(g, -max_value, max_value), tree)
 
 
@@ -68,9 +71,9 @@ def clipping(*, max_norm: float | None = None, max_value: float | None = None):
     def update(updates, state, params=None):
         del params
         if max_value is not None:
-            updates = clip_by_value(updates, max_value)
+            updates = clip_tree_by_value(updates, max_value)
         if max_norm is not None:
-            updates, _ = clip_by_global_norm(updates, max_norm)
+            updates, _ = clip_tree_by_global_norm(updates, max_norm)
         return updates, state
 
     return optax.GradientTransformation(init, update)

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bpjax import remat, rev
+from bpjax import fwd, ref, remat, rev
 
 INITS = {
     # name: variance scale as a function of (fan_in, fan_out)
@@ -37,6 +37,37 @@ def init_weight(key, fan_in: int, fan_out: int, *, weight_init="he", gain=1.0, d
     return std * jax.random.normal(key, (fan_in, fan_out), dtype)
 
 
+def kernel_init(weight_init: str = "he", gain: float = 1.0):
+    """:func:`init_weight` as an initializer ``init(key, (fan_in, fan_out), dtype)``.
+
+    The form ``nnx.Linear(kernel_init=...)`` takes, so the NNX modules draw their weights
+    with exactly the function the pure-function models use.
+    """
+    if weight_init not in INITS:
+        raise ValueError(f"unknown weight_init {weight_init!r}; choose one of {sorted(INITS)}")
+
+    def init(key, shape, dtype=jnp.float32):
+        fan_in, fan_out = shape
+        return init_weight(key, fan_in, fan_out, weight_init=weight_init, gain=gain, dtype=dtype)
+
+    return init
+
+
+NAMESPACES = {"ref": ref, "rev": rev, "fwd": fwd}
+
+
+def namespace(ops):
+    """The rule namespace ``ops`` names: :mod:`bpjax.ref`, ``rev`` or ``fwd``, as the module
+    or its name. Everything that takes ``ops=`` resolves it here."""
+    if isinstance(ops, str) and ops in NAMESPACES:
+        return NAMESPACES[ops]
+    if ops in NAMESPACES.values():
+        return ops
+    raise ValueError(
+        f"ops must be one of {sorted(NAMESPACES)} (or the module bpjax.ref/rev/fwd), got {ops!r}"
+    )
+
+
 def init_layers(key, sizes, *, weight_init="he", dtype=jnp.float32):
     """Parameters of a plain MLP with layer widths ``sizes = (d_in, h_1, …, d_out)``.
 
@@ -55,8 +86,10 @@ def init_layers(key, sizes, *, weight_init="he", dtype=jnp.float32):
 def layers_logits(params, x, *, ops=rev, activation="relu"):
     """Logits ``(batch, d_out)`` of the MLP ``params`` (see :func:`init_layers`) at ``x``.
 
-    ``ops`` is the rule namespace that differentiates it: ``bpjax.ref``, ``rev`` or ``fwd``.
+    ``ops`` is the rule namespace that differentiates it: ``bpjax.ref``, ``rev`` or ``fwd``
+    (the module or its name).
     """
+    ops = namespace(ops)
     act = getattr(ops, activation)
     a = x
     for W, b in params[:-1]:
@@ -67,7 +100,7 @@ def layers_logits(params, x, *, ops=rev, activation="relu"):
 
 def layers_loss(params, x, labels, *, ops=rev, activation="relu"):
     """Mean softmax cross-entropy of :func:`layers_logits` against ``labels``."""
-    return ops.softmax_cross_entropy(
+    return namespace(ops).softmax_cross_entropy(
         layers_logits(params, x, ops=ops, activation=activation), labels
     )
 
@@ -94,6 +127,32 @@ def _finite(name, value, *, positive=False) -> None:
         raise ValueError(f"MLP: {name} must be {kind}, got {value!r}")
 
 
+def block(arch: str, state, *, affine, act, gate=None, alpha: float = 1.0):
+    """One hidden block of :class:`MLP`: the formula, written once for every implementation.
+
+    Args:
+      arch: ``"plain"``, ``"residual"``, ``"highway"`` or ``"dense"``.
+      state: ``h: (batch, width)``; for ``"dense"`` the tuple of the last ``window`` outputs.
+      affine: ``h -> h W + b``, the block's linear map (``(batch, fan) -> (batch, width)``).
+      act: the activation.
+      gate: ``h -> T``, the highway gate ``sigmoid(h W_T + b_T)`` (highway only).
+      alpha: the residual branch scale.
+
+    Returns:
+      The next state, shaped like ``state``.
+    """
+    if arch == "dense":
+        new = act(affine(jnp.concatenate(state, axis=-1)))
+        return (new, *state[:-1])
+    branch = act(affine(state))
+    if arch == "plain":
+        return branch
+    if arch == "residual":
+        return state + alpha * branch
+    t = gate(state)
+    return t * branch + (1 - t) * state
+
+
 @dataclasses.dataclass(frozen=True)
 class MLP:
     """A deep MLP with a choice of skip connections, as a frozen config plus pure functions.
@@ -118,8 +177,9 @@ class MLP:
       does the output layer (Huang et al. 2017, with a cap so every block has input width
       ``K · width`` and the blocks stack under ``scan``). ``dense_cap ≥ depth`` is fully dense.
 
-    The block scan runs through :func:`bpjax.remat.stack` with strategy ``remat`` (default
-    ``"none"``: a plain ``lax.scan``); any strategy gives the same gradients with less memory.
+    The block scan runs through :func:`bpjax.remat.stack` with the strategy ``checkpoint``
+    (default ``"none"``: a plain ``lax.scan``); any strategy gives the same gradients with
+    less memory.
 
     Weights are Gaussian with variance ``gain² · s(fan_in, fan_out)`` for ``weight_init``
     ``"he"`` (2/fan_in), ``"xavier"`` (2/(fan_in + fan_out)) or ``"lecun"`` (1/fan_in); biases
@@ -145,7 +205,7 @@ class MLP:
     gate_bias: float = -2.0
     dense_cap: int = 4
     dtype: Any = jnp.float32
-    remat: Any = "none"
+    checkpoint: Any = "none"
 
     def __post_init__(self):
         _choice("arch", self.arch, ARCHS)
@@ -160,7 +220,7 @@ class MLP:
             _finite("branch_scale", self.branch_scale)
         if not jnp.issubdtype(jnp.dtype(self.dtype), jnp.floating):
             raise TypeError(f"MLP: dtype must be a floating dtype, got {self.dtype!r}")
-        remat.resolve(self.remat)
+        remat.resolve(self.checkpoint)
 
     @property
     def alpha(self) -> float:
@@ -177,35 +237,37 @@ class MLP:
         _positive_int("d_in", d_in, "MLP.init")
         _positive_int("d_out", d_out, "MLP.init")
         k_stem, k_blocks, k_gates, k_out = jax.random.split(key, 4)
-        w, n = self.width, self.depth - 1
-        fan = self.window * w
+        w, n, fan, dt = self.width, self.depth - 1, self.window * self.width, self.dtype
+        inits = self.initializers()
 
-        def weight(k, fan_in, fan_out, gain):
-            return init_weight(
-                k, fan_in, fan_out, weight_init=self.weight_init, gain=gain, dtype=self.dtype
-            )
+        def stacked(init, k, shape):
+            return jax.vmap(lambda k: init(k, shape, dt))(jax.random.split(k, n))
 
-        blocks = {
-            "W": jax.vmap(lambda k: weight(k, fan, w, self.gain))(jax.random.split(k_blocks, n))
-            if n
-            else jnp.zeros((0, fan, w), self.dtype),
-            "b": jnp.zeros((n, w), self.dtype),
-        }
+        blocks = {"W": stacked(inits["block"], k_blocks, (fan, w)), "b": jnp.zeros((n, w), dt)}
         if self.arch == "highway":
-            blocks["W_T"] = (
-                jax.vmap(lambda k: weight(k, w, w, 1.0))(jax.random.split(k_gates, n))
-                if n
-                else jnp.zeros((0, w, w), self.dtype)
-            )
-            blocks["b_T"] = jnp.full((n, w), self.gate_bias, self.dtype)
+            blocks["W_T"] = stacked(inits["gate"], k_gates, (w, w))
+            blocks["b_T"] = jnp.full((n, w), self.gate_bias, dt)
         return {
-            "stem": {"W": weight(k_stem, d_in, w, self.gain), "b": jnp.zeros(w, self.dtype)},
+            "stem": {"W": inits["stem"](k_stem, (d_in, w), dt), "b": jnp.zeros(w, dt)},
             "blocks": blocks,
-            "out": {"W": weight(k_out, fan, d_out, 1.0), "b": jnp.zeros(d_out, self.dtype)},
+            "out": {"W": inits["out"](k_out, (fan, d_out), dt), "b": jnp.zeros(d_out, dt)},
         }
+
+    def initializers(self) -> dict:
+        """The weight initializer of each layer (``stem``, ``block``, ``gate``, ``out``).
+
+        ``gain`` scales the hidden layers only (stem and blocks), so ``gain > 1`` provokes
+        explosion while the gates and the logits start as usual. The NNX modules use these
+        same functions.
+        """
+        hidden = kernel_init(self.weight_init, self.gain)
+        plain = kernel_init(self.weight_init, 1.0)
+        return {"stem": hidden, "block": hidden, "gate": plain, "out": plain}
 
     def apply(self, params, x, *, ops=rev):
-        """Logits ``(batch, d_out)`` for ``x: (batch, d_in)``, differentiated by ``ops``."""
+        """Logits ``(batch, d_out)`` for ``x: (batch, d_in)``, differentiated by ``ops``
+        (:mod:`bpjax.ref`, ``rev`` or ``fwd``, the module or its name)."""
+        ops = namespace(ops)
         self.check_params(params)
         d_in = params["stem"]["W"].shape[0]
         if x.shape[-1] != d_in:
@@ -215,23 +277,31 @@ class MLP:
             )
         act = getattr(ops, self.activation)
         h = act(ops.linear(x, params["stem"]["W"], params["stem"]["b"]))
-        if self.arch == "dense":
-            zeros = jnp.zeros_like(h)
-            recent = (h,) + (zeros,) * (self.window - 1)
+        state = self.initial_state(h)
 
-            def dense_block(p, recent):
-                new = act(ops.linear(jnp.concatenate(recent, axis=-1), p["W"], p["b"]))
-                return (new, *recent[:-1])
+        def layer(p, state):
+            return block(
+                self.arch,
+                state,
+                affine=lambda h: ops.linear(h, p["W"], p["b"]),
+                act=act,
+                gate=lambda h: ops.sigmoid(ops.linear(h, p["W_T"], p["b_T"])),
+                alpha=self.alpha,
+            )
 
-            top = jnp.concatenate(self._blocks(dense_block, params["blocks"], recent), axis=-1)
-        else:
-            block = {
-                "plain": lambda h, p: act(ops.linear(h, p["W"], p["b"])),
-                "residual": lambda h, p: h + self.alpha * act(ops.linear(h, p["W"], p["b"])),
-                "highway": lambda h, p: _highway(ops, act, h, p),
-            }[self.arch]
-            top = self._blocks(lambda p, h: block(h, p), params["blocks"], h)
-        return ops.linear(top, params["out"]["W"], params["out"]["b"])
+        if self.depth > 1:
+            state = remat.stack(layer, params["blocks"], state, strategy=self.checkpoint)
+        return ops.linear(self.top(state), params["out"]["W"], params["out"]["b"])
+
+    def initial_state(self, h):
+        """The block scan's input state from the stem's output ``h: (batch, width)``."""
+        if self.arch != "dense":
+            return h
+        return (h,) + (jnp.zeros_like(h),) * (self.window - 1)
+
+    def top(self, state):
+        """What the output layer reads: ``h``, or the dense window concatenated."""
+        return jnp.concatenate(state, axis=-1) if self.arch == "dense" else state
 
     def check_params(self, params) -> None:
         """Raise a ValueError unless ``params`` have the layout and shapes this config makes.
@@ -270,16 +340,6 @@ class MLP:
                     "another config?"
                 )
 
-    def _blocks(self, layer, blocks, state):
-        if blocks["W"].shape[0] == 0:
-            return state
-        return remat.stack(layer, blocks, state, strategy=self.remat)
-
     def loss(self, params, x, labels, *, ops=rev):
         """Mean softmax cross-entropy of :meth:`apply` against ``labels``."""
-        return ops.softmax_cross_entropy(self.apply(params, x, ops=ops), labels)
-
-
-def _highway(ops, act, h, p):
-    gate = ops.sigmoid(ops.linear(h, p["W_T"], p["b_T"]))
-    return gate * act(ops.linear(h, p["W"], p["b"])) + (1 - gate) * h
+        return namespace(ops).softmax_cross_entropy(self.apply(params, x, ops=ops), labels)

@@ -3,7 +3,8 @@
 Steps run in chunks of ``eval_every`` inside one ``lax.scan`` (one compilation, no Python
 per step); between chunks the loop evaluates, reports progress, and stops early if the loss
 went non-finite. Minibatches are drawn with ``jax.random.fold_in(key, step)``, so a run is
-a deterministic function of ``seed``.
+a deterministic function of ``seed``. :func:`make_step` and :func:`run_chunks` are the step
+and the loop; :func:`bpjax.nnx.train` runs the same ones on an NNX module.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import optax
 
 from bpjax import _validate, grads, parallel, rev
 from bpjax.data import Dataset
-from bpjax.models import MLP
+from bpjax.models import MLP, namespace
 
 OPTIMIZERS = {"sgd": optax.sgd, "adam": optax.adam}
 
@@ -72,6 +73,105 @@ def make_optimizer(name: str, learning_rate: float, *, clip_norm=None, clip_valu
     return optax.chain(grads.clipping(max_norm=clip_norm, max_value=clip_value), tx)
 
 
+def minibatch(data: Dataset, key, step, batch_size: int):
+    """The minibatch of ``step``: ``batch_size`` training rows drawn with replacement with
+    ``fold_in(key, step)``, so a run is a deterministic function of its seed."""
+    n_train = data.x_train.shape[0]
+    idx = jax.random.randint(jax.random.fold_in(key, step), (batch_size,), 0, n_train)
+    return data.x_train[idx], data.y_train[idx]
+
+
+def make_step(loss_fn, tx, data: Dataset, key, batch_size: int, *, mesh=None, record=None):
+    """One optimizer step as a ``lax.scan`` body: ``((params, opt_state), step) -> (new, rec)``.
+
+    The one training step every loop here runs (:func:`train` and
+    :func:`bpjax.nnx.train`): draw :func:`minibatch`, ``value_and_grad`` of
+    ``loss_fn(params, x, y)``, ``tx.update``, ``optax.apply_updates``. ``record(loss, grads,
+    updates, params)`` says what to keep per step (default: the loss); ``mesh`` splits each
+    minibatch over a data-parallel mesh.
+    """
+
+    def step_fn(carry, step):
+        params, opt_state = carry
+        xb, yb = minibatch(data, key, step, batch_size)
+        if mesh is not None:
+            xb, yb = jax.lax.with_sharding_constraint((xb, yb), parallel.batch_sharding(mesh))
+        loss, g = jax.value_and_grad(loss_fn)(params, xb, yb)
+        updates, opt_state = tx.update(g, opt_state, params)
+        rec = loss if record is None else record(loss, g, updates, params)
+        return (optax.apply_updates(params, updates), opt_state), rec
+
+    return step_fn
+
+
+def run_chunks(step_fn, carry, *, steps: int, eval_every: int, after_chunk):
+    """Run ``steps`` steps in compiled chunks of ``eval_every`` (one ``lax.scan`` each).
+
+    ``after_chunk(carry, records, done)`` runs on the host after each chunk with that chunk's
+    records (as NumPy, trimmed to the steps that count) and returns False to stop early.
+    Returns the final carry and the list of per-chunk records.
+    """
+
+    @jax.jit
+    def chunk(carry, first_step):
+        return jax.lax.scan(step_fn, carry, first_step + jnp.arange(eval_every))
+
+    chunks, done = [], 0
+    while done < steps:
+        carry, rec = chunk(carry, done)
+        take = min(eval_every, steps - done)
+        chunks.append(jax.tree.map(lambda a, take=take: np.asarray(a)[:take], rec))
+        done += take
+        if not after_chunk(carry, chunks[-1], done):
+            break
+    return carry, chunks
+
+
+def check_labels(data: Dataset) -> None:
+    """Raise a ValueError naming the rows of ``data`` whose class id is outside
+    ``[0, data.classes)``."""
+    for split in ("train", "test"):
+        # Out-of-range ids would make the loss NaN at step 0 (see bpjax.rules.losses): say so
+        # before compiling anything, naming the rows.
+        _validate.check_label_range(
+            f"train: data.y_{split}", np.asarray(getattr(data, f"y_{split}")), data.classes
+        )
+
+
+def _setup(model, data, *, optimizer, learning_rate, clip_norm, clip_value, seed, devices):
+    mesh = None
+    if devices is not None:
+        mesh = parallel.mesh(devices)
+    key_init, key_data = jax.random.split(jax.random.key(seed))
+    params = model.init(key_init, data.x_train.shape[1], data.classes)
+    tx = make_optimizer(optimizer, learning_rate, clip_norm=clip_norm, clip_value=clip_value)
+    opt_state = tx.init(params)
+    if mesh is not None:
+        params, opt_state = parallel.replicate((params, opt_state), mesh)
+        fields = ("x_train", "y_train", "x_test", "y_test")
+        arrays = parallel.replicate(tuple(getattr(data, f) for f in fields), mesh)
+        data = data._replace(**dict(zip(fields, arrays, strict=True)))
+    return mesh, key_data, tx, (params, opt_state), data
+
+
+def _evaluator(model, data, ops):
+    @jax.jit
+    def evaluate(params):
+        logits_train = model.apply(params, data.x_train, ops=ops)
+        logits_test = model.apply(params, data.x_test, ops=ops)
+        return (
+            jnp.mean(jnp.argmax(logits_train, -1) == data.y_train),
+            jnp.mean(jnp.argmax(logits_test, -1) == data.y_test),
+            ops.softmax_cross_entropy(logits_test, data.y_test),
+        )
+
+    return evaluate
+
+
+def _record(loss, g, updates, params):
+    return (loss, grads.global_norm(g), grads.layer_norms(g), grads.update_ratios(updates, params))
+
+
 def train(
     model: MLP,
     data: Dataset,
@@ -93,14 +193,14 @@ def train(
 
     Args:
       model: an :class:`~bpjax.models.MLP` config.
-      data: a :class:`~bpjax.data.Dataset`.
+      data: a :class:`~bpjax.data.Dataset`; its labels must lie in ``[0, data.classes)``.
       steps: optimizer steps (the budget).
-      batch_size: rows per minibatch, drawn with replacement each step.
+      batch_size: rows per minibatch, drawn with replacement each step (:func:`minibatch`).
       optimizer: ``"adam"`` or ``"sgd"``.
       learning_rate: step size.
       clip_norm, clip_value: hand-written clipping before the optimizer (None: off).
       seed: initialises the parameters and draws the minibatches.
-      ops: rule namespace that differentiates the model.
+      ops: rule namespace that differentiates the model (``bpjax.rev`` or its name).
       eval_every: steps per compiled chunk; accuracy is measured after each chunk.
       progress: print a progress line per chunk to stderr.
       label: name shown in the progress line.
@@ -115,105 +215,78 @@ def train(
     """
     if steps < 1 or batch_size < 1 or eval_every < 1:
         raise ValueError("train: steps, batch_size and eval_every must be >= 1")
-    for split in ("train", "test"):
-        # Out-of-range ids would make the loss NaN at step 0 (see bpjax.rules.losses): say so
-        # before compiling anything, naming the rows.
-        _validate.check_label_range(
-            f"train: data.y_{split}", np.asarray(getattr(data, f"y_{split}")), data.classes
-        )
+    ops = namespace(ops)
+    check_labels(data)
     start = time.perf_counter()
-    mesh = None
-    if devices is not None:
-        mesh = parallel.mesh(devices)
-        parallel.check_batch(batch_size, mesh, "train")
-    key_init, key_data = jax.random.split(jax.random.key(seed))
-    params = model.init(key_init, data.x_train.shape[1], data.classes)
-    tx = make_optimizer(optimizer, learning_rate, clip_norm=clip_norm, clip_value=clip_value)
-    opt_state = tx.init(params)
+    mesh, key, tx, carry, data = _setup(
+        model,
+        data,
+        optimizer=optimizer,
+        learning_rate=learning_rate,
+        clip_norm=clip_norm,
+        clip_value=clip_value,
+        seed=seed,
+        devices=devices,
+    )
     if mesh is not None:
-        params, opt_state = parallel.replicate((params, opt_state), mesh)
-        fields = ("x_train", "y_train", "x_test", "y_test")
-        arrays = parallel.replicate(tuple(getattr(data, f) for f in fields), mesh)
-        data = data._replace(**dict(zip(fields, arrays, strict=True)))
-    n_train = data.x_train.shape[0]
+        parallel.check_batch(batch_size, mesh, "train")
 
-    def one_step(carry, step):
-        params, opt_state = carry
-        idx = jax.random.randint(jax.random.fold_in(key_data, step), (batch_size,), 0, n_train)
-        xb, yb = data.x_train[idx], data.y_train[idx]
-        if mesh is not None:
-            xb, yb = jax.lax.with_sharding_constraint((xb, yb), parallel.batch_sharding(mesh))
-        loss, g = jax.value_and_grad(model.loss)(params, xb, yb, ops=ops)
-        updates, opt_state = tx.update(g, opt_state, params)
-        record = (
-            loss,
-            grads.global_norm(g),
-            grads.layer_norms(g),
-            grads.update_ratios(updates, params),
-        )
-        return (optax.apply_updates(params, updates), opt_state), record
+    def loss_fn(params, x, y):
+        return model.loss(params, x, y, ops=ops)
 
-    @jax.jit
-    def chunk(params, opt_state, first_step):
-        steps_in_chunk = first_step + jnp.arange(eval_every)
-        return jax.lax.scan(one_step, (params, opt_state), steps_in_chunk)
-
-    @jax.jit
-    def evaluate(params):
-        logits_train = model.apply(params, data.x_train, ops=ops)
-        logits_test = model.apply(params, data.x_test, ops=ops)
-        return (
-            jnp.mean(jnp.argmax(logits_train, -1) == data.y_train),
-            jnp.mean(jnp.argmax(logits_test, -1) == data.y_test),
-            ops.softmax_cross_entropy(logits_test, data.y_test),
-        )
-
-    records, eval_steps, train_acc, test_acc, test_loss = [], [], [], [], []
-    diverged_at, bad_layer = None, None
-    done = 0
-    while done < steps:
-        (params, opt_state), rec = chunk(params, opt_state, done)
-        rec = jax.tree.map(np.asarray, rec)
-        take = min(eval_every, steps - done)
-        records.append(jax.tree.map(lambda a, take=take: a[:take], rec))
-        done += take
-        losses = records[-1][0]
-        if not np.all(np.isfinite(losses)):
-            first = int(np.argmin(np.isfinite(losses)))
-            diverged_at = done - take + first
-            norms = records[-1][2][first]
-            bad = ~np.isfinite(norms)
-            if bad.any():
-                bad_layer = grads.layer_names(model.depth)[int(np.argmax(bad))]
-            break
-        tr, te, tl = (float(v) for v in evaluate(params))
-        eval_steps.append(done)
-        train_acc.append(tr)
-        test_acc.append(te)
-        test_loss.append(tl)
-        if progress:
-            print(
-                f"\r{label} step {done:>5}/{steps}  loss {losses[-1]:.4f}  test acc {te:.3f}",
-                end="" if done < steps else "\n",
-                file=sys.stderr,
-                flush=True,
-            )
-    if progress and diverged_at is not None:
-        print(f"\n{label} diverged at step {diverged_at} ({bad_layer})", file=sys.stderr)
-    loss, gnorm, lnorms, ratios = (np.concatenate(parts) for parts in zip(*records, strict=True))
+    step_fn = make_step(loss_fn, tx, data, key, batch_size, mesh=mesh, record=_record)
+    monitor = _Monitor(model, _evaluator(model, data, ops), steps, progress, label)
+    _, chunks = run_chunks(
+        step_fn, carry, steps=steps, eval_every=eval_every, after_chunk=monitor.after_chunk
+    )
+    loss, gnorm, lnorms, ratios = (np.concatenate(parts) for parts in zip(*chunks, strict=True))
     return History(
         loss=loss,
         grad_norm=gnorm,
         layer_norms=lnorms,
         update_ratio=ratios,
-        eval_steps=eval_steps,
-        train_acc=train_acc,
-        test_acc=test_acc,
-        test_loss=test_loss,
-        diverged_at=diverged_at,
-        nonfinite_layer=bad_layer,
+        **monitor.evaluations,
+        diverged_at=monitor.diverged_at,
+        nonfinite_layer=monitor.bad_layer,
         seconds=time.perf_counter() - start,
     )
+
+
+class _Monitor:
+    """What :func:`train` does between chunks: detect divergence, evaluate, report."""
+
+    def __init__(self, model, evaluate, steps, progress, label):
+        self.model, self.evaluate, self.steps = model, evaluate, steps
+        self.progress, self.label = progress, label
+        self.evaluations = {"eval_steps": [], "train_acc": [], "test_acc": [], "test_loss": []}
+        self.diverged_at, self.bad_layer = None, None
+
+    def after_chunk(self, carry, records, done) -> bool:
+        losses = records[0]
+        if not np.all(np.isfinite(losses)):
+            first = int(np.argmin(np.isfinite(losses)))
+            self.diverged_at = done - len(losses) + first
+            bad = ~np.isfinite(records[2][first])
+            if bad.any():
+                self.bad_layer = grads.layer_names(self.model.depth)[int(np.argmax(bad))]
+            if self.progress:
+                print(
+                    f"\n{self.label} diverged at step {self.diverged_at} ({self.bad_layer})",
+                    file=sys.stderr,
+                )
+            return False
+        values = (done, *(float(v) for v in self.evaluate(carry[0])))
+        for key, value in zip(self.evaluations, values, strict=True):
+            self.evaluations[key].append(value)
+        if self.progress:
+            print(
+                f"\r{self.label} step {done:>5}/{self.steps}  loss {losses[-1]:.4f}  "
+                f"test acc {values[2]:.3f}",
+                end="" if done < self.steps else "\n",
+                file=sys.stderr,
+                flush=True,
+            )
+        return True
 
 
 def accumulated_grad(loss_fn, params, x, y, *, micro_batches: int):

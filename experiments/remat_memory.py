@@ -25,8 +25,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.ad_checkpoint import checkpoint_name
 
-from bpjax import flax as bflax
-from bpjax import measure, remat, results
+from bpjax import measure, models, remat, results
+from bpjax import nnx as bnnx
 
 BATCH, WIDTH = 256, 128
 
@@ -144,10 +144,12 @@ def counted(n_layers):
 def nnx_sweep(depths):
     rows = []
     for n_layers in depths:
-        blocks = bflax.stacked_blocks(n_layers, WIDTH, key=jax.random.key(0))
+        # The same tanh layer as a stack of nnx.Linear blocks (n_layers blocks after a stem).
+        config = models.MLP(arch="plain", depth=n_layers + 1, width=WIDTH, activation="tanh")
+        blocks = bnnx.stacked_blocks(config, key=jax.random.key(0))
         x = jnp.ones((BATCH, WIDTH), jnp.float32)
         for name in ("nnx.scan", "nnx.scan+nnx.remat", "bpjax.remat sqrt"):
-            temp = bflax.remat_temp_bytes(blocks, x, how=name)
+            temp = bnnx.remat_temp_bytes(blocks, x, how=name)
             rows.append({"L": n_layers, "how": name, "compiled_temp": temp})
             print(f"  NNX L={n_layers:5d} {name:20s} compiled {temp / 2**20:9.2f} MiB", flush=True)
     return rows

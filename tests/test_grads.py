@@ -29,36 +29,38 @@ def _cos(a, b):
 
 
 @pytest.mark.parametrize("max_norm", [0.1, 1.0, 5.0, 1e3])
-def test_clip_by_global_norm_matches_optax(max_norm):
+def test_clip_tree_by_global_norm_matches_optax(max_norm):
     tree = _tree()
-    ours, norm = grads.clip_by_global_norm(tree, max_norm)
+    ours, norm = grads.clip_tree_by_global_norm(tree, max_norm)
     theirs, _ = optax.clip_by_global_norm(max_norm).update(tree, optax.EmptyState())
     np.testing.assert_allclose(norm, optax.tree.norm(tree), rtol=1e-6)
     np.testing.assert_allclose(_flat(ours), _flat(theirs), rtol=1e-6, atol=1e-7)
 
 
 @pytest.mark.parametrize("max_value", [0.01, 0.5, 3.0])
-def test_clip_by_value_matches_optax(max_value):
+def test_clip_tree_by_value_matches_optax(max_value):
     tree = _tree()
     theirs, _ = optax.clip(max_value).update(tree, optax.EmptyState())
-    np.testing.assert_allclose(_flat(grads.clip_by_value(tree, max_value)), _flat(theirs), atol=0)
+    np.testing.assert_allclose(
+        _flat(grads.clip_tree_by_value(tree, max_value)), _flat(theirs), atol=0
+    )
 
 
 def test_global_norm_clipping_keeps_direction_bounds_norm_and_is_idempotent():
     tree = _tree()
     norm = float(grads.global_norm(tree))
-    clipped, _ = grads.clip_by_global_norm(tree, norm / 10)
+    clipped, _ = grads.clip_tree_by_global_norm(tree, norm / 10)
     np.testing.assert_allclose(grads.global_norm(clipped), norm / 10, rtol=1e-6)
     assert _cos(clipped, tree) == pytest.approx(1.0, abs=1e-6)
-    twice, _ = grads.clip_by_global_norm(clipped, norm / 10)
+    twice, _ = grads.clip_tree_by_global_norm(clipped, norm / 10)
     np.testing.assert_allclose(_flat(twice), _flat(clipped), rtol=1e-6)
-    untouched, _ = grads.clip_by_global_norm(tree, 2 * norm)
+    untouched, _ = grads.clip_tree_by_global_norm(tree, 2 * norm)
     np.testing.assert_array_equal(_flat(untouched), _flat(tree))
 
 
 def test_value_clipping_turns_the_direction():
     tree = {"big": jnp.array([100.0, -50.0]), "small": jnp.array([0.1, 0.2])}
-    clipped = grads.clip_by_value(tree, 1.0)
+    clipped = grads.clip_tree_by_value(tree, 1.0)
     assert float(jnp.max(jnp.abs(_flat(clipped)))) == 1.0
     assert _cos(clipped, tree) < 0.99
     np.testing.assert_array_equal(clipped["small"], tree["small"])
@@ -68,12 +70,12 @@ def test_clipping_transform_chains_with_optax():
     tree = _tree()
     tx = grads.clipping(max_norm=1.0, max_value=2.0)
     out, state = tx.update(tree, tx.init(tree))
-    want, _ = grads.clip_by_global_norm(grads.clip_by_value(tree, 2.0), 1.0)
+    want, _ = grads.clip_tree_by_global_norm(grads.clip_tree_by_value(tree, 2.0), 1.0)
     np.testing.assert_allclose(_flat(out), _flat(want), rtol=1e-7)
     with pytest.raises(ValueError, match="max_norm must be positive"):
-        grads.clip_by_global_norm(tree, 0.0)
+        grads.clip_tree_by_global_norm(tree, 0.0)
     with pytest.raises(ValueError, match="max_value must be positive"):
-        grads.clip_by_value(tree, -1.0)
+        grads.clip_tree_by_value(tree, -1.0)
 
 
 def test_layer_norms_follow_the_layer_order():

@@ -246,8 +246,8 @@ def test_mlp_blocks_run_under_any_strategy_with_the_same_gradient(arch):
     params = model.init(jax.random.key(2), 5, 3)
     want = jax.grad(model.loss)(params, x, y)
     for strategy in ["sqrt", "binomial"]:
-        got = jax.grad(dataclasses.replace(model, remat=strategy).loss)(params, x, y)
+        got = jax.grad(dataclasses.replace(model, checkpoint=strategy).loss)(params, x, y)
         for a, b in zip(jax.tree.leaves(want), jax.tree.leaves(got), strict=True):
             np.testing.assert_allclose(b, a, rtol=1e-12, atol=1e-14)
     with pytest.raises(ValueError, match="unknown remat strategy"):
-        models.MLP(remat="all")
+        models.MLP(checkpoint="all")

@@ -36,7 +36,7 @@ m = parallel.mesh(4)
 x = jax.random.normal(jax.random.key(0), (32, 12), jnp.float32)
 y = jnp.arange(32) % 5
 for remat in ("none", "sqrt", "binomial"):
-    model = models.MLP(arch="residual", depth=9, width=16, activation="tanh", remat=remat)
+    model = models.MLP(arch="residual", depth=9, width=16, activation="tanh", checkpoint=remat)
     params = model.init(jax.random.key(1), 12, 5)
     single = jax.jit(jax.grad(model.loss))(params, x, y)
     for how in ("auto", "shard_map"):
@@ -69,7 +69,7 @@ cfg = models.MLP(arch="residual", depth=4, width=32, activation="relu")
 h1 = train.train(cfg, ds, steps=20, batch_size=64, eval_every=20, seed=3)
 h4 = train.train(cfg, ds, steps=20, batch_size=64, eval_every=20, seed=3, devices=4)
 h4r = train.train(
-    dataclasses.replace(cfg, remat="sqrt"),
+    dataclasses.replace(cfg, checkpoint="sqrt"),
     ds,
     steps=20,
     batch_size=64,

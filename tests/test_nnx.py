@@ -1,4 +1,4 @@
-"""Flax NNX modules on bpjax rules: parity with nnx.Linear, the NNX transforms, training."""
+"""Flax NNX modules (bpjax.nnx) on bpjax rules: parity with nnx.Linear, transforms, training."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from flax import nnx
 
 from bpjax import data, models, rev, train
-from bpjax import flax as bf
+from bpjax import nnx as bnnx
 
 
 def _rel(a, b):
@@ -25,7 +25,7 @@ def _loss(model, x, y):
 
 @pytest.mark.parametrize("ops", ["rev", "fwd", "ref"])
 def test_linear_matches_nnx_linear_in_value_and_gradient(ops):
-    ours = bf.Linear(5, 3, ops=ops, rngs=nnx.Rngs(0))
+    ours = bnnx.Linear(5, 3, ops=ops, rngs=nnx.Rngs(0))
     theirs = nnx.Linear(5, 3, rngs=nnx.Rngs(0))
     x = jax.random.normal(jax.random.key(1), (4, 5), jnp.float32)
     np.testing.assert_array_equal(ours.kernel[...], theirs.kernel[...])  # same init, same keys
@@ -40,7 +40,7 @@ def test_linear_matches_nnx_linear_in_value_and_gradient(ops):
 def test_fwd_linear_runs_under_forward_mode_and_rev_does_not():
     x = jnp.ones((2, 3), jnp.float32)
     for ops, works in (("fwd", True), ("rev", False)):
-        graphdef, state = nnx.split(bf.Linear(3, 2, ops=ops, rngs=nnx.Rngs(0)))
+        graphdef, state = nnx.split(bnnx.Linear(3, 2, ops=ops, rngs=nnx.Rngs(0)))
 
         def f(state, graphdef=graphdef):
             return nnx.merge(graphdef, state)(x)
@@ -59,28 +59,28 @@ def test_mlp_on_rules_matches_the_nnx_linear_network_and_the_pure_model(arch):
     kwargs = dict(arch=arch, depth=5, width=8, activation="tanh")
     x = jax.random.normal(jax.random.key(2), (6, 12), jnp.float32)
     y = jnp.arange(6) % 3
-    ours = bf.MLP(12, 3, linear="rev", rngs=nnx.Rngs(0), **kwargs)
-    theirs = bf.MLP(12, 3, linear="nnx", rngs=nnx.Rngs(0), **kwargs)
+    ours = bnnx.MLP(12, 3, ops="rev", rngs=nnx.Rngs(0), **kwargs)
+    theirs = bnnx.MLP(12, 3, ops="nnx", rngs=nnx.Rngs(0), **kwargs)
     assert _rel(ours(x), theirs(x)) <= 1e-6
     assert _rel(nnx.grad(_loss)(ours, x, y), nnx.grad(_loss)(theirs, x, y)) <= 1e-6
     # The same numbers through bpjax.models.MLP's pure functions.
     pure = models.MLP(**kwargs)
-    assert _rel(pure.apply(bf.to_params(ours), x), ours(x)) <= 1e-6
+    assert _rel(pure.apply(bnnx.to_params(ours), x), ours(x)) <= 1e-6
 
 
 @pytest.mark.parametrize("remat", ["nnx", "sqrt", "binomial"])
 def test_remat_under_nnx_scan_keeps_the_gradient(remat):
     x = jax.random.normal(jax.random.key(3), (6, 12), jnp.float32)
     y = jnp.arange(6) % 3
-    plain = bf.MLP(12, 3, arch="residual", depth=9, width=8, rngs=nnx.Rngs(0))
-    again = bf.MLP(12, 3, arch="residual", depth=9, width=8, remat=remat, rngs=nnx.Rngs(0))
+    plain = bnnx.MLP(12, 3, arch="residual", depth=9, width=8, rngs=nnx.Rngs(0))
+    again = bnnx.MLP(12, 3, arch="residual", depth=9, width=8, checkpoint=remat, rngs=nnx.Rngs(0))
     assert _rel(nnx.grad(_loss)(again, x, y), nnx.grad(_loss)(plain, x, y)) <= 1e-6
 
 
 def test_nnx_jit_and_optimizer_train_to_the_accuracy_of_the_pure_model():
     ds = data.digits()
-    model = bf.MLP(64, 10, arch="residual", depth=4, width=64, linear="rev", rngs=nnx.Rngs(0))
-    nnx_acc = bf.train(model, ds, steps=300, eval_every=300, seed=0)[-1]
+    model = bnnx.MLP(64, 10, arch="residual", depth=4, width=64, ops="rev", rngs=nnx.Rngs(0))
+    nnx_acc = bnnx.train(model, ds, steps=300, eval_every=300, seed=0)[-1]
     pure = train.train(
         models.MLP(arch="residual", depth=4, width=64), ds, steps=300, eval_every=300, seed=0
     )
@@ -89,11 +89,13 @@ def test_nnx_jit_and_optimizer_train_to_the_accuracy_of_the_pure_model():
 
 
 def test_bad_options_and_inputs_are_refused_clearly():
-    with pytest.raises(ValueError, match="ops must be one of"):
-        bf.Linear(2, 2, ops="jvp", rngs=nnx.Rngs(0))
-    with pytest.raises(ValueError, match="linear must be one of"):
-        bf.MLP(2, 2, linear="torch", rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match="Linear: ops must be one of"):
+        bnnx.Linear(2, 2, ops="jvp", rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match="MLP: ops must be one of"):
+        bnnx.MLP(2, 2, ops="torch", rngs=nnx.Rngs(0))
     with pytest.raises(ValueError, match="unknown arch"):
-        bf.MLP(2, 2, arch="resnet", rngs=nnx.Rngs(0))
+        bnnx.MLP(2, 2, arch="resnet", rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match="MLP: depth must be an integer >= 1, got True"):
+        bnnx.MLP(2, 2, depth=True, rngs=nnx.Rngs(0))  # the pure model's validation, shared
     with pytest.raises(ValueError, match="x has 4 features but the kernel expects 3"):
-        bf.Linear(3, 2, rngs=nnx.Rngs(0))(jnp.ones((1, 4)))
+        bnnx.Linear(3, 2, rngs=nnx.Rngs(0))(jnp.ones((1, 4)))
