@@ -180,40 +180,46 @@ def gradients(
         # jit: the many evaluations below then reuse one compilation per transform.
         f_flat = jax.jit(_flat(f, rebuild))
         ref_flat = jax.jit(_flat(reference, rebuild)) if reference is not None else None
-        y, f_vjp = jax.vjp(f_flat, theta)
-        rng = np.random.default_rng(seed)
-        errors: dict[str, list[float]] = {}
-        skipped: dict[str, str] = {}
-
-        def record(key, value):
-            errors.setdefault(key, []).append(value)
-
-        if ref_flat is not None:
-            y_ref, ref_vjp = jax.vjp(ref_flat, theta)
-            record("primal vs reference", _rel(y, y_ref))
-        for _ in range(directions):
-            v = jnp.asarray(rng.standard_normal(theta.shape))
-            u = jnp.asarray(rng.standard_normal(y.shape))
-            fd = (f_flat(theta + eps * v) - f_flat(theta - eps * v)) / (2 * eps)
-            (uJ,) = f_vjp(u)
-            a, b = float(jnp.vdot(uJ, v)), float(jnp.vdot(u, fd))
-            scale = max(
-                float(jnp.linalg.norm(uJ) * jnp.linalg.norm(v)),
-                float(jnp.linalg.norm(u) * jnp.linalg.norm(fd)),
-            )
-            record("vjp vs finite differences", 0.0 if scale == 0 else abs(a - b) / scale)
-            if ref_flat is not None:
-                record("vjp vs autodiff", _rel(uJ, ref_vjp(u)[0]))
-            Jv, why = _try_jvp(f_flat, theta, v)
-            if Jv is None:
-                skipped["jvp"] = why
-                continue
-            record("jvp vs finite differences", _rel(Jv, fd))
-            record("vjp vs jvp", _rel(jnp.vdot(u, Jv), jnp.vdot(uJ, v)))
-            if ref_flat is not None:
-                record("jvp vs autodiff", _rel(Jv, jax.jvp(ref_flat, (theta,), (v,))[1]))
+        errors, skipped = _compare(f_flat, ref_flat, theta, directions, eps, seed)
     label = name or getattr(f, "__qualname__", repr(f))
     return Report(label, {k: max(vals) for k, vals in errors.items()}, skipped)
+
+
+def _compare(f_flat, ref_flat, theta, directions, eps, seed):
+    """Every comparison of the module docstring along ``directions`` random directions."""
+    y, f_vjp = jax.vjp(f_flat, theta)
+    rng = np.random.default_rng(seed)
+    errors: dict[str, list[float]] = {}
+    skipped: dict[str, str] = {}
+
+    def record(key, value):
+        errors.setdefault(key, []).append(value)
+
+    if ref_flat is not None:
+        y_ref, ref_vjp = jax.vjp(ref_flat, theta)
+        record("primal vs reference", _rel(y, y_ref))
+    for _ in range(directions):
+        v = jnp.asarray(rng.standard_normal(theta.shape))
+        u = jnp.asarray(rng.standard_normal(y.shape))
+        fd = (f_flat(theta + eps * v) - f_flat(theta - eps * v)) / (2 * eps)
+        (uJ,) = f_vjp(u)
+        a, b = float(jnp.vdot(uJ, v)), float(jnp.vdot(u, fd))
+        scale = max(
+            float(jnp.linalg.norm(uJ) * jnp.linalg.norm(v)),
+            float(jnp.linalg.norm(u) * jnp.linalg.norm(fd)),
+        )
+        record("vjp vs finite differences", 0.0 if scale == 0 else abs(a - b) / scale)
+        if ref_flat is not None:
+            record("vjp vs autodiff", _rel(uJ, ref_vjp(u)[0]))
+        Jv, why = _try_jvp(f_flat, theta, v)
+        if Jv is None:
+            skipped["jvp"] = why
+            continue
+        record("jvp vs finite differences", _rel(Jv, fd))
+        record("vjp vs jvp", _rel(jnp.vdot(u, Jv), jnp.vdot(uJ, v)))
+        if ref_flat is not None:
+            record("jvp vs autodiff", _rel(Jv, jax.jvp(ref_flat, (theta,), (v,))[1]))
+    return errors, skipped
 
 
 def op(op_name: str, *args, directions: int = 3, eps: float = 1e-6, seed: int = 0, **options):

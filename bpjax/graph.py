@@ -136,63 +136,86 @@ def trace(f, *args, backward: bool = False, values: bool = False, names=None) ->
       names: optional names for the inputs, e.g. ``["W1", "b1", "x"]``.
     """
     closed, flat_args, ct_vars = _trace(f, args, backward)
-    jaxpr = closed.jaxpr
     norms = _norms(closed, jax.tree.leaves(flat_args)) if values else {}
-    nodes, edges, producer = [], [], {}
-    names = list(names or [])
-    for i, v in enumerate(jaxpr.invars):
-        is_ct = ct_vars is not None and v in ct_vars
-        label = "cotangent seed" if is_ct else (names[i] if i < len(names) else f"input {i}")
-        extra = f"\n‖·‖={norms[v]:.3g}" if v in norms else ""
-        nodes.append(Node(f"in{i}", f"{label}\n{_aval(v)}{extra}", "input", "input"))
-        producer[v] = f"in{i}"
-    backward_vars = set(ct_vars or [])
-    groups: dict[str, str] = {}
-    for k, eqn in enumerate(jaxpr.eqns):
-        in_vars = [v for v in eqn.invars if not isinstance(v, _Literal)]
-        scope = _scope(eqn)
+    builder = _Builder(ct_vars, norms)
+    builder.inputs(closed.jaxpr.invars, list(names or []))
+    for k, eqn in enumerate(closed.jaxpr.eqns):
+        builder.equation(k, eqn)
+    builder.outputs(closed.jaxpr.outvars)
+    phase_of = {n.id: n.phase for n in builder.nodes}
+    cache = [
+        e for e in builder.edges if phase_of[e[0]] == "forward" and phase_of[e[1]] == "backward"
+    ]
+    return Graph(builder.nodes, [e for e in builder.edges if e not in cache], cache)
+
+
+class _Builder:
+    """Turns a jaxpr into nodes and edges, one equation at a time, tracking which values
+    belong to the backward pass (they depend on the cotangent seed)."""
+
+    def __init__(self, ct_vars, norms):
+        self.ct_vars, self.norms = ct_vars, norms
+        self.nodes, self.edges, self.producer, self.groups = [], [], {}, {}
+        self.backward_vars = set(ct_vars or [])
+
+    def _norm(self, v) -> str:
+        return f"\n‖·‖={self.norms[v]:.3g}" if v in self.norms else ""
+
+    def inputs(self, invars, names):
+        for i, v in enumerate(invars):
+            is_ct = self.ct_vars is not None and v in self.ct_vars
+            label = "cotangent seed" if is_ct else (names[i] if i < len(names) else f"input {i}")
+            self.nodes.append(
+                Node(f"in{i}", f"{label}\n{_aval(v)}{self._norm(v)}", "input", "input")
+            )
+            self.producer[v] = f"in{i}"
+
+    def _is_backward(self, eqn, in_vars, scope) -> bool:
         # Backward: reads the cotangent, or is part of a transposed (backward) computation,
         # or of a hand-written VJP; everything else is the forward pass.
-        is_backward = (
-            any(v in backward_vars for v in in_vars)
-            or (ct_vars is not None and _in_transpose(eqn))
+        return (
+            any(v in self.backward_vars for v in in_vars)
+            or (self.ct_vars is not None and _in_transpose(eqn))
             or (scope is not None and scope[0] == "backward")
         )
-        if is_backward:
-            backward_vars.update(eqn.outvars)
-        if scope is not None and scope in groups:
-            node_id = groups[scope]
-        else:
-            node_id = f"op{k}"
-            if scope is None:
-                label = _op_label(eqn)
-            else:
-                kind = "hand VJP" if scope[0] == "backward" else "fwd, saves residuals"
-                label = f"{scope[1].split('#')[0]} ({kind})"
+
+    def _node_for(self, k, eqn, scope, is_backward) -> str:
+        if scope is not None and scope in self.groups:
+            return self.groups[scope]  # one node per hand-written rule call
+        node_id = f"op{k}"
+        if scope is None:
             shapes = ", ".join(_aval(v) for v in eqn.outvars)
-            text = label if scope else f"{label}\n{shapes}"  # a rule spans several values
-            nodes.append(Node(node_id, text, "op", "backward" if is_backward else "forward"))
-            if scope is not None:
-                groups[scope] = node_id
+            text = f"{_op_label(eqn)}\n{shapes}"
+        else:
+            kind = "hand VJP" if scope[0] == "backward" else "fwd, saves residuals"
+            text = f"{scope[1].split('#')[0]} ({kind})"  # a rule spans several values
+            self.groups[scope] = node_id
+        self.nodes.append(Node(node_id, text, "op", "backward" if is_backward else "forward"))
+        return node_id
+
+    def equation(self, k, eqn):
+        in_vars = [v for v in eqn.invars if not isinstance(v, _Literal)]
+        scope = _scope(eqn)
+        is_backward = self._is_backward(eqn, in_vars, scope)
+        if is_backward:
+            self.backward_vars.update(eqn.outvars)
+        node_id = self._node_for(k, eqn, scope, is_backward)
         for v in in_vars:
-            src = producer.get(v)
-            if src is not None and src != node_id and (src, node_id, _aval(v)) not in edges:
-                edges.append((src, node_id, _aval(v)))
+            src = self.producer.get(v)
+            if src is not None and src != node_id and (src, node_id, _aval(v)) not in self.edges:
+                self.edges.append((src, node_id, _aval(v)))
         for v in eqn.outvars:
-            producer[v] = node_id
-        if values and eqn.outvars[0] in norms:
-            nodes[-1].label += f"\n‖·‖={norms[eqn.outvars[0]]:.3g}"
-    for i, v in enumerate(jaxpr.outvars):
-        if isinstance(v, _Literal):
-            continue
-        phase = "backward" if v in backward_vars else "forward"
-        name = "gradient" if phase == "backward" else "output"
-        nodes.append(Node(f"out{i}", f"{name} {i}\n{_aval(v)}", "output", "output"))
-        edges.append((producer[v], f"out{i}", _aval(v)))
-    phase_of = {n.id: n.phase for n in nodes}
-    cache = [e for e in edges if phase_of[e[0]] in ("forward",) and phase_of[e[1]] == "backward"]
-    edges = [e for e in edges if e not in cache]
-    return Graph(nodes, edges, cache)
+            self.producer[v] = node_id
+        if scope is None and eqn.outvars[0] in self.norms:
+            self.nodes[-1].label += self._norm(eqn.outvars[0])  # the node just made
+
+    def outputs(self, outvars):
+        for i, v in enumerate(outvars):
+            if isinstance(v, _Literal):
+                continue
+            name = "gradient" if v in self.backward_vars else "output"
+            self.nodes.append(Node(f"out{i}", f"{name} {i}\n{_aval(v)}", "output", "output"))
+            self.edges.append((self.producer[v], f"out{i}", _aval(v)))
 
 
 _STYLE = {"input": "#3498DB", "output": "#27AE60", "forward": "#ECF0F1", "backward": "#FADBD8"}
@@ -274,7 +297,7 @@ def render(f, *args, path, backward: bool = False, values: bool = False, names=N
 
 
 def two_layer_example():
-    """The seed's 2-layer ReLU net on :mod:`bpjax.rev` rules, ready to draw.
+    """A 2-layer ReLU net on :mod:`bpjax.rev` rules, ready to draw.
 
     Returns:
       ``(loss, args, names)``: ``loss(W1, b1, W2, b2, x)`` (softmax cross-entropy against
@@ -295,7 +318,7 @@ def two_layer_example():
 
 
 def two_layer_flow() -> str:
-    """The seed's section-13 diagram, generated: a 2-layer ReLU net, forward and backward.
+    """The classic autograd diagram, generated: a 2-layer ReLU net, forward and backward.
 
     Built from :mod:`bpjax.rev`, so each hand-written rule is one node and the activation
     cache is exactly the residuals its backward pass reads.

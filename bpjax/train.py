@@ -138,20 +138,21 @@ def check_labels(data: Dataset) -> None:
         )
 
 
-def _setup(model, data, *, optimizer, learning_rate, clip_norm, clip_value, seed, devices):
+def _setup(model, data, tx, *, seed, devices, batch_size):
+    """Initial (params, opt_state), the data key, and the mesh (data placed on it)."""
     mesh = None
     if devices is not None:
         mesh = parallel.mesh(devices)
+        parallel.check_batch(batch_size, mesh, "train")
     key_init, key_data = jax.random.split(jax.random.key(seed))
     params = model.init(key_init, data.x_train.shape[1], data.classes)
-    tx = make_optimizer(optimizer, learning_rate, clip_norm=clip_norm, clip_value=clip_value)
     opt_state = tx.init(params)
     if mesh is not None:
         params, opt_state = parallel.replicate((params, opt_state), mesh)
         fields = ("x_train", "y_train", "x_test", "y_test")
         arrays = parallel.replicate(tuple(getattr(data, f) for f in fields), mesh)
         data = data._replace(**dict(zip(fields, arrays, strict=True)))
-    return mesh, key_data, tx, (params, opt_state), data
+    return mesh, key_data, (params, opt_state), data
 
 
 def _evaluator(model, data, ops):
@@ -218,18 +219,10 @@ def train(
     ops = namespace(ops)
     check_labels(data)
     start = time.perf_counter()
-    mesh, key, tx, carry, data = _setup(
-        model,
-        data,
-        optimizer=optimizer,
-        learning_rate=learning_rate,
-        clip_norm=clip_norm,
-        clip_value=clip_value,
-        seed=seed,
-        devices=devices,
+    tx = make_optimizer(optimizer, learning_rate, clip_norm=clip_norm, clip_value=clip_value)
+    mesh, key, carry, data = _setup(
+        model, data, tx, seed=seed, devices=devices, batch_size=batch_size
     )
-    if mesh is not None:
-        parallel.check_batch(batch_size, mesh, "train")
 
     def loss_fn(params, x, y):
         return model.loss(params, x, y, ops=ops)
@@ -239,17 +232,7 @@ def train(
     _, chunks = run_chunks(
         step_fn, carry, steps=steps, eval_every=eval_every, after_chunk=monitor.after_chunk
     )
-    loss, gnorm, lnorms, ratios = (np.concatenate(parts) for parts in zip(*chunks, strict=True))
-    return History(
-        loss=loss,
-        grad_norm=gnorm,
-        layer_norms=lnorms,
-        update_ratio=ratios,
-        **monitor.evaluations,
-        diverged_at=monitor.diverged_at,
-        nonfinite_layer=monitor.bad_layer,
-        seconds=time.perf_counter() - start,
-    )
+    return monitor.history(chunks, seconds=time.perf_counter() - start)
 
 
 class _Monitor:
@@ -260,6 +243,19 @@ class _Monitor:
         self.progress, self.label = progress, label
         self.evaluations = {"eval_steps": [], "train_acc": [], "test_acc": [], "test_loss": []}
         self.diverged_at, self.bad_layer = None, None
+
+    def history(self, chunks, *, seconds: float) -> History:
+        loss, gnorm, lnorms, ratios = (np.concatenate(p) for p in zip(*chunks, strict=True))
+        return History(
+            loss=loss,
+            grad_norm=gnorm,
+            layer_norms=lnorms,
+            update_ratio=ratios,
+            **self.evaluations,
+            diverged_at=self.diverged_at,
+            nonfinite_layer=self.bad_layer,
+            seconds=seconds,
+        )
 
     def after_chunk(self, carry, records, done) -> bool:
         losses = records[0]

@@ -1,9 +1,9 @@
 """The autograd deep dive, in both worlds: a graph, accumulation, no-grad, custom rules.
 
 On bpjax's teaching tape (PyTorch's model: stateful `.grad`) and in functional JAX: the
-generated forward/backward graph of the seed's 2-layer net; the accumulation pitfall and
+generated forward/backward graph of a 2-layer net; the accumulation pitfall and
 its fix; micro-batch gradient accumulation equal to the full-batch gradient; stop_gradient
-as the no-grad analogue; the seed's custom ReLU as a custom_vjp; a second derivative
+as the no-grad analogue; PyTorch's classic custom ReLU example as a custom_vjp; a second derivative
 through hand-written rules.
 """
 
@@ -60,7 +60,7 @@ def no_grad_analogues():
 
 @jax.custom_vjp
 def my_relu(z):
-    """The seed's MyReLU, as a JAX custom_vjp: save the input, zero the gradient where z < 0."""
+    """PyTorch's tutorial ``MyReLU`` as a JAX custom_vjp: save z, zero the gradient where z < 0."""
     return jnp.maximum(z, 0.0)
 
 

@@ -25,10 +25,10 @@ def sample_op_args(name: str, seed: int, batch: int, d_in: int, d_out: int, *, s
 
     Returns ``(args, options)``. ``soft`` picks soft labels instead of class ids for the
     losses: positive rows that do *not* sum to one (a rule that assumes Σy = 1 is then
-    caught). ``matmul`` and ``linear`` draw leading batch axes and 1-D operands from the seed,
-    so broadcasting is exercised. Inputs are kept away from kinks and clip thresholds, where
-    finite differences and the rules legitimately disagree (those points have tests of their
-    own).
+    caught). ``matmul`` and ``linear`` draw leading batch axes and 1-D operands (picked by
+    ``seed``), so broadcasting is exercised. Inputs are kept away from kinks and clip
+    thresholds, where finite differences and the rules legitimately disagree (those points
+    have tests of their own).
     """
     rng = np.random.default_rng(seed)
 

@@ -1,4 +1,4 @@
-"""Hand-written clipping against optax, and the properties the seed states."""
+"""Hand-written clipping against optax, and the properties clipping must have."""
 
 from __future__ import annotations
 

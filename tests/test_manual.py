@@ -41,8 +41,8 @@ def _max_rel(got, want):
     return max(errs)
 
 
-# The seed's 2-layer network: sigmoid hidden (section 5) and ReLU hidden (section 15),
-# plus deeper tanh nets for the general recursion.
+# A 2-layer network with sigmoid hidden units and one with ReLU hidden units (the two
+# textbook cases), plus deeper tanh nets for the general recursion.
 CASES = [
     ("sigmoid", (4, 3, 2), 5),
     ("relu", (4, 8, 3), 100),

@@ -10,7 +10,7 @@ from bpjax.rules._broadcast import sum_to
 from bpjax.rules._rule import Rule
 
 # ---------------------------------------------------------------------------------------
-# linear: z = x W + b, batch-major (the seed writes W x + b with column vectors; same map).
+# linear: z = x W + b, batch-major (textbooks often write W x + b for column vectors; same map).
 
 
 def linear(x, W, b):
