@@ -14,7 +14,6 @@ text; ``render(f, *args, path=...)`` writes PNG/SVG through Graphviz's ``dot`` p
 * ``values=True`` evaluates the graph and adds each value's norm to its node (as micrograd
   prints data and grad), with cotangent seed 1.
 
-Users have asked JAX for a view of the backward graph (jax-ml/jax#5159, #12462).
 """
 
 from __future__ import annotations
