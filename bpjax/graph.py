@@ -13,7 +13,6 @@ text; ``render(f, *args, path=...)`` writes PNG/SVG through Graphviz's ``dot`` p
   dashed, the residuals). Each hand-written VJP of :mod:`bpjax.rev` is one node.
 * ``values=True`` evaluates the graph and adds each value's norm to its node (as micrograd
   prints data and grad), with cotangent seed 1.
-
 """
 
 from __future__ import annotations
