@@ -26,6 +26,20 @@ FULL = {
     "gains": [0.5, 0.8, 1.0, 1.25, 1.5, 2.0, 3.0],
     "steps": 600,
 }
+# (b) and (c): weights at twice the He scale, so the backward pass doubles per layer.
+EXPLODING = models.MLP(arch="plain", depth=8, activation="relu", gain=2.0)
+SGD_LR = 0.05
+CLIPPINGS = {
+    "no clipping": {},
+    "clip global norm 1.0": {"clip_norm": 1.0},
+    "clip value 0.01": {"clip_value": 0.01},
+}
+# (d): label -> (MLP options, clipping options); trained with train.train's Adam defaults.
+RESIDUAL_VARIANTS = {
+    "α = 1 (plain init)": ({"branch_scale": 1.0}, {}),
+    "α = 1, clip norm 1.0": ({"branch_scale": 1.0}, {"clip_norm": 1.0}),
+    "α = 1/√L (default)": ({}, {}),
+}
 
 
 def init_grad(model, ds, seed):
@@ -39,45 +53,35 @@ def cosine(a, b):
     return float(jnp.vdot(va, vb) / (jnp.linalg.norm(va) * jnp.linalg.norm(vb)))
 
 
-def main(argv=None):
-    args = results.parse_args(__doc__.splitlines()[0], argv)
-    grid = FULL if args.full else QUICK
-    ds = data.digits()
-    fig, axes = plt.subplots(2, 2, figsize=(12, 9))
+def final(accuracies):
+    """The last test accuracy of a run, NaN when it diverged before its first evaluation."""
+    return accuracies[-1] if accuracies else float("nan")
 
-    # (a) gradient norm vs depth per gain
+
+def gradient_growth(ds, grid, seed):
+    """(a) Global gradient norm at init per gain and depth, and its log-slope per layer."""
     growth = {}
-    ax = axes[0, 0]
     for gain in grid["gains"]:
         norms = []
         for depth in grid["depths"]:
             model = models.MLP(arch="plain", depth=depth, activation="relu", gain=gain)
-            norms.append(float(grads.global_norm(init_grad(model, ds, args.seed))))
+            norms.append(float(grads.global_norm(init_grad(model, ds, seed))))
         growth[str(gain)] = norms
-        ax.plot(grid["depths"], norms, "o-", label=f"gain {gain}")
-    ax.set_yscale("log")
-    ax.set_xlabel("depth (linear: gain^L is a straight line)")
-    ax.set_ylabel("global gradient norm at init")
-    ax.set_title("(a) plain ReLU, W ~ gain · He: norm ∝ gain^L")
-    ax.legend(fontsize=8)
     slopes = {g: float(np.polyfit(grid["depths"], np.log(v), 1)[0]) for g, v in growth.items()}
+    return {"growth": growth, "depths": grid["depths"], "slopes": slopes}
 
-    # (b) divergence without clipping
-    explode = models.MLP(arch="plain", depth=8, activation="relu", gain=2.0)
+
+def divergence(ds, grid, seed):
+    """(b) SGD on :data:`EXPLODING` under each clipping: loss per step, where it turned NaN."""
     runs = {}
-    ax = axes[0, 1]
-    for label, clip in (
-        ("no clipping", {}),
-        ("clip global norm 1.0", {"clip_norm": 1.0}),
-        ("clip value 0.01", {"clip_value": 0.01}),
-    ):
+    for label, clip in CLIPPINGS.items():
         h = train.train(
-            explode,
+            EXPLODING,
             ds,
             steps=grid["steps"],
             optimizer="sgd",
-            learning_rate=0.05,
-            seed=args.seed,
+            learning_rate=SGD_LR,
+            seed=seed,
             eval_every=25,
             **clip,
         )
@@ -87,54 +91,32 @@ def main(argv=None):
             "nonfinite_layer": h.nonfinite_layer,
             "test_acc": h.final_test_acc,
         }
-        (line,) = ax.plot(np.arange(len(h.loss)), h.loss, label=label)
-        if h.diverged_at is not None:
-            finite = h.loss[np.isfinite(h.loss)]
-            ax.plot(
-                [h.diverged_at],
-                [finite.max() if finite.size else 1.0],
-                "x",
-                color=line.get_color(),
-                ms=12,
-                mew=3,
-            )
         print(
             f"(b) {label}: diverged at {h.diverged_at} ({h.nonfinite_layer}), "
             f"test acc {h.final_test_acc:.3f}"
         )
-    ax.set_yscale("log")
-    ax.set_xlabel("SGD step (lr 0.05)")
-    ax.set_ylabel("minibatch loss")
-    ax.set_title("(b) plain ReLU depth 8, gain 2: × marks NaN")
-    ax.legend(fontsize=8)
+    return runs
 
-    # (c) direction: norm clipping vs value clipping
-    g = init_grad(explode, ds, args.seed)
+
+def clipping_direction(ds, seed):
+    """(c) Cosine between :data:`EXPLODING`'s init gradient and its clipped versions."""
+    g = init_grad(EXPLODING, ds, seed)
     gmax = max(float(jnp.max(jnp.abs(x))) for x in jax.tree.leaves(g))
     gnorm = float(grads.global_norm(g))
     fractions = np.logspace(-4, 0, 17)
-    cos_norm = [cosine(grads.clip_tree_by_global_norm(g, f * gnorm)[0], g) for f in fractions]
-    cos_value = [cosine(grads.clip_tree_by_value(g, f * gmax), g) for f in fractions]
-    ax = axes[1, 0]
-    ax.plot(fractions, cos_norm, "o-", label="clip by global norm (threshold × ‖g‖)")
-    ax.plot(fractions, cos_value, "s-", label="clip by value (threshold × max|g_i|)")
-    ax.set_xscale("log")
-    ax.set_ylim(0, 1.05)
-    ax.set_xlabel("threshold (fraction of ‖g‖ or of max |g_i|)")
-    ax.set_ylabel("cosine(clipped, original)")
-    ax.set_title("(c) direction after clipping")
-    ax.legend(fontsize=8)
+    return {
+        "fractions": fractions.tolist(),
+        "cos_norm": [cosine(grads.clip_tree_by_global_norm(g, f * gnorm)[0], g) for f in fractions],
+        "cos_value": [cosine(grads.clip_tree_by_value(g, f * gmax), g) for f in fractions],
+    }
 
-    # (d) residual branch scaling at depth 64
-    ax = axes[1, 1]
+
+def residual_scaling(ds, grid, seed):
+    """(d) Adam on a depth-64 residual ReLU net per branch scale and clipping."""
     residual = {}
-    for label, kwargs, clip in (
-        ("α = 1 (plain init)", {"branch_scale": 1.0}, {}),
-        ("α = 1, clip norm 1.0", {"branch_scale": 1.0}, {"clip_norm": 1.0}),
-        ("α = 1/√L (default)", {}, {}),
-    ):
-        model = models.MLP(arch="residual", depth=64, activation="relu", **kwargs)
-        h = train.train(model, ds, steps=grid["steps"], seed=args.seed, eval_every=25, **clip)
+    for label, (options, clip) in RESIDUAL_VARIANTS.items():
+        model = models.MLP(arch="residual", depth=64, activation="relu", **options)
+        h = train.train(model, ds, steps=grid["steps"], seed=seed, eval_every=25, **clip)
         residual[label] = {
             "loss": h.loss.tolist(),
             "test_acc": h.test_acc,
@@ -142,47 +124,111 @@ def main(argv=None):
             "diverged_at": h.diverged_at,
             "init_grad_norm": float(h.grad_norm[0]),
         }
-        ax.plot(np.arange(len(h.loss)), h.loss, label=f"{label}: test acc {h.final_test_acc:.2f}")
         print(
             f"(d) {label}: test acc {h.final_test_acc:.3f}, loss {h.final_loss:.3g}, "
             f"grad norm at init {h.grad_norm[0]:.3g}"
         )
+    return residual
+
+
+def _draw_growth(ax, measured):
+    for gain, norms in measured["growth"].items():
+        ax.plot(measured["depths"], norms, "o-", label=f"gain {gain}")
+    ax.set_yscale("log")
+    ax.set_xlabel("depth (linear: gain^L is a straight line)")
+    ax.set_ylabel("global gradient norm at init")
+    ax.set_title("(a) plain ReLU, W ~ gain · He: norm ∝ gain^L")
+    ax.legend(fontsize=8)
+
+
+def _draw_divergence(ax, runs):
+    for label, run in runs.items():
+        loss = np.asarray(run["loss"])
+        (line,) = ax.plot(np.arange(len(loss)), loss, label=label)
+        if run["diverged_at"] is not None:
+            finite = loss[np.isfinite(loss)]
+            ax.plot(
+                [run["diverged_at"]],
+                [finite.max() if finite.size else 1.0],
+                "x",
+                color=line.get_color(),
+                ms=12,
+                mew=3,
+            )
+    ax.set_yscale("log")
+    ax.set_xlabel(f"SGD step (lr {SGD_LR})")
+    ax.set_ylabel("minibatch loss")
+    ax.set_title("(b) plain ReLU depth 8, gain 2: × marks NaN")
+    ax.legend(fontsize=8)
+
+
+def _draw_direction(ax, measured):
+    fractions = measured["fractions"]
+    ax.plot(fractions, measured["cos_norm"], "o-", label="clip by global norm (threshold × ‖g‖)")
+    ax.plot(fractions, measured["cos_value"], "s-", label="clip by value (threshold × max|g_i|)")
+    ax.set_xscale("log")
+    ax.set_ylim(0, 1.05)
+    ax.set_xlabel("threshold (fraction of ‖g‖ or of max |g_i|)")
+    ax.set_ylabel("cosine(clipped, original)")
+    ax.set_title("(c) direction after clipping")
+    ax.legend(fontsize=8)
+
+
+def _draw_residual(ax, residual):
+    for label, run in residual.items():
+        loss = np.asarray(run["loss"])
+        ax.plot(np.arange(len(loss)), loss, label=f"{label}: test acc {final(run['test_acc']):.2f}")
     ax.set_yscale("log")
     ax.set_xlabel("Adam step (lr 3e-3)")
     ax.set_ylabel("minibatch loss")
     ax.set_title("(d) residual ReLU, depth 64: branch scale α")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    results.save_figure(fig, args.out / "exploding.png", dpi=120)
 
-    summary = {f"log-growth per layer, gain {g}": s for g, s in slopes.items()}
+
+def figure(measured):
+    """Panels (a)-(d), drawn from the ``data`` section that :func:`main` saves."""
+    fig, axes = plt.subplots(2, 2, figsize=(12, 9))
+    _draw_growth(axes[0, 0], measured)
+    _draw_divergence(axes[0, 1], measured["divergence"])
+    _draw_direction(axes[1, 0], measured)
+    _draw_residual(axes[1, 1], measured["residual"])
+    fig.tight_layout()
+    return fig
+
+
+def summarize(measured):
+    """The headline numbers of (a)-(d) for the report table."""
+    runs, residual = measured["divergence"], measured["residual"]
+    summary = {f"log-growth per layer, gain {g}": s for g, s in measured["slopes"].items()}
     summary |= {f"(b) {k}: diverged at step": str(v["diverged_at"]) for k, v in runs.items()}
     summary |= {f"(b) {k}: test acc": v["test_acc"] for k, v in runs.items()}
     summary |= {
-        "(c) min cosine, global-norm clipping": min(cos_norm),
-        "(c) min cosine, value clipping": min(cos_value),
+        "(c) min cosine, global-norm clipping": min(measured["cos_norm"]),
+        "(c) min cosine, value clipping": min(measured["cos_value"]),
     }
-    summary |= {
-        f"(d) {k}: test acc": v["test_acc"][-1] if v["test_acc"] else float("nan")
-        for k, v in residual.items()
+    summary |= {f"(d) {k}: test acc": final(v["test_acc"]) for k, v in residual.items()}
+    return summary
+
+
+def main(argv=None):
+    args = results.parse_args(__doc__.splitlines()[0], argv)
+    grid = FULL if args.full else QUICK
+    ds = data.digits()
+    measured = {
+        **gradient_growth(ds, grid, args.seed),
+        "divergence": divergence(ds, grid, args.seed),
+        **clipping_direction(ds, args.seed),
+        "residual": residual_scaling(ds, grid, args.seed),
     }
+    results.save_figure(figure(measured), args.out / "exploding.png", dpi=120)
     results.save(
         "exploding",
         out=args.out,
         profile=args.profile,
         seed=args.seed,
         title="Exploding gradients, clipping, and residual branch scaling",
-        summary=summary,
-        data={
-            "growth": growth,
-            "depths": grid["depths"],
-            "slopes": slopes,
-            "divergence": runs,
-            "fractions": fractions.tolist(),
-            "cos_norm": cos_norm,
-            "cos_value": cos_value,
-            "residual": residual,
-        },
+        summary=summarize(measured),
+        data=measured,
         figures=["exploding.png"],
         notes=(
             "Slopes are d log‖g‖ / d depth; log(gain) is the linear-regime prediction "
