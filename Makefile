@@ -5,17 +5,24 @@ PY := $(VENV)/bin/python
 # The extras `make test` and `make reproduce` install; add `peers` for the PyTorch cross-checks
 # (`make test EXTRAS=test,experiments,lint,peers`).
 EXTRAS ?= test,experiments,lint
+# The extras `make docs` installs: the site's tools, and what the tutorials import (matplotlib,
+# scikit-learn's digits).
+DOCS_EXTRAS ?= docs,experiments
 comma := ,
-STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
+# One stamp per set of extras (commas become dashes): a venv made for the tests gains the docs
+# packages on the first `make docs`, and the other way round.
+stamp = $(VENV)/.installed-$(subst $(comma),-,$(1))
+STAMP := $(call stamp,$(EXTRAS))
+DOCS_STAMP := $(call stamp,$(DOCS_EXTRAS))
 
-.PHONY: venv test test-slow reproduce accelerator bench lint format clean
+.PHONY: venv test test-slow reproduce accelerator bench lint format docs docs-serve clean
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml constraints.txt
+$(VENV)/.installed-%: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -c constraints.txt -e ".[$(EXTRAS)]"
+	$(PY) -m pip install -q -c constraints.txt -e ".[$(subst -,$(comma),$*)]"
 	touch $@
 
 # -rs lists every skipped test with its reason, so a missing peer is visible, not silent.
@@ -42,6 +49,16 @@ accelerator: venv
 bench: venv
 	$(VENV)/bin/bpjax bench $(ARGS)
 
+# The site in site/, strict: a broken link, a missing API entry, a docstring griffe cannot
+# parse or a tutorial cell that raises fails the build. Tutorials run in a Jupyter kernel of
+# this venv; PYTHONPATH makes it import this checkout's bpjax (a git worktree included).
+docs: $(DOCS_STAMP)
+	PYTHONPATH=$(CURDIR) NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
+
+# http://127.0.0.1:8000, rebuilt on save (tutorials execute on every rebuild).
+docs-serve: $(DOCS_STAMP)
+	PYTHONPATH=$(CURDIR) NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs serve
+
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
@@ -51,4 +68,4 @@ format: venv
 	$(VENV)/bin/ruff format .
 
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis .ruff_cache *.egg-info
+	rm -rf $(VENV) .pytest_cache .hypothesis .ruff_cache *.egg-info site

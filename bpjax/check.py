@@ -38,6 +38,12 @@ from jax.flatten_util import ravel_pytree
 
 from bpjax.rules import TABLE
 
+__all__ = [
+    "gradients",
+    "op",
+    "Report",
+]
+
 
 @dataclasses.dataclass(frozen=True)
 class Report:

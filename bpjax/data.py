@@ -14,6 +14,12 @@ from typing import NamedTuple
 import jax.numpy as jnp
 import numpy as np
 
+__all__ = [
+    "digits",
+    "synthetic",
+    "Dataset",
+]
+
 
 class Dataset(NamedTuple):
     """A classification data set as device arrays.

@@ -22,6 +22,19 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+__all__ = [
+    "global_norm",
+    "clip_tree_by_global_norm",
+    "clip_tree_by_value",
+    "clipping",
+    "ClipState",
+    "layer_norms",
+    "update_ratios",
+    "layer_names",
+    "first_nonfinite_layer",
+    "check_finite",
+]
+
 
 def global_norm(tree) -> jax.Array:
     """``sqrt(Σ_leaves Σ_i g_i²)``: the norm of all leaves concatenated into one vector."""

@@ -29,6 +29,17 @@ import numpy as np
 
 from bpjax._namespace import FWD_SCOPE, VJP_SCOPE
 
+__all__ = [
+    "trace",
+    "mermaid",
+    "dot",
+    "render",
+    "two_layer_example",
+    "two_layer_flow",
+    "Graph",
+    "Node",
+]
+
 _Literal = jax.extend.core.Literal
 
 _CALLS = {"custom_vjp_call": "hand VJP", "custom_jvp_call": "hand JVP", "pjit": "jit", "jit": "jit"}

@@ -29,6 +29,13 @@ from bpjax import _validate
 from bpjax._namespace import prepare
 from bpjax.rules import TABLE
 
+__all__ = [
+    "backprop",
+    "forward",
+    "backward",
+    "Cache",
+]
+
 ACTIVATIONS = ("sigmoid", "tanh", "relu")
 
 

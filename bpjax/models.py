@@ -18,6 +18,17 @@ import numpy as np
 
 from bpjax import fwd, ref, remat, rev
 
+__all__ = [
+    "MLP",
+    "block",
+    "init_layers",
+    "layers_logits",
+    "layers_loss",
+    "init_weight",
+    "kernel_init",
+    "namespace",
+]
+
 INITS = {
     # name: variance scale as a function of (fan_in, fan_out)
     "he": lambda fan_in, fan_out: 2.0 / fan_in,  # He et al. 2015, for ReLU

@@ -31,6 +31,17 @@ from bpjax import remat as _remat
 from bpjax import train as _train
 from bpjax.measure import temp_bytes
 
+__all__ = [
+    "Linear",
+    "Block",
+    "MLP",
+    "stacked_blocks",
+    "scan_blocks",
+    "remat_temp_bytes",
+    "to_params",
+    "train",
+]
+
 OPS = ("ref", "rev", "fwd", "nnx")
 
 _default_kernel_init = nnx.initializers.lecun_normal()
@@ -46,9 +57,11 @@ class Linear(nnx.Module):
     """``y = x @ kernel + bias`` through a bpjax rule namespace.
 
     Args:
-      in_features, out_features: ``x: (..., in_features) -> y: (..., out_features)``.
+      in_features: ``x: (..., in_features)``.
+      out_features: ``y: (..., out_features)``.
       ops: ``"rev"`` (hand-written VJP), ``"fwd"`` (hand-written JVP) or ``"ref"`` (autodiff).
-      kernel_init, bias_init: as for ``nnx.Linear`` (LeCun normal, zeros).
+      kernel_init: as for ``nnx.Linear`` (LeCun normal).
+      bias_init: as for ``nnx.Linear`` (zeros).
       dtype: parameter dtype.
       rngs: ``nnx.Rngs``; one ``params`` key for the kernel, one for the bias, like
         ``nnx.Linear``, so the same seed gives the same parameters.
@@ -198,9 +211,19 @@ class MLP(nnx.Module):
     """:class:`bpjax.models.MLP` as an NNX module: stem, ``depth − 1`` stacked blocks, output.
 
     Args:
-      d_in, d_out: input features and classes.
-      arch, depth, width, activation, weight_init, gain, branch_scale, gate_bias, dense_cap,
-        dtype: the fields of :class:`bpjax.models.MLP`, validated by it.
+      d_in: input features.
+      d_out: classes.
+      arch: ``"plain"``, ``"residual"``, ``"highway"`` or ``"dense"``. This and the
+        options down to ``dtype`` are the fields of :class:`bpjax.models.MLP`, validated by it.
+      depth: hidden layers, stem included.
+      width: hidden width.
+      activation: ``"sigmoid"``, ``"tanh"`` or ``"relu"``.
+      weight_init: ``"he"``, ``"xavier"`` or ``"lecun"``.
+      gain: scale of the hidden layers' initial weights.
+      branch_scale: residual branch scale α (None: 1/√depth).
+      gate_bias: initial bias of the highway gates.
+      dense_cap: how many earlier hidden outputs a dense block sees.
+      dtype: parameter dtype.
       ops: ``"rev"``, ``"fwd"``, ``"ref"`` (bpjax rules) or ``"nnx"`` (``nnx.Linear`` and
         ``jax.nn``: the reference).
       checkpoint: how the block scan is rematerialized (see :func:`scan_blocks`).

@@ -24,6 +24,16 @@ from pathlib import Path
 
 from bpjax.measure import environment
 
+__all__ = [
+    "save",
+    "parse_args",
+    "save_figure",
+    "save_text",
+    "staged",
+    "write_atomic",
+    "writable_folder_problem",
+]
+
 # Destination -> temporary file written this run, moved into place by the next save().
 _STAGED: dict[Path, Path] = {}
 

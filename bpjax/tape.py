@@ -29,6 +29,25 @@ from bpjax._namespace import prepare
 from bpjax.rules import TABLE, Rule
 from bpjax.rules._broadcast import sum_to
 
+__all__ = [
+    "Var",
+    "no_grad",
+    "apply_rule",
+    "add",
+    "mul",
+    "total",
+    "linear",
+    "matmul",
+    "sigmoid",
+    "tanh",
+    "relu",
+    "softmax",
+    "log_softmax",
+    "softmax_cross_entropy",
+    "cross_entropy",
+    "mse",
+]
+
 _recording = True
 _ids = itertools.count()
 
@@ -73,9 +92,11 @@ class Var:
 
     @property
     def shape(self):
+        """The shape of :attr:`value`."""
         return self.value.shape
 
     def zero_grad(self):
+        """Forget the accumulated :attr:`grad` (a training loop calls it before each step)."""
         self.grad = None
 
     def backward(self, seed=None):
@@ -142,6 +163,7 @@ class Var:
         return matmul(self, other)
 
     def sum(self):
+        """The sum of all entries, on the tape (:func:`total`)."""
         return total(self)
 
 
@@ -196,6 +218,8 @@ def apply_rule(rule: Rule, *args, **options):
 
 
 def add(a, b):
+    """``a + b`` with NumPy broadcasting; the backward pass sums each cotangent back to its
+    input's shape."""
     a, b = _as_var(a), _as_var(b)
     return _record(
         "add",
@@ -206,6 +230,7 @@ def add(a, b):
 
 
 def mul(a, b):
+    """``a * b`` elementwise; each input's cotangent is the other factor times ``g``."""
     a, b = _as_var(a), _as_var(b)
     av, bv = a.value, b.value  # each factor's gradient needs the other factor
     return _record(
@@ -217,6 +242,7 @@ def mul(a, b):
 
 
 def total(a):
+    """``Σ a``, a scalar; its backward pass broadcasts ``g`` back to ``a``'s shape."""
     a = _as_var(a)
     return _record("sum", (a,), jnp.sum(a.value), lambda g: (jnp.broadcast_to(g, a.shape),))
 

@@ -22,6 +22,17 @@ from bpjax import _validate, grads, parallel, rev
 from bpjax.data import Dataset
 from bpjax.models import MLP, namespace
 
+__all__ = [
+    "train",
+    "History",
+    "make_optimizer",
+    "minibatch",
+    "make_step",
+    "run_chunks",
+    "check_labels",
+    "accumulated_grad",
+]
+
 OPTIMIZERS = {"sgd": optax.sgd, "adam": optax.adam}
 
 
@@ -55,6 +66,7 @@ class History:
 
     @property
     def final_test_acc(self) -> float:
+        """Test accuracy at the last evaluation (NaN if the run stopped before any)."""
         return self.test_acc[-1] if self.test_acc else float("nan")
 
     @property
@@ -199,7 +211,9 @@ def train(
       batch_size: rows per minibatch, drawn with replacement each step (:func:`minibatch`).
       optimizer: ``"adam"`` or ``"sgd"``.
       learning_rate: step size.
-      clip_norm, clip_value: hand-written clipping before the optimizer (None: off).
+      clip_norm: clip the gradient by global norm before the optimizer (None: off).
+      clip_value: clip each gradient element to ``[-clip_value, clip_value]`` before the
+        optimizer (None: off); applied before ``clip_norm`` when both are set.
       seed: initialises the parameters and draws the minibatches.
       ops: rule namespace that differentiates the model (``bpjax.rev`` or its name).
       eval_every: steps per compiled chunk; accuracy is measured after each chunk.

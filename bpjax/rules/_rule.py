@@ -42,6 +42,7 @@ class Rule:
 
     @property
     def array_params(self) -> tuple[str, ...]:
+        """Names of the primal's array arguments (positional), in order."""
         return tuple(
             p.name
             for p in self.signature.parameters.values()
@@ -50,6 +51,7 @@ class Rule:
 
     @property
     def option_params(self) -> tuple[str, ...]:
+        """Names of the primal's keyword-only options (``axis``, ``eps``)."""
         return tuple(
             p.name
             for p in self.signature.parameters.values()
