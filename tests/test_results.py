@@ -117,3 +117,36 @@ def test_parse_args_refuses_an_unwritable_out_before_measuring(tmp_path):
     assert exc.value.code == 2
     with pytest.raises(SystemExit):
         results.parse_args("t", ["--devices", "0", "--out", str(tmp_path)])
+
+
+def test_report_sections_name_device_cpu_and_versions(tmp_path):
+    _save(tmp_path)
+    (rec,), _ = report.load(tmp_path)
+    text = "\n".join(report.section(rec, level=1))
+    env = rec["environment"]
+    assert text.startswith("# A demo\n")
+    for key in ("backend", "cpu_count", "jax", "jaxlib", "numpy", "optax", "flax", "python"):
+        assert str(env[key]) in text, key
+    assert str(env["cpu_model"] or env["machine"]) in text
+
+
+def test_fill_tables_rewrites_only_marked_blocks_and_names_bad_markers():
+    text = "intro 0.98\n<!-- table:t -->\n| old | 0.98 |\n<!-- /table -->\nafter\n"
+    assert report.fill_tables(text, {"t": "| new |"}) == (
+        "intro 0.98\n<!-- table:t -->\n| new |\n<!-- /table -->\nafter\n"
+    )
+    with pytest.raises(ValueError, match="no table named"):
+        report.fill_tables(text, {"other": "x"})
+    with pytest.raises(ValueError, match="no <!-- /table -->"):
+        report.fill_tables("<!-- table:t -->\n| a |\n", {"t": "x"})
+
+
+def test_readme_check_fails_on_a_stale_table(tmp_path):
+    readme = tmp_path / "README.md"
+    tables = report.readme_tables(ROOT / "results")
+    stale = tables["depth"].replace("0.97", "0.98", 1)
+    readme.write_text(f"<!-- table:depth -->\n{stale}\n<!-- /table -->\n")
+    argv = ["--readme", str(readme), str(ROOT / "results")]
+    assert report.main([*argv, "--check"]) == 1
+    assert report.main(argv) == 0 and report.main([*argv, "--check"]) == 0
+    assert tables["depth"] in readme.read_text()
