@@ -72,8 +72,9 @@ def load(results_dir: Path) -> tuple[list[dict], dict[str, str]]:
 
 def measured_with(env: dict) -> str:
     """One line naming the device, the CPU, and the versions a record was measured with."""
-    device = env.get("device") or env.get("backend")
-    where = f"{env.get('backend')} ({device}, {env.get('device_count', '?')} device(s))"
+    backend, device, count = env.get("backend"), env.get("device"), env.get("device_count", "?")
+    where = f"{backend}" + (f" ({device})" if device and device != backend else "")
+    where += f", {count} device" + ("" if count == 1 else "s")
     cpu = f"CPU {env.get('cpu_model') or env.get('machine') or '?'}, {env.get('cpu_count')} cores"
     versions = [f"{k} {env[k]}" for k in _VERSIONS if env.get(k)]
     extras = [f"x64 {env['x64']}"] if "x64" in env else []

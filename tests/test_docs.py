@@ -140,7 +140,7 @@ def test_docstring_rendering_fences_doctests_and_plains_roles():
     spec = importlib.util.spec_from_file_location("gd", DOCS / "hooks" / "griffe_docstrings.py")
     hook = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(hook)
-    text = "See :func:`~bpjax.models.block`.\n\n>>> f(1)\n[(4, 8)]\n\nAfter."
+    text = "See :func:`~bpjax.models.block`::\n\n>>> f(1)\n[(4, 8)]\n\nAfter."
     assert hook.rewrite(text) == (
-        "See ``bpjax.models.block``.\n\n```pycon\n>>> f(1)\n[(4, 8)]\n```\n\nAfter."
+        "See ``bpjax.models.block``:\n\n```pycon\n>>> f(1)\n[(4, 8)]\n```\n\nAfter."
     )

@@ -5,7 +5,9 @@ The docstrings stay what ``help()`` and doctest read; only their rendering chang
 * a doctest block (lines from ``>>>`` to the next blank line) becomes a ``pycon`` code
   block: as bare Markdown, ``>>>`` would open nested block quotes and ``[(4, 8)]`` in its
   output would read as a broken link;
-* Sphinx roles (``:func:`bpjax.models.block```, ``:class:`~Report```) become code spans.
+* Sphinx roles (``:func:`bpjax.models.block```, ``:class:`~Report```) become code spans;
+* a reST literal-block marker (a line ending in ``::``) ends in one colon, as its indented
+  block already renders as code.
 """
 
 from __future__ import annotations
@@ -40,7 +42,8 @@ def _fence_doctests(text: str) -> str:
 
 def rewrite(text: str) -> str:
     """The docstring ``text`` as the site renders it."""
-    return _ROLE.sub(r"``\1``", _fence_doctests(text))
+    text = re.sub(r"(?<=[^\s:])::$", ":", _fence_doctests(text), flags=re.M)
+    return _ROLE.sub(r"``\1``", text)
 
 
 class PlainDocstrings(griffe.Extension):

@@ -107,7 +107,7 @@ show_mermaid(graph.mermaid(net, *args, names=names))
 # The same network written with `bpjax.ref` (plain `jax.numpy`) shows JAX's primitives
 # instead: the matrix products are `dot_general`, and the ReLU and the loss become a couple
 # of dozen elementwise and reduction primitives. Below, the primitive names that occur, and
-# the jaxpr they come from.
+# the beginning of the jaxpr they come from.
 
 
 # %%
@@ -119,7 +119,8 @@ def ref_net(W1, b1, W2, b2, x):
 
 ref_graph = graph.trace(ref_net, *args, names=names)
 print(sorted({n.label.split("\n")[0] for n in ref_graph.nodes if n.kind == "op"}))
-print(jax.make_jaxpr(ref_net)(*args))
+jaxpr_lines = str(jax.make_jaxpr(ref_net)(*args)).splitlines()
+print("\n".join(jaxpr_lines[:24]), f"\n... ({len(jaxpr_lines)} lines in all)")
 
 # %% [markdown]
 # ## The traced graph, forward and backward
