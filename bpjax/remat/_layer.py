@@ -1,0 +1,113 @@
+"""What :func:`~bpjax.remat.stack` asks of a layer, checked once per call, and its traced form.
+
+A layer is ``layer(p, x) -> x``: ``p`` one layer's slice of parameters stacked on a leading
+axis of length L, ``x`` a state (a pytree) that the layer maps to a state of the same shapes
+and dtypes. :func:`trace` checks that contract on shapes alone and returns a
+:class:`TracedLayer` whose ``key`` (the layer's jaxpr as text) identifies everything a
+strategy's decision may depend on, so decisions are cached across traces of the same layer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import jax
+import numpy as np
+from jax import lax
+
+
+def depth(params) -> int:
+    """L, the length of the leading axis every leaf of ``params`` is stacked on."""
+    leaves = jax.tree.leaves(params)
+    if not leaves:
+        raise ValueError("remat: params has no arrays; stack the layers' params on a leading axis")
+    lengths = {np.shape(leaf)[0] if np.ndim(leaf) else None for leaf in leaves}
+    if len(lengths) != 1 or None in lengths:
+        shapes = [np.shape(leaf) for leaf in leaves]
+        raise ValueError(
+            "remat: every params leaf must be stacked on a leading axis of the same length L, "
+            f"got shapes {shapes}"
+        )
+    (n_layers,) = lengths
+    if n_layers < 1:
+        raise ValueError("remat: params are stacked on an axis of length 0; need L >= 1")
+    return int(n_layers)
+
+
+def spec(tree):
+    """``jax.ShapeDtypeStruct`` of every leaf (arrays or specs alike)."""
+    return jax.tree.map(lambda a: jax.ShapeDtypeStruct(np.shape(a), a.dtype), tree)
+
+
+def layer_spec(params):
+    """Shape and dtype of one layer's slice of the stacked ``params``."""
+    return jax.tree.map(lambda a: jax.ShapeDtypeStruct(np.shape(a)[1:], a.dtype), params)
+
+
+def index(tree, i):
+    """Slice ``i`` (a traced int is fine) of every leaf's leading axis."""
+    return jax.tree.map(lambda a: lax.dynamic_index_in_dim(a, i, keepdims=False), tree)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class TracedLayer:
+    """A layer traced once at one slice's shapes.
+
+    Attributes:
+      key: the layer's jaxpr as text (primitives, shapes, dtypes, literals; closed-over arrays
+        appear by shape only). Two layers with equal keys save the same bytes, so a decision
+        made from one (segment lengths, say) holds for the other.
+      names: every ``checkpoint_name`` the layer tags a value with.
+      layer, params, x: the layer, the stacked params and the state it was traced with (specs
+        or arrays), for strategies whose decision needs more (:func:`layer_bytes`).
+    """
+
+    key: str
+    names: frozenset
+    layer: Callable
+    params: object
+    x: object
+
+
+def _checkpoint_names(jaxpr) -> set[str]:
+    found = {eqn.params["name"] for eqn in jaxpr.eqns if eqn.primitive.name == "name"}
+    for sub in jax.extend.core.subjaxprs(jaxpr):
+        found |= _checkpoint_names(sub)
+    return found
+
+
+def _describe(tree):
+    return jax.tree.map(lambda a: (tuple(a.shape), str(a.dtype)), tree)
+
+
+def trace(layer: Callable, params, x) -> TracedLayer:
+    """Check ``layer(p, x) -> x`` on shapes and trace it once (see :class:`TracedLayer`)."""
+    x_spec = spec(x)
+    closed, out = jax.make_jaxpr(layer, return_shape=True)(layer_spec(params), x_spec)
+    if jax.tree.structure(out) != jax.tree.structure(x_spec) or any(
+        (a.shape, a.dtype) != (b.shape, b.dtype)
+        for a, b in zip(jax.tree.leaves(out), jax.tree.leaves(x_spec), strict=True)
+    ):
+        raise ValueError(
+            f"remat: layer(p, x) must return a state shaped like x ({_describe(x_spec)}), "
+            f"got {_describe(out)}"
+        )
+    return TracedLayer(
+        key=str(closed.jaxpr),
+        names=frozenset(_checkpoint_names(closed.jaxpr)),
+        layer=layer,
+        params=params,
+        x=x,
+    )
+
+
+def close_over(layer: Callable, params, x) -> tuple[Callable, tuple]:
+    """``(fn, consts)`` with ``fn(p, x, *consts) == layer(p, x)`` and ``consts`` explicit.
+
+    ``consts`` are the traced values the layer closes over (a scale being differentiated, say):
+    a ``custom_vjp`` must receive them as arguments and return their cotangents, or JAX raises
+    ``UnexpectedTracerError`` (``jax.closure_convert``).
+    """
+    fn, consts = jax.closure_convert(layer, layer_spec(params), spec(x))
+    return fn, tuple(consts)
