@@ -47,7 +47,7 @@ def problem(n_layers, seed=0):
 def strategies(n_layers):
     log_l = max(2, math.ceil(math.log2(n_layers)))
     out = {
-        "none": remat.Store(),
+        "none": remat.StoreAll(),
         "every": remat.Every(),
         "sqrt": remat.Nested(2),
         "nested3": remat.Nested(3),
@@ -57,7 +57,7 @@ def strategies(n_layers):
         "dots": remat.dots(),
         "names:pre": remat.names("pre"),
     }
-    if any(m.kind == "pinned_host" for m in jax.devices()[0].addressable_memories()):
+    if any(m.kind == "pinned_host" for m in jax.local_devices()[0].addressable_memories()):
         out["offload:pre"] = remat.offload("pre")
     return out
 
@@ -87,7 +87,7 @@ def memory_sweep(depths):
         specs = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), (params, x))
         for name, strategy in strategies(n_layers).items():
             start = time.perf_counter()
-            m = remat.measure(layer, *specs, strategy=strategy, run=False)
+            m = remat.measure_memory(layer, *specs, strategy=strategy, run=False)
             rows.append({"L": n_layers, **m.as_dict(), "strategy": name})
             print(
                 f"  L={n_layers:5d} {name:18s} predicted {m.predicted / 2**20:9.2f} MiB  "
@@ -104,16 +104,11 @@ def timing(n_layers, rounds):
     chosen = dict(strategies(n_layers))
     # The binomial family at more checkpoint counts, to compare with the theory curve.
     chosen.update({f"binomial c={c}": remat.Binomial(c) for c in (4, 6, 16)})
-    sizes = remat.layer_bytes(layer, params, x)
     # Least memory first: the device's high-water mark only shows a run that raises it.
-    order = sorted(
-        chosen,
-        key=lambda n: remat.measure(layer, params, x, strategy=chosen[n], run=False).predicted,
-    )
-    del sizes
+    order = sorted(chosen, key=lambda n: remat.predict(layer, params, x, strategy=chosen[n]))
     contenders, meas = {}, {}
     for name in order:
-        meas[name] = remat.measure(layer, params, x, strategy=chosen[name], run=True)
+        meas[name] = remat.measure_memory(layer, params, x, strategy=chosen[name], run=True)
         fn = functools.partial(remat.gradient, layer, strategy=chosen[name])
         contenders[name] = (fn, (params, x))
     print(f"  timing {len(contenders)} strategies at L={n_layers}, {rounds} rounds", flush=True)
@@ -132,11 +127,12 @@ def timing(n_layers, rounds):
 
 def counted(n_layers):
     params, x = problem(n_layers)
+    sizes = remat.layer_bytes(layer, params, x)
     out = {}
     for name, strategy in strategies(n_layers).items():
         out[name] = {
             "counted": remat.count_evaluations(layer, params, x, strategy=strategy),
-            "theory": remat.evaluations(strategy, n_layers),
+            "theory": remat.evaluations(strategy, n_layers, sizes),
         }
     return out
 
@@ -166,18 +162,19 @@ def pareto_front(points):
     return front
 
 
-def figures(args, mem_rows, time_rows, nnx_rows, depths, slopes, n_time):
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = []
-    for row in mem_rows:
-        if row["strategy"] not in names:
-            names.append(row["strategy"])
+    return plt
+
+
+def plot_memory(out, mem_rows, nnx_rows, slopes):
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7.5, 5))
-    for name in names:
+    for name in dict.fromkeys(r["strategy"] for r in mem_rows):
         rows = [r for r in mem_rows if r["strategy"] == name]
         ax.plot(
             [r["L"] for r in rows],
@@ -192,9 +189,12 @@ def figures(args, mem_rows, time_rows, nnx_rows, depths, slopes, n_time):
     ax.set_title(f"Gradient memory vs depth (batch {BATCH}, width {WIDTH}, float32)")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    results.save_figure(fig, args.out / "remat_memory.png", dpi=120)
+    results.save_figure(fig, out / "remat_memory.png", dpi=120)
     plt.close(fig)
 
+
+def plot_pareto(out, time_rows, n_time):
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7.5, 5))
     pts = [(r["compiled_temp"] / 2**20, r["median"] * 1e3) for r in time_rows]
     for r, (m, t) in zip(time_rows, pts, strict=True):
@@ -208,10 +208,10 @@ def figures(args, mem_rows, time_rows, nnx_rows, depths, slopes, n_time):
     secs = np.array([r["median"] for r in time_rows])
     a, b = np.polyfit(evals, secs, 1)
     sizes = remat.layer_bytes(layer, *problem(1))
-    cs = np.arange(2, 4 * math.ceil(math.log2(n_time)) + 1)
+    family_c = [remat.Binomial(int(c)) for c in range(2, 4 * math.ceil(math.log2(n_time)) + 1)]
     ax.plot(
-        [remat.predict_bytes(remat.Binomial(int(c)), n_time, sizes) / 2**20 for c in cs],
-        [(a * remat.evaluations(remat.Binomial(int(c)), n_time) + b) * 1e3 for c in cs],
+        [remat.predict_bytes(s, n_time, sizes) / 2**20 for s in family_c],
+        [(a * remat.evaluations(s, n_time, sizes) + b) * 1e3 for s in family_c],
         "C1:",
         label="binomial, theory (c = 2, 3, ...)",
     )
@@ -219,32 +219,31 @@ def figures(args, mem_rows, time_rows, nnx_rows, depths, slopes, n_time):
     ax.set_title(f"Memory/time trade-off at L = {n_time}")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    results.save_figure(fig, args.out / "remat_pareto.png", dpi=120)
+    results.save_figure(fig, out / "remat_pareto.png", dpi=120)
     plt.close(fig)
 
+
+def plot_sources(out, time_rows, n_time):
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(8, 4.5))
-    rows = time_rows
-    xs = np.arange(len(rows))
-    have_peak = any(r["runtime_peak"] for r in rows)
+    xs = np.arange(len(time_rows))
+    have_peak = any(r["runtime_peak"] for r in time_rows)
     keys = [("predicted", "predicted"), ("jaxpr_residuals", "jaxpr residuals")]
     keys += [("compiled_temp", "compiled temp")]
     if have_peak:
         keys.append(("runtime_peak", "runtime peak"))
     width = 0.8 / len(keys)
     for j, (key, label) in enumerate(keys):
-        ax.bar(
-            xs + j * width,
-            [max(r[key] or 0, 1) / 2**20 for r in rows],
-            width,
-            label=label,
-        )
-    ax.set_xticks(xs + 0.4 - width / 2, [r["strategy"] for r in rows], rotation=45, ha="right")
+        heights = [max(r[key] or 0, 1) / 2**20 for r in time_rows]
+        ax.bar(xs + j * width, heights, width, label=label)
+    labels = [r["strategy"] for r in time_rows]
+    ax.set_xticks(xs + 0.4 - width / 2, labels, rotation=45, ha="right")
     ax.set(yscale="log", ylabel="MiB")
     note = "" if have_peak else " (runtime peak not reported on this backend)"
     ax.set_title(f"Where the bytes are, L = {n_time}{note}", fontsize=10)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    results.save_figure(fig, args.out / "remat_sources.png", dpi=120)
+    results.save_figure(fig, out / "remat_sources.png", dpi=120)
     plt.close(fig)
 
 
@@ -253,43 +252,60 @@ def options(parser):
     parser.add_argument("--time-depth", type=int, help="L at which strategies are timed")
 
 
-def main(argv=None):
-    args = results.parse_args(__doc__.splitlines()[0], argv, configure=options)
-    depths = args.depths or [16, 64, 256, 1024] + ([4096] if args.full else [])
-    n_time = args.time_depth or 1024
-    rounds = 9 if args.full else 5
-    start = time.perf_counter()
-    print(f"memory sweep, L in {depths}", flush=True)
-    mem_rows = memory_sweep(depths)
+def fitted_slopes(mem_rows):
     slopes = {}
     for name in dict.fromkeys(r["strategy"] for r in mem_rows):
         rows = [r for r in mem_rows if r["strategy"] == name]
         slopes[name] = slope([r["L"] for r in rows], [r["compiled_temp"] for r in rows])
+    return slopes
+
+
+def summarize(time_rows, slopes, counts, n_time):
+    at = {r["strategy"]: r for r in time_rows}  # memory and time at the timed depth
+    log_l = math.ceil(math.log2(n_time))
+    none, binomial = at["none"], at["binomial c=log2L"]
+    return {
+        "device": jax.devices()[0].device_kind,
+        f"none compiled temp at L={n_time} (MiB)": none["compiled_temp"] / 2**20,
+        "sqrt / none compiled temp": at["sqrt"]["compiled_temp"] / none["compiled_temp"],
+        f"nested3 compiled temp at L={n_time} (MiB)": at["nested3"]["compiled_temp"] / 2**20,
+        f"binomial c={log_l} compiled temp (MiB)": binomial["compiled_temp"] / 2**20,
+        "sqrt step time / none": at["sqrt"]["median"] / none["median"],
+        "nested3 step time / none": at["nested3"]["median"] / none["median"],
+        f"binomial c={log_l} step time / none": binomial["median"] / none["median"],
+        **{f"slope {name}": slopes[name] for name in ("none", "sqrt", "nested3", "nested4")},
+        "slope binomial c=log2L": slopes["binomial c=log2L"],
+        "compiled/predicted, worst": max(r["compiled_temp"] / r["predicted"] for r in time_rows),
+        "counted evaluations == theory": all(v["counted"] == v["theory"] for v in counts.values()),
+    }
+
+
+NOTES = (
+    "Compiled temp memory is XLA's plan for temporaries of the jitted gradient w.r.t. weights "
+    "and input; runtime peak is only reported by GPU/TPU backends. Nested levels and binomial "
+    "write each layer's parameter gradient in place into the stacked gradient (custom_vjp), "
+    "so nested memory follows k L^(1/k) and binomial memory grows only with c."
+)
+
+
+def main(argv=None):
+    args = results.parse_args(__doc__.splitlines()[0], argv, configure=options)
+    depths = args.depths or [16, 64, 256, 1024] + ([4096] if args.full else [])
+    n_time = args.time_depth or 1024
+    start = time.perf_counter()
+    print(f"memory sweep, L in {depths}", flush=True)
+    mem_rows = memory_sweep(depths)
+    slopes = fitted_slopes(mem_rows)
     print("Flax NNX", flush=True)
     nnx_rows = nnx_sweep([n for n in depths if n <= 1024])
     print("layer evaluations, counted at L=64", flush=True)
     counts = counted(64)
-    time_rows = timing(n_time, rounds)
-    by = {r["strategy"]: r for r in time_rows}
-    at = by  # the timed depth's memory figures come with its timings
-    figures(args, mem_rows, time_rows, nnx_rows, depths, slopes, n_time)
-    log_l = math.ceil(math.log2(n_time))
-    summary = {
-        "device": jax.devices()[0].device_kind,
-        f"none compiled temp at L={n_time} (MiB)": at["none"]["compiled_temp"] / 2**20,
-        "sqrt / none compiled temp": at["sqrt"]["compiled_temp"] / at["none"]["compiled_temp"],
-        f"binomial c={log_l} compiled temp (MiB)": at["binomial c=log2L"]["compiled_temp"] / 2**20,
-        "sqrt step time / none": by["sqrt"]["median"] / by["none"]["median"],
-        f"binomial c={log_l} step time / none": by["binomial c=log2L"]["median"]
-        / by["none"]["median"],
-        "slope none": slopes["none"],
-        "slope sqrt": slopes["sqrt"],
-        "slope nested3": slopes["nested3"],
-        "slope binomial c=log2L": slopes["binomial c=log2L"],
-        "compiled/predicted, worst": max(r["compiled_temp"] / r["predicted"] for r in time_rows),
-        "counted evaluations == theory": all(v["counted"] == v["theory"] for v in counts.values()),
-        "seconds": time.perf_counter() - start,
-    }
+    time_rows = timing(n_time, rounds=9 if args.full else 5)
+    plot_memory(args.out, mem_rows, nnx_rows, slopes)
+    plot_pareto(args.out, time_rows, n_time)
+    plot_sources(args.out, time_rows, n_time)
+    summary = summarize(time_rows, slopes, counts, n_time)
+    summary["seconds"] = time.perf_counter() - start
     for key, value in summary.items():
         print(f"  {key}: {value}")
     results.save(
@@ -309,13 +325,7 @@ def main(argv=None):
             "nnx": nnx_rows,
         },
         figures=["remat_memory.png", "remat_pareto.png", "remat_sources.png"],
-        notes=(
-            "Compiled temp memory is XLA's plan for temporaries of the jitted gradient w.r.t. "
-            "weights and input; runtime peak is only reported by GPU/TPU backends. Nested "
-            "levels and sqrt pay for staging each segment's parameter gradient (XLA copies it "
-            "into the stacked gradient), which gives every nested strategy a sqrt(L) floor; "
-            "binomial writes gradients in place and its memory grows only with c."
-        ),
+        notes=NOTES,
     )
     return 0
 

@@ -1,6 +1,6 @@
 """Binomial checkpointing: revolve's schedule run by a ``custom_vjp`` interpreter.
 
-JAX has no binomial ``scan`` (jax-ml/jax#2139), so the backward pass interprets the schedule of
+JAX has no binomial ``scan``, so the backward pass interprets the schedule of
 :func:`~bpjax.remat.revolve` with one ``lax.scan`` over its instructions: restore a state from
 a slot, advance it some layers, store it in a slot, or turn (one layer's VJP, whose parameter
 gradient is written in place into the stacked gradient). Memory ``(c + 1)·s + r + g``; layer
@@ -41,7 +41,7 @@ class Binomial(Strategy):
 
     def __post_init__(self):
         c = self.checkpoints
-        if c is not None and (not isinstance(c, int) or c < 1):
+        if c is not None and (isinstance(c, bool) or not isinstance(c, int) or c < 1):
             raise ValueError(f"Binomial: checkpoints must be an int >= 1 or None, got {c!r}")
 
     @property

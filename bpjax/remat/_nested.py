@@ -6,16 +6,18 @@ each top-level segment. The backward pass reverses the segments last to first; t
 segment it runs it forward once more storing its sub-segments' inputs, and so on down to the
 innermost level, whose ``c_{k−1}`` layers are differentiated with their residuals stored.
 
-It is a ``custom_vjp`` whose backward pass writes each segment's parameter gradient straight
-into the stacked gradient (``dynamic_update_slice``): the gradient of a segment is never staged
-at the outer levels, so the memory is
+It is a ``custom_vjp`` whose backward pass writes each layer's parameter gradient straight into
+the stacked gradient (``dynamic_update_index_in_dim``), so no segment's gradient is ever held
+apart from it, and whose innermost residuals leave out the parameters (they are the stacked
+parameters at a known index). With n₀ = L and n_j = c_j the layers a level-j segment covers,
 
-    M = Σ_levels ⌈n_level / c_level⌉·s + c_{k−1}·(r + 2g)     (≈ k·L^(1/k) states),
+    M = Σ_{j=1}^{k−1} ⌈n_{j−1} / c_j⌉·s  +  c_{k−1}·r  +  2s + g      (≈ k·L^(1/k) states),
 
-where the innermost segment holds its residuals, its parameters' slice and their gradient.
+the last term being one layer's VJP: the state, its cotangent and the layer's gradient.
 Layer evaluations: L in the forward pass, then per level the forward sweep of every segment
-but the last one of each parent (whose output no one needs), and the innermost VJPs: at most
-k·L, exactly ``2L`` for k = 2. First-order reverse mode only (a ``custom_vjp`` has no ``jvp``).
+but the last of each parent (whose output nobody needs), and L in the innermost VJPs: at most
+k·L, exactly 2L for k = 2. Reverse mode only: grad and grad of grad work, ``jax.jvp`` does not
+(a ``custom_vjp`` has no forward-mode rule).
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ class Nested(Strategy):
     levels: int = 2
 
     def __post_init__(self):
-        if not isinstance(self.levels, int) or self.levels < 2:
+        if isinstance(self.levels, bool) or not isinstance(self.levels, int) or self.levels < 2:
             raise ValueError(f"Nested: levels must be an int >= 2, got {self.levels!r}")
 
     @property

@@ -1,10 +1,8 @@
-"""The loops every strategy is built from: layers always run inside ``lax`` loops.
+"""The loops every strategy is built from: the layers always run inside ``lax`` loops.
 
-On XLA:CPU, ``jax.checkpoint`` around the layers of an unrolled Python loop is undone by the
-compiler (its optimization barriers are dropped and common-subexpression elimination merges
-the recomputation away), while a checkpointed ``lax.scan`` *body* is kept. So the stored
-strategies scan over the stacked parameters, and the custom-VJP strategies loop with a dynamic
-layer index into them; neither ever copies the weights.
+The stored strategies scan over the stacked parameters (:func:`plain`, :func:`checkpointed`);
+the custom-VJP strategies loop with a dynamic layer index into them (:func:`run_layers`).
+Neither copies the weights.
 """
 
 from __future__ import annotations
@@ -24,6 +22,9 @@ def plain(layer: Callable, params, x):
 
 def checkpointed(layer: Callable, params, x, policy: Callable | None = None):
     """``lax.scan`` over a ``jax.checkpoint``-ed body: what is saved is up to ``policy``."""
+    # The checkpoint wraps a scan body, never layers of an unrolled Python loop: XLA:CPU drops
+    # the optimization barriers of the latter and CSE merges the recomputation away
+    # (jax-ml/jax#19822), while a checkpointed scan body is kept.
     body = jax.checkpoint(lambda h, p: (layer(p, h), None), policy=policy)
     return lax.scan(body, x, params)[0]
 

@@ -105,7 +105,7 @@ def prepare(layer: Callable, params, x, *, strategy="sqrt") -> Prepared:
       >>> params, x = {"W": jnp.ones((16, 4, 4)) * 0.1}, jnp.ones((2, 4))
       >>> runner = prepare(layer, params, x, strategy="nested")
       >>> runner.decision  # segment lengths, outermost first
-      (4, 2)
+      (4, 1)
       >>> runner(params, x).shape
       (2, 4)
     """
