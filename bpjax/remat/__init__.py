@@ -8,19 +8,21 @@ Contract: ``layer(p, x) -> x`` maps a state to a state of the same shapes and dt
 is a pytree whose leaves are stacked on a leading axis of length L (``params["W"]: (L, d, d)``).
 :func:`stack` runs the layers with a strategy, a :class:`Strategy` object that knows how to run
 them, what to decide once per shapes, how many layer evaluations a gradient costs and how many
-bytes it keeps (the contract is in ``_strategy.py``; one family of strategies per file):
+bytes it keeps (the contract is in ``_strategy.py``; one family of strategies per file).
+By name: ``"none"``, ``"every"``, ``"sqrt"`` (``Nested(2)``), ``"nested"`` (``Nested(3)``),
+``"binomial"`` (c = ⌈log₂ L⌉) and ``"dots"`` (:data:`STRATEGIES`):
 
-==============  ==========================================  ==========================  ==========
-strategy        what is stored                              activation bytes            evaluations
-==============  ==========================================  ==========================  ==========
-``"none"``      every layer's residuals (:class:`StoreAll`)  L·r                         L
-``"every"``     each layer's input (:class:`Every`)         L·s + r + g                 2L
-``"sqrt"``      √L segment inputs, then one segment's       ≈ 2√L·s (Chen et al. 2016)  2L
-                residuals while it is reversed
-``Nested(k)``   k levels of nested segment inputs           ≈ k·L^(1/k)·s               ≤ k·L
-``Binomial(c)`` c states placed by revolve                  (c + 1)·s + r + g           t(L,c)+L+1
-``dots()`` ...  what a ``jax.checkpoint`` policy saves      L·p + r + g                 2L
-==============  ==========================================  ==========================  ==========
+===============  ======================================  ==========================  ===============
+strategy         what is stored                          activation bytes            evaluations
+===============  ======================================  ==========================  ===============
+``StoreAll()``   every layer's residuals                 L·r                         L
+``Every()``      each layer's input                      L·s + r + g                 2L
+``Nested(2)``    √L segment inputs, then one segment's   ≈ 2√L·s (Chen et al. 2016)  2L
+                 residuals while it is reversed
+``Nested(k)``    k levels of nested segment inputs       ≈ k·L^(1/k)·s               ≤ k·L
+``Binomial(c)``  c states placed by revolve              (c + 1)·s + r + g           t(L, c) + L + 1
+``dots()``, ...  what a ``jax.checkpoint`` policy saves  L·p + r + g                 2L
+===============  ======================================  ==========================  ===============
 
 s: bytes of one state; r: bytes one layer saves for its backward pass; g: bytes of one layer's
 parameters; p: bytes a layer saves under the policy (:class:`LayerBytes`). Binomial
@@ -28,8 +30,10 @@ checkpointing (Griewank 1992; Griewank & Walther 2000) reverses L layers with c 
 no layer is advanced more than r times, r the least integer with β(c, r) = C(c + r, c) ≥ L,
 with the fewest forward steps possible, t(L, c) = r·L − β(c + 1, r − 1).
 
-:func:`measure_memory` sets a strategy's prediction beside the jaxpr's residuals and XLA's
-compiled memory; :func:`plan` picks the fastest strategy whose compiled memory fits a budget.
+:func:`prepare` settles a strategy's decisions once per layer and shapes (``stack`` caches
+them); :func:`measure_memory` sets a strategy's prediction beside the jaxpr's residuals and
+XLA's compiled memory; :func:`plan` picks the fastest strategy whose compiled memory fits a
+byte budget.
 
 Example:
   >>> import jax, jax.numpy as jnp
