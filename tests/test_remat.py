@@ -357,6 +357,39 @@ def test_a_prepared_runner_is_reusable_and_checks_its_shapes():
         runner(params, x[:2])
 
 
+class _Pairs(remat.Strategy):
+    """A strategy defined outside the package: checkpoint every pair of layers (L even)."""
+
+    name = "pairs"
+
+    def run(self, decision, layer, params, x):
+        del decision
+        pairs = jax.tree.map(lambda a: a.reshape(-1, 2, *a.shape[1:]), params)
+
+        def body(h, p):
+            h = layer(jax.tree.map(lambda a: a[0], p), h)
+            return layer(jax.tree.map(lambda a: a[1], p), h), None
+
+        return jax.lax.scan(jax.checkpoint(body), x, pairs)[0]
+
+    def evaluations(self, n_layers, sizes):
+        return 2 * n_layers
+
+    def predict_bytes(self, n_layers, sizes):
+        return n_layers // 2 * sizes.state + 2 * sizes.residual + sizes.params
+
+
+def test_a_new_strategy_is_one_class_and_everything_else_works_with_it():
+    params, x = _problem(8)
+    want = remat.gradient(_layer, params, x, strategy="none")
+    _assert_trees_close(
+        jax.jit(functools.partial(remat.gradient, _layer, strategy=_Pairs()))(params, x), want
+    )
+    assert remat.count_evaluations(_layer, params, x, strategy=_Pairs()) == 16
+    m = _temp(_Pairs(), 16, 8, 16)
+    assert m.strategy == "pairs" and 0.8 <= m.compiled_temp / m.predicted <= 1.25, m
+
+
 # --- Planning -----------------------------------------------------------------------------
 
 
