@@ -128,7 +128,9 @@ def measure_memory(layer: Callable, params, x, *, strategy="sqrt", run: bool = T
     """Predicted, jaxpr, compiled and (where reported) runtime memory of one strategy.
 
     Args:
-      layer, params, x: as for :func:`stack` (specs suffice with ``run=False``).
+      layer: ``layer(p, x) -> x``, as for :func:`stack`.
+      params: pytree stacked on a leading axis of length L (specs suffice with ``run=False``).
+      x: the input state (a spec suffices with ``run=False``).
       strategy: a name or a :class:`Strategy`.
       run: also run the compiled gradient once for the runtime peak.
 
