@@ -30,6 +30,11 @@ checkpointing (Griewank 1992; Griewank & Walther 2000) reverses L layers with c 
 no layer is advanced more than r times, r the least integer with β(c, r) = C(c + r, c) ≥ L,
 with the fewest forward steps possible, t(L, c) = r·L − β(c + 1, r − 1).
 
+``Nested`` and ``Binomial`` are ``custom_vjp`` functions with their own backward pass: reverse
+mode only (``grad``, ``vjp``, grad of grad, and forward-over-reverse products such as
+``jvp(grad(f))``); ``jax.jvp`` through the stack itself raises, so use ``StoreAll``,
+``Every`` or a policy where forward mode is needed.
+
 :func:`prepare` settles a strategy's decisions once per layer and shapes (``stack`` caches
 them); :func:`measure_memory` sets a strategy's prediction beside the jaxpr's residuals and
 XLA's compiled memory; :func:`plan` picks the fastest strategy whose compiled memory fits a

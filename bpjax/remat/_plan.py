@@ -109,6 +109,7 @@ class Measurement:
     evaluations: int
 
     def as_dict(self) -> dict:
+        """The fields as a plain dict, for a result record."""
         return dataclasses.asdict(self)
 
 
