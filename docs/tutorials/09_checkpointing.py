@@ -1,0 +1,187 @@
+# %% [markdown]
+# # 9. Checkpointing: √L, nested and binomial, what they cost, the planner
+#
+# Reverse mode keeps what every layer saved in the forward pass until the backward pass
+# reaches it (tutorial 1: the forward cache). For a stack of L layers that is L layers'
+# residuals: memory grows linearly with depth. *Rematerialization* (gradient
+# checkpointing) stores only some layer inputs, the **checkpoints**, and recomputes the
+# rest when the backward pass needs them: memory for time.
+#
+# `bpjax.remat.stack(layer, params, x, strategy=...)` runs L layers `x ← layer(params[i], x)`
+# with the parameters stacked on a leading axis, under one of these strategies:
+#
+# | strategy | stores | memory | layer evaluations |
+# |---|---|---|---|
+# | `"none"` | every layer's residuals | L·r | L |
+# | `"every"` | each layer's input | L·s | 2L |
+# | `"sqrt"` = `Nested(2)` | √L segment inputs, one segment's residuals | ≈ 2√L·s | 2L |
+# | `Nested(k)` | k levels of segment inputs | ≈ k·L^(1/k)·s | ≤ kL |
+# | `Binomial(c)` | c states placed by revolve | (c+1)·s | t(L, c) + L + 1 |
+#
+# (s: bytes of one state, r: bytes one layer saves.) Binomial is Griewank's *revolve*
+# (Griewank 1992; Griewank & Walther 2000): the fewest recomputations possible with c
+# stored states, t(L, c) = r·L − β(c+1, r−1) with β(c, r) = C(c+r, c).
+
+# %%
+import jax
+import jax.numpy as jnp
+import matplotlib.pyplot as plt
+import numpy as np
+
+from bpjax import remat
+
+batch, width = 32, 64
+
+
+def layer(p, h):
+    return jnp.tanh(h @ p["W"] + p["b"])  # (batch, width) -> (batch, width)
+
+
+def stacked(n_layers):
+    W = jax.random.normal(jax.random.key(0), (n_layers, width, width)) / np.sqrt(width)
+    return {"W": W, "b": jnp.zeros((n_layers, width))}
+
+
+x = jax.random.normal(jax.random.key(1), (batch, width))
+
+# %% [markdown]
+# ## Same gradient, whatever the strategy
+#
+# Rematerialization changes what is stored, never what is computed: every strategy gives
+# the gradient of "none" (here to float32 rounding).
+
+# %%
+params = stacked(64)
+
+
+def loss(p, strategy):
+    return jnp.sum(remat.stack(layer, p, x, strategy=strategy) ** 2)
+
+
+g_none = jax.jit(jax.grad(loss), static_argnums=1)(params, "none")
+for strategy in ("every", "sqrt", remat.Nested(3), remat.Binomial(4)):
+    g = jax.jit(jax.grad(loss), static_argnums=1)(params, strategy)
+    err = float(jnp.max(jnp.abs(g["W"] - g_none["W"])) / jnp.max(jnp.abs(g_none["W"])))
+    print(f"{getattr(strategy, 'name', strategy):10s} max relative difference {err:.1e}")
+
+# %% [markdown]
+# ## What each costs: memory and recomputation
+#
+# `remat.measure_memory` compiles the gradient (w.r.t. the weights *and* the input, so the
+# activation tape is not hidden in the gradient buffers) and reads XLA's planned temporary
+# memory, beside the byte model's prediction and the theoretical number of layer
+# evaluations. These numbers are deterministic: the compiler's plan, not a timing.
+
+# %%
+depths = [16, 64, 256]
+strategies = ["none", "every", "sqrt", remat.Nested(3), remat.Binomial(8)]
+table = {}
+for n in depths:
+    p = stacked(n)
+    for s in strategies:
+        m = remat.measure_memory(layer, p, x, strategy=s, run=False)
+        table[(m.strategy, n)] = m
+
+fig, ax = plt.subplots(figsize=(6.5, 4))
+for name in dict.fromkeys(k[0] for k in table):
+    ax.loglog(depths, [table[(name, n)].compiled_temp / 2**20 for n in depths], "o-", label=name)
+ax.set_xlabel("layers L")
+ax.set_ylabel("compiled temp memory (MiB)")
+ax.set_title(f"Gradient memory vs depth (batch {batch}, width {width}, float32)")
+ax.legend()
+plt.show()
+
+print(
+    f"{'strategy':10s} {'L':>4s} {'compiled MiB':>12s} {'predicted MiB':>13s} {'evaluations':>11s}"
+)
+for (name, n), m in table.items():
+    print(
+        f"{name:10s} {n:4d} {m.compiled_temp / 2**20:12.2f} {m.predicted / 2**20:13.2f} "
+        f"{m.evaluations:6d}"
+    )
+
+# %% [markdown]
+# "none" grows linearly; √L segments grow like √L; binomial with a fixed number of slots
+# stays nearly flat and pays in recomputation instead. The evaluation counts are theory
+# (`remat.evaluations`), and `remat.count_evaluations` counts them at run time with a host
+# callback in the layer: they agree.
+
+# %%
+p16 = stacked(16)
+for s in ("sqrt", remat.Binomial(3)):
+    counted = remat.count_evaluations(layer, p16, x, strategy=s)
+    print(f"{getattr(s, 'name', s):10s} counted {counted}, theory {remat.evaluations(s, 16)}")
+    assert counted == remat.evaluations(s, 16)
+
+# %% [markdown]
+# ## The revolve schedule
+#
+# Binomial checkpointing is a schedule: which state to restore, how far to advance it, where
+# to store it, and when to turn (one layer's VJP). `remat.revolve(L, c)` computes it in
+# Python; `stack` interprets it in a `lax.scan`. Below, the position of the live state over
+# the schedule for L = 16 and c = 3: each turn walks one layer further back.
+
+# %%
+events = remat.revolve(16, 3)
+pos, trace = 0, []
+for event in events:
+    if event[0] == "advance":
+        pos = event[2]
+    elif event[0] == "turn":
+        pos = event[1]
+    trace.append(pos)
+fig, ax = plt.subplots(figsize=(6.5, 3))
+ax.step(range(len(trace)), trace, where="post")
+turns = [i for i, e in enumerate(events) if e[0] == "turn"]
+ax.plot(turns, [trace[i] for i in turns], "rv", ms=4, label="turn (a layer's VJP)")
+ax.set_xlabel("schedule step")
+ax.set_ylabel("layer")
+ax.legend()
+plt.show()
+advances = remat.schedule_advances(events)
+print(f"{len(turns)} turns, {advances} forward steps = t(16, 3) = {remat.optimal_advances(16, 3)}")
+
+# %% [markdown]
+# ## The planner: the fastest strategy that fits a budget
+#
+# `remat.plan(layer, params, x, budget_bytes=...)` ranks candidates by layer evaluations
+# (time), predicts their bytes, compiles the first that fits and checks XLA's figure against
+# the budget before returning it.
+
+# %%
+p256 = stacked(256)
+full = remat.measure_memory(layer, p256, x, strategy="none", run=False).compiled_temp
+for fraction in (0.5, 0.1, 0.02):
+    chosen = remat.plan(layer, p256, x, budget_bytes=int(fraction * full))
+    print(f"budget {fraction:4.0%} of 'none': {chosen}")
+    assert chosen.compiled_bytes <= fraction * full
+
+# %% [markdown]
+# ## Check yourself
+#
+# 1. How many forward steps does revolve need to reverse L = 100 layers with c = 5 slots,
+#    and how many with c = 1 (store only the input)?
+# 2. With "sqrt" at L = 256, how many layer evaluations does a gradient cost, and why
+#    twice L?
+# 3. At a budget of 2% of "none" at L = 256, why can the planner not pick "sqrt", and what
+#    does the strategy it picks cost in layer evaluations compared with "sqrt"?
+
+# %%
+# 1. t(L, c) = r·L − β(c+1, r−1); c = 1 recomputes from the input for every layer.
+t5, t1 = remat.optimal_advances(100, 5), remat.optimal_advances(100, 1)
+assert t1 == 100 * 99 // 2 and t5 < t1
+print(f"1. c = 5: {t5} forward steps; c = 1: {t1} = L(L−1)/2")
+
+# 2. Every layer runs once in the forward pass and once more when its segment is rebuilt.
+assert remat.evaluations("sqrt", 256) == 2 * 256
+print("2. sqrt at L = 256:", remat.evaluations("sqrt", 256), "evaluations")
+
+
+# 3. sqrt needs ≈ 2√L states: more than the budget. Binomial fits by recomputing more.
+sqrt_bytes = table[("sqrt", 256)].compiled_temp
+tight = remat.plan(layer, p256, x, budget_bytes=int(0.02 * full))
+assert sqrt_bytes > 0.02 * full and tight.evaluations > remat.evaluations("sqrt", 256)
+print(
+    f"3. sqrt needs {sqrt_bytes / full:.1%} of 'none'; {tight.strategy.name} fits at "
+    f"{tight.evaluations / remat.evaluations('sqrt', 256):.1f}× the evaluations of sqrt"
+)
