@@ -1,4 +1,5 @@
-"""Forward vs reverse mode: Jacobians on pytrees, the automatic choice, gradients, HVPs."""
+"""Forward vs reverse mode: Jacobians on pytrees, the automatic choice, gradients, HVPs, and
+the errors of the public entry points."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ def _pytree_f(p):
     return {"s": jnp.sum(a * jnp.sin(b[0])), "v": (jnp.tanh(a) * b[1] ** 2, jnp.exp(a[:2]))}
 
 
-@pytest.mark.parametrize("mode", ["fwd", "rev", "auto"])
+@pytest.mark.parametrize("mode", ["fwd", "rev", "sparse", "auto"])
 def test_jacobian_equals_jacrev_on_pytrees(mode):
     p = {"a": jnp.linspace(-1.0, 1.0, 3), "b": jnp.array([[0.3, -0.2, 0.5], [1.0, 2.0, 3.0]])}
     got = modes.jacobian(_pytree_f, p, mode=mode)
@@ -37,14 +38,17 @@ def test_auto_picks_forward_for_tall_and_reverse_for_wide():
     tall = modes.choose_mode(_mlp(4, 2048), jnp.ones(4))
     wide = modes.choose_mode(_mlp(2048, 4), jnp.ones(2048))
     assert tall.mode == "fwd" and wide.mode == "rev"
-    assert tall.fwd["flops"] < tall.rev["flops"] and wide.rev["flops"] < wide.fwd["flops"]
+    assert tall.fwd["seconds"] < tall.rev["seconds"] and wide.rev["seconds"] < wide.fwd["seconds"]
     assert "cheaper" in tall.reason and tall.n == 4 and tall.m == 2048
+    assert tall.basis == "model" and tall.decision_seconds > 0
+    xla = modes.choose_mode(_mlp(4, 2048), jnp.ones(4), basis="xla")
+    assert xla.mode == "fwd" and xla.fwd["flops"] < xla.rev["flops"]
 
 
 @pytest.mark.parametrize(("n", "m"), [(4, 512), (512, 4), (64, 64), (1, 256), (200, 30)])
 def test_predicted_flop_ratio_matches_compiled_jacobians(n, m):
     f, x = _mlp(n, m), jnp.ones(n)
-    choice = modes.choose_mode(f, x)
+    choice = modes.choose_mode(f, x, basis="xla")
     fl_fwd = measure.flops(lambda x: modes.jacobian(f, x, mode="fwd"), x)
     fl_rev = measure.flops(lambda x: modes.jacobian(f, x, mode="rev"), x)
     predicted = choice.fwd["flops"] / choice.rev["flops"]
@@ -101,11 +105,51 @@ def test_bad_inputs_give_clear_errors():
         modes.jacobian(lambda p: p["v"], {"v": jnp.ones(2), "name": "w"})
     with pytest.raises(TypeError, match=r"integer inputs are not differentiable"):
         modes.jacobian(lambda x: x * 2.0, jnp.arange(3))
+    with pytest.raises(TypeError, match=r"complex inputs are not supported"):
+        modes.jacobian(jnp.sin, jnp.ones(3, jnp.complex64))
     with pytest.raises(TypeError, match=r"f must return floating arrays.*int"):
         modes.jacobian(lambda x: jnp.argmax(x), jnp.ones(3))
     with pytest.raises(TypeError, match=r"f could not be traced.*not a valid JAX type"):
         modes.jacobian(lambda x: "done", jnp.ones(3))
     with pytest.raises(ValueError, match=r"unknown mode 'both'"):
         modes.jacobian(jnp.sin, jnp.ones(3), mode="both")
+    with pytest.raises(ValueError, match=r"unknown coloring 'stars'"):
+        modes.jacobian(jnp.sin, jnp.ones(3), mode="sparse", coloring="stars")
+    with pytest.raises(ValueError, match=r"coloring='rows' needs mode='sparse'"):
+        modes.jacobian(jnp.sin, jnp.ones(3), mode="fwd", coloring="rows")
+    with pytest.raises(ValueError, match=r"sparse_output=True needs x and f\(x\) to be single"):
+        modes.jacobian(_pytree_f, {"a": jnp.ones(3), "b": jnp.ones((2, 3))}, sparse_output=True)
     with pytest.raises(ValueError, match=r"unknown order"):
         modes.hvp(jnp.sum, jnp.ones(3), jnp.ones(3), order="fwd-over-fwd")
+    with pytest.raises(ValueError, match=r"unknown basis"):
+        modes.choose_mode(jnp.sin, jnp.ones(3), basis="guess")
+
+
+def _rev_loss(x):
+    return jnp.sum(rev.tanh(x[None, :]) ** 2)
+
+
+def test_custom_vjp_and_forward_mode_errors_name_the_fix():
+    # Before: JAX's raw "can't apply forward-mode autodiff (jvp) to a custom_vjp function".
+    x = jnp.linspace(-1.0, 1.0, 3)
+    with pytest.raises(TypeError, match=r"f has a custom_vjp.*mode='rev'.*bpjax.fwd"):
+        modes.jacobian(rev.tanh, x[None, :], mode="fwd")
+    with pytest.raises(TypeError, match=r"grad_fwd: f has a custom_vjp"):
+        modes.grad_fwd(_rev_loss)(x)
+    # Before: NotImplementedError: Differentiation rule for 'custom_lin' not implemented.
+    with pytest.raises(TypeError, match=r"order='rev-over-fwd'.*'fwd-over-rev'.*bpjax.fwd"):
+        modes.hvp(_rev_loss, x, jnp.ones(3), order="rev-over-fwd")
+    want = jax.hessian(lambda x: jnp.sum(jnp.tanh(x) ** 2))(x) @ jnp.ones(3)
+    got = modes.hvp(_rev_loss, x, jnp.ones(3), order="fwd-over-rev")
+    np.testing.assert_allclose(got, want, rtol=1e-10)
+
+
+@pytest.mark.parametrize("order", modes.HVP_ORDERS)
+def test_hvp_tangent_of_the_wrong_shape_or_structure_is_named(order):
+    # Before: a jvp shape error or a dot_general error from deep inside.
+    with pytest.raises(ValueError, match=r"v has shape \(4,\) but x has shape \(3,\)"):
+        modes.hvp(jnp.sum, jnp.ones(3), jnp.ones(4), order=order)
+    with pytest.raises(ValueError, match=r"v\['a'\] has shape \(2,\) but x\['a'\] has"):
+        modes.hvp(lambda p: jnp.sum(p["a"]), {"a": jnp.ones(3)}, {"a": jnp.ones(2)}, order=order)
+    with pytest.raises(ValueError, match=r"v must have the same pytree structure as x"):
+        modes.hvp(lambda p: jnp.sum(p["a"]), {"a": jnp.ones(3)}, {"b": jnp.ones(3)}, order=order)

@@ -1,0 +1,76 @@
+"""Jacobians by forward mode, reverse mode, sparse colorings, or whichever is fastest.
+
+For ``f: R^n → R^m`` (pytrees are flattened), the Jacobian ``J = ∂f/∂x`` is ``m x n``.
+Forward mode builds it one column per JVP, ``J e_j`` (``n`` products); reverse mode one row
+per VJP, ``e_iᵀ J`` (``m`` products). When ``J`` is sparse, both waste products: columns
+that share no row can be seeded together, ``J (e_j + e_k)``, and read back apart. So:
+
+1. :func:`sparsity` finds ``J``'s nonzero pattern from ``f``'s jaxpr (abstract
+   interpretation: which inputs each output may depend on), without evaluating a
+   derivative; exact for the common primitives, conservative otherwise.
+2. :func:`color_columns`, :func:`color_rows` and :func:`bicolor` compress it: ``k``
+   column colors give ``J`` from ``k`` JVPs, ``J[i, j] = (J s_color(j))_i``; ``k`` row colors
+   from ``k`` VJPs; a star bicoloring mixes both (a dense row by one VJP, a dense column
+   by one JVP: an arrowhead matrix costs 3 products instead of ``n``).
+3. :func:`jacobian` computes ``J`` by ``mode="fwd"``, ``"rev"``, ``"sparse"`` (detect,
+   color, compress, decompress) or ``"auto"``; :func:`jacobian_fn` makes that decision
+   once and returns a compiled ``x ↦ J`` for a Newton loop or an implicit ODE solver.
+4. :func:`choose_mode` explains the automatic choice: every candidate (``fwd``, ``rev``,
+   each coloring) priced by a run-time model with per-machine rates
+   (``T = k_f·c_jvp + k_r·c_vjp + output``; see ``bpjax/modes/_cost.py``), or by timing
+   (``calibrate=True``), or by XLA's estimates (``basis="xla"``).
+
+Also :func:`grad_fwd` (a gradient by ``n`` JVPs), :func:`hvp` (``H v`` in three orders) and
+:func:`hessian`.
+
+Example::
+
+    f = lambda x: x**3 - jnp.roll(x, 1) * x             # cyclic bidiagonal Jacobian
+    x = jnp.linspace(0.0, 1.0, 2_000)
+    jac = modes.jacobian_fn(f, x)                       # decides once
+    J = jac(x)                                          # (2000, 2000), dense
+    jac.method, jac.coloring.products, jac.choice.reason   # 'columns', 2, ...
+    modes.jacobian(f, x, mode="sparse", sparse_output=True)   # a BCOO, nse = 4000
+
+References: A. Griewank & A. Walther, *Evaluating Derivatives* (2nd ed., SIAM 2008),
+ch. 8; A. Gebremedhin, F. Manne & A. Pothen, "What color is your Jacobian?", SIAM Review
+47 (2005); T. Coleman & A. Verma, SIAM J. Sci. Comput. 19 (1998); A. Hill & G. Dalle,
+arXiv:2501.17737 (2025).
+"""
+
+from bpjax.modes._auto import BASES, ModeChoice, choose_mode, machine_rates
+from bpjax.modes._coloring import (
+    Coloring,
+    bicolor,
+    bicoloring_lower_bound,
+    color_columns,
+    color_rows,
+)
+from bpjax.modes._hvp import HVP_ORDERS, grad_fwd, hessian, hvp
+from bpjax.modes._jacobian import JacobianFn, jacobian, jacobian_fn
+from bpjax.modes._plan import COLORINGS, MODES
+from bpjax.modes._sparsity import Pattern, SparsityWarning, sparsity
+
+__all__ = [
+    "BASES",
+    "COLORINGS",
+    "HVP_ORDERS",
+    "MODES",
+    "Coloring",
+    "JacobianFn",
+    "ModeChoice",
+    "Pattern",
+    "SparsityWarning",
+    "bicolor",
+    "bicoloring_lower_bound",
+    "choose_mode",
+    "color_columns",
+    "color_rows",
+    "grad_fwd",
+    "hessian",
+    "hvp",
+    "jacobian",
+    "jacobian_fn",
+    "machine_rates",
+    "sparsity",
+]

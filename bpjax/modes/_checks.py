@@ -1,0 +1,143 @@
+"""Argument checks, flattening to ``f: R^n → R^m``, and the ``jax.jacrev`` output layout."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.flatten_util import ravel_pytree
+
+CUSTOM_VJP_HINT = (
+    "f has a custom_vjp (e.g. a bpjax.rev op), which has no forward mode; use "
+    "mode='rev' or mode='auto', or build f from bpjax.fwd or bpjax.ref ops"
+)
+
+
+def check_inputs(x, what: str = "x") -> None:
+    """Every leaf of ``x`` must be a real floating array."""
+    leaves = jax.tree_util.tree_leaves_with_path(x)
+    if not leaves:
+        raise TypeError(f"{what} has no array leaves to differentiate")
+    for path, leaf in leaves:
+        name = f"{what}{jax.tree_util.keystr(path)}"
+        if not isinstance(leaf, jax.Array | np.ndarray | np.generic | float):
+            raise TypeError(
+                f"{name} is a {type(leaf).__name__}, not an array; every leaf of {what} must be "
+                "a floating jax/numpy array"
+            )
+        dtype = jnp.asarray(leaf).dtype
+        if jnp.issubdtype(dtype, jnp.complexfloating):
+            raise TypeError(
+                f"{name} has dtype {dtype}: complex inputs are not supported (these Jacobians "
+                "are real); pass the real and imaginary parts as separate float arrays"
+            )
+        if not jnp.issubdtype(dtype, jnp.floating):
+            raise TypeError(
+                f"{name} has dtype {dtype}: integer inputs are not differentiable; cast with "
+                f".astype(jnp.float32) or close over it in f"
+            )
+
+
+def check_outputs(f, x):
+    """``f(x)``'s shapes, after checking it returns a non-empty pytree of float arrays."""
+    try:
+        out = jax.eval_shape(f, x)
+    except TypeError as err:
+        raise TypeError(f"f could not be traced at x: {err}") from err
+    for path, leaf in jax.tree_util.tree_leaves_with_path(out):
+        if not isinstance(leaf, jax.ShapeDtypeStruct) or not jnp.issubdtype(
+            leaf.dtype, jnp.floating
+        ):
+            kind = getattr(leaf, "dtype", type(leaf).__name__)
+            raise TypeError(
+                f"f must return floating arrays (a pytree of them); output"
+                f"{jax.tree_util.keystr(path)} is {kind}"
+            )
+    if not jax.tree.leaves(out):
+        raise TypeError("f returned no arrays")
+    return out
+
+
+def check_tangent(v, x, what: str = "v") -> None:
+    """``v`` must have ``x``'s pytree structure and leaf shapes (a direction at ``x``)."""
+    check_inputs(v, what)
+    if jax.tree.structure(v) != jax.tree.structure(x):
+        raise ValueError(
+            f"{what} must have the same pytree structure as x: got {jax.tree.structure(v)}, "
+            f"x has {jax.tree.structure(x)}"
+        )
+    for (path, a), b in zip(
+        jax.tree_util.tree_leaves_with_path(v), jax.tree.leaves(x), strict=True
+    ):
+        if jnp.shape(a) != jnp.shape(b):
+            key = jax.tree_util.keystr(path)
+            raise ValueError(
+                f"{what}{key} has shape {jnp.shape(a)} but x{key} has shape {jnp.shape(b)}; "
+                f"{what} is a direction at x and must match it leaf by leaf"
+            )
+
+
+def flatten(f, x):
+    """``f`` as a map between flat vectors: ``(f_flat, x_flat, out_shapes, m)``."""
+    check_inputs(x)
+    out = check_outputs(f, x)
+    x_flat, unravel = ravel_pytree(x)
+
+    def f_flat(v):
+        return ravel_pytree(f(unravel(v)))[0]
+
+    m = sum(int(np.prod(o.shape)) for o in jax.tree.leaves(out))
+    return f_flat, x_flat, out, m
+
+
+def has_forward_mode(f_flat, x_flat) -> bool:
+    """False when tracing a JVP of ``f_flat`` fails because of a ``custom_vjp``."""
+
+    # Under a trace, a custom_vjp's JVP is deferred (a custom_lin) until it is evaluated or
+    # batched; batching one tangent makes the failure happen here, at trace time.
+    def batched_jvp(x):
+        return jax.vmap(lambda t: jax.jvp(f_flat, (x,), (t,))[1])(x[None])
+
+    try:
+        jax.eval_shape(batched_jvp, x_flat)
+    except TypeError as err:
+        if "custom_vjp" in str(err):
+            return False
+        raise
+    return True
+
+
+def unflatten_jacobian(J, x, out):
+    """Arrange a flat ``(m, n)`` Jacobian the way ``jax.jacrev`` does for pytrees."""
+    in_leaves, in_tree = jax.tree.flatten(x)
+    out_leaves, out_tree = jax.tree.flatten(out)
+    in_shapes = [jnp.shape(a) for a in in_leaves]
+    out_shapes = [o.shape for o in out_leaves]
+    in_cuts = np.cumsum([int(np.prod(s)) for s in in_shapes])[:-1]
+    out_cuts = np.cumsum([int(np.prod(s)) for s in out_shapes])[:-1]
+    blocks = []
+    for row, o_shape in zip(jnp.split(J, out_cuts, axis=0), out_shapes, strict=True):
+        cols = jnp.split(row, in_cuts, axis=1)
+        blocks.append(
+            jax.tree.unflatten(
+                in_tree,
+                [
+                    c.reshape(tuple(o_shape) + tuple(s))
+                    for c, s in zip(cols, in_shapes, strict=True)
+                ],
+            )
+        )
+    return jax.tree.unflatten(out_tree, blocks)
+
+
+def check_single_arrays(x, out) -> None:
+    """``sparse_output=True`` returns one ``(m, n)`` matrix: x and f(x) must be single arrays."""
+    for what, tree in (("x", x), ("f(x)", out)):
+        leaves = jax.tree.leaves(tree)
+        if len(leaves) != 1 or jax.tree.structure(tree).num_nodes != 1:
+            raise ValueError(
+                f"sparse_output=True needs x and f(x) to be single arrays; {what} is a pytree "
+                f"with {len(leaves)} leaves ({jax.tree.structure(tree)}). Flatten it (e.g. with "
+                "jax.flatten_util.ravel_pytree) or use sparse_output=False for jax.jacrev's "
+                "pytree layout"
+            )

@@ -1,0 +1,146 @@
+"""The public Jacobian entry points: :func:`jacobian` and :func:`jacobian_fn`."""
+
+from __future__ import annotations
+
+import time
+
+import jax
+import jax.numpy as jnp
+from jax.flatten_util import ravel_pytree
+
+from bpjax.modes import _auto, _checks, _plan, _sparse
+
+
+class JacobianFn:
+    """``x ↦ J(x)`` for inputs shaped like the example, with the mode decided once.
+
+    Calling it runs one jit-compiled program (compiled on the first call). Attributes:
+
+    * ``mode``: ``"fwd"``, ``"rev"`` or ``"sparse"``; ``method``: ``"fwd"``, ``"rev"``,
+      ``"columns"``, ``"rows"`` or ``"bicoloring"``;
+    * ``choice``: the :class:`~bpjax.modes.ModeChoice` with the reason (``None`` when the
+      mode was given and nothing had to be chosen);
+    * ``pattern``: the detected sparsity (:class:`~bpjax.modes.Pattern`, or ``None`` for
+      the dense modes); ``coloring``: the :class:`~bpjax.modes.Coloring` used, if any;
+    * ``decision_seconds``: wall time spent deciding (tracing, sparsity, coloring, any
+      timing), not counting the compilation of the Jacobian program itself.
+    """
+
+    def __init__(self, fn, args, *, method, choice, pattern, decision_seconds):
+        self._fn = jax.jit(fn)
+        self._args = args
+        self.method = method.name
+        self.mode = method.mode
+        self.coloring = method.coloring
+        self.choice = choice
+        self.pattern = pattern
+        self.decision_seconds = decision_seconds
+
+    def __call__(self, x):
+        return self._fn(x, *self._args)
+
+    def __repr__(self):
+        return f"JacobianFn(method={self.method!r}, decision_seconds={self.decision_seconds:.3g})"
+
+
+def _build(f, x, mode, coloring, sparse_output, calibrate):
+    """Plan, decide, and build the program: ``(run, args, method, choice, pattern)``."""
+    plan = _plan.plan(f, x, mode=mode, coloring=coloring, sparse_output=sparse_output)
+    choice = None
+    if len(plan.candidates) == 1:
+        method = plan.candidates[0]
+    else:
+        basis = "timing" if calibrate else "model"
+        choice = _auto.decide(plan, basis=basis, sparse_output=sparse_output)
+        method = next(c for c in plan.candidates if c.name == choice.method)
+    fn, args = _sparse.program(
+        method, plan.f_flat, plan.x_flat, plan.m, plan.pattern, sparse_output=sparse_output
+    )
+    return _layout(fn, x, plan.out, sparse_output), args, method, choice, plan.pattern
+
+
+def _layout(fn, x, out, sparse_output):
+    """Wrap ``fn(x_flat, *args)`` to take the pytree ``x`` and give jacrev's layout."""
+    shapes = jax.tree.map(lambda a: (jnp.shape(a), jnp.result_type(a)), x)
+
+    def run(x_tree, *args):
+        got = jax.tree.map(lambda a: (jnp.shape(a), jnp.result_type(a)), x_tree)
+        if got != shapes:
+            raise ValueError(
+                f"this Jacobian was planned for inputs {shapes}; got {got}. Call jacobian_fn "
+                "again for inputs of another shape or dtype"
+            )
+        J = fn(ravel_pytree(x_tree)[0], *args)
+        return J if sparse_output else _checks.unflatten_jacobian(J, x, out)
+
+    return run
+
+
+def jacobian_fn(
+    f,
+    x_example,
+    *,
+    mode: str = "auto",
+    sparse_output: bool = False,
+    coloring: str | None = None,
+    calibrate: bool = False,
+) -> JacobianFn:
+    """Decide once how to compute the Jacobian of ``f``; return a compiled ``x ↦ J``.
+
+    For a Newton loop or an implicit ODE solver, where the Jacobian of the same ``f`` is
+    needed at many points of the same shapes: sparsity, coloring and the choice of mode are
+    computed here, once, and the returned :class:`JacobianFn` only runs the chosen program.
+
+    Args:
+      f: a function of one pytree of float arrays, returning a pytree of float arrays.
+      x_example: a point with the shapes and dtypes of the later inputs (``n`` scalars).
+      mode: ``"fwd"``, ``"rev"``, ``"sparse"`` (detect the pattern, color it, compress and
+        decompress: column, row or bicoloring, whichever needs the fewest products, then
+        the cheapest) or ``"auto"`` (any of these, by :func:`choose_mode`).
+      sparse_output: return a ``jax.experimental.sparse.BCOO`` of shape ``(m, n)`` instead
+        of a dense Jacobian; needs ``x`` and ``f(x)`` to be single arrays (flattened in
+        row-major order).
+      coloring: with ``mode="sparse"``, force ``"columns"``, ``"rows"`` or ``"bicoloring"``.
+      calibrate: with ``mode="auto"``, time every candidate in full instead of predicting.
+
+    Returns:
+      A :class:`JacobianFn`; its output has ``jax.jacrev``'s layout unless ``sparse_output``.
+
+    Example:
+      >>> f = lambda x: x[1:] * x[:-1]          # R^5 -> R^4, bidiagonal Jacobian
+      >>> jac = jacobian_fn(f, jnp.ones(5), mode="sparse")
+      >>> jac.method, jac.coloring.products     # ('columns', 2)
+    """
+    start = time.perf_counter()
+    fn, args, method, choice, pattern = _build(
+        f, x_example, mode, coloring, sparse_output, calibrate
+    )
+    seconds = time.perf_counter() - start
+    if choice is not None:
+        choice = choice._replace(decision_seconds=seconds)
+    return JacobianFn(
+        fn, args, method=method, choice=choice, pattern=pattern, decision_seconds=seconds
+    )
+
+
+def jacobian(
+    f,
+    x,
+    *,
+    mode: str = "auto",
+    sparse_output: bool = False,
+    coloring: str | None = None,
+    calibrate: bool = False,
+):
+    """The Jacobian of ``f`` at ``x`` by forward, reverse, sparse or automatic mode.
+
+    The same as ``jacobian_fn(f, x, mode=..., ...)(x)``; see :func:`jacobian_fn` for the
+    arguments. Works under ``jax.jit`` too (then only the shapes of ``x`` are used to plan).
+
+    Returns:
+      ``jax.jacrev``'s layout: the output's pytree structure, each leaf holding the input's
+      structure with arrays of shape ``out_leaf.shape + in_leaf.shape``; or a ``BCOO``
+      ``(m, n)`` with ``sparse_output=True``.
+    """
+    fn, args, *_ = _build(f, x, mode, coloring, sparse_output, calibrate)
+    return jax.jit(fn)(x, *args)

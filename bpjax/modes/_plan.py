@@ -1,0 +1,113 @@
+"""Planning a Jacobian: flatten ``f``, find its pattern, and list the candidate methods."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+
+from bpjax.modes import _checks, _coloring, _sparse, _sparsity
+
+MODES = ("fwd", "rev", "sparse", "auto")
+COLORINGS = _sparse.COLORED
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """What is known about ``f`` at ``x`` before choosing: sizes, pattern, candidates."""
+
+    f_flat: object
+    x_flat: jax.Array
+    out: object
+    n: int
+    m: int
+    closed: object
+    pattern: _sparsity.Pattern | None
+    forward: bool
+    candidates: list
+
+
+def check_mode(mode, coloring):
+    if mode not in MODES:
+        raise ValueError(f"jacobian: unknown mode {mode!r}; choose one of {MODES}")
+    if coloring is not None and coloring not in COLORINGS:
+        raise ValueError(f"jacobian: unknown coloring {coloring!r}; choose one of {COLORINGS}")
+    if coloring is not None and mode != "sparse":
+        raise ValueError(f"jacobian: coloring={coloring!r} needs mode='sparse', got {mode!r}")
+
+
+def colorings(pattern, forward: bool, only: str | None = None, prune: bool = False) -> list:
+    """The colored methods for ``pattern``; ``forward``: JVPs allowed; ``only``: one kind.
+
+    The bicoloring is skipped when a one-sided coloring already meets its lower bound. With
+    ``prune`` (the automatic mode, where ``fwd`` and ``rev`` are candidates too), colorings
+    that cannot beat the dense modes are left out without being computed: columns when a
+    row is full (every column then needs its own color), rows when a column is full, and
+    the bicoloring when its lower bound reaches ``min(m, n)``.
+    """
+    m, n = pattern.shape
+    if pattern.nnz > pattern.max_nonzeros:
+        return []
+    wanted = [only] if only else list(COLORINGS)
+    if not forward:
+        wanted = [w for w in wanted if w == "rows"]
+    rows, cols = pattern.row_counts, pattern.col_counts
+    bound = _coloring.bicoloring_lower_bound(rows, cols)
+    if prune:
+        wanted = [
+            w
+            for w in wanted
+            if not (w == "columns" and rows.max(initial=0) >= n)
+            and not (w == "rows" and cols.max(initial=0) >= m)
+            and not (w == "bicoloring" and bound >= min(m, n))
+        ]
+    found = {}
+    if "columns" in wanted:
+        found["columns"] = _coloring.color_columns(pattern.csr)
+    if "rows" in wanted:
+        found["rows"] = _coloring.color_rows(pattern.csr)
+    one_sided = min((c.products for c in found.values()), default=None)
+    if "bicoloring" in wanted and (only or one_sided is None or one_sided > bound):
+        found["bicoloring"] = _coloring.bicolor(pattern.csr)
+    return [_sparse.colored_method(c) for c in found.values()]
+
+
+def plan(
+    f,
+    x,
+    *,
+    mode: str,
+    coloring: str | None = None,
+    sparse_output: bool = False,
+    sparse: bool = True,
+) -> Plan:
+    """Check the arguments, detect the pattern when needed, list the candidates for ``mode``.
+
+    ``sparse=False`` leaves the colorings out of ``"auto"`` (and skips the detection).
+    """
+    check_mode(mode, coloring)
+    f_flat, x_flat, out, m = _checks.flatten(f, x)
+    if sparse_output:
+        _checks.check_single_arrays(x, out)
+    n = x_flat.size
+    closed, pattern = None, None
+    if (mode == "sparse" or (mode == "auto" and sparse)) or sparse_output:
+        closed = jax.make_jaxpr(f_flat)(x_flat)
+        pattern = _sparsity.detect(f_flat, x_flat, closed=closed)
+        if pattern.fallbacks and mode == "sparse":
+            _sparsity.warn(pattern)
+        if pattern.nnz > pattern.max_nonzeros and (sparse_output or mode == "sparse"):
+            raise ValueError("jacobian: " + _sparsity.too_dense_message(pattern))
+    # Without a custom_vjp every primitive has a forward rule; with one, ask JAX.
+    forward = (pattern is not None and not pattern.custom_vjp) or _checks.has_forward_mode(
+        f_flat, x_flat
+    )
+    if mode == "fwd" and not forward:
+        raise TypeError(f"jacobian(mode='fwd'): {_checks.CUSTOM_VJP_HINT}")
+    candidates = [c for c in _sparse.dense_methods(n, m) if forward or c.name != "fwd"]
+    if mode == "sparse" or (mode == "auto" and sparse):
+        colored = colorings(pattern, forward, coloring, prune=mode == "auto")
+        candidates = colored if mode == "sparse" else candidates + colored
+    elif mode in ("fwd", "rev"):
+        candidates = [c for c in candidates if c.name == mode]
+    return Plan(f_flat, x_flat, out, n, m, closed, pattern, forward, candidates)

@@ -1,0 +1,160 @@
+"""Jacobian programs: dense (one product per input or output) and compressed by a coloring.
+
+Every method computes ``J`` of the flattened ``f: R^n → R^m`` from batched products:
+
+* ``fwd``: ``J = [J e_1, …, J e_n]``, ``n`` JVPs (``jax.jacfwd``);
+* ``rev``: ``J = [e_1ᵀ J; …; e_mᵀ J]``, ``m`` VJPs (``jax.jacrev``);
+* ``columns``: ``B = J S_fᵀ`` with one seed per column color, ``J[i, j] = B[i, color(j)]``;
+* ``rows``: ``C = S_r J`` with one seed per row color, ``J[i, j] = C[color(i), j]``;
+* ``bicoloring``: both, sharing one linearization of ``f`` (``jax.linearize``, with
+  ``jax.linear_transpose`` for the VJPs), each nonzero read from whichever product
+  :class:`~bpjax.modes._coloring.Coloring` says.
+
+Products are vmapped, so each method is one batched program. Colorings, seeds and the
+gather indices are arguments of the compiled program, not constants folded into it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.experimental import sparse as jsparse
+
+from bpjax.modes._coloring import Coloring
+
+DENSE = ("fwd", "rev")
+COLORED = ("columns", "rows", "bicoloring")
+
+
+@dataclasses.dataclass(frozen=True)
+class Method:
+    """One way to compute ``J``: its products and, for colored methods, the coloring."""
+
+    name: str
+    jvps: int
+    vjps: int
+    coloring: Coloring | None = None
+
+    @property
+    def products(self) -> int:
+        return self.jvps + self.vjps
+
+    @property
+    def mode(self) -> str:
+        """``"fwd"``, ``"rev"`` or ``"sparse"`` (the colored methods)."""
+        return self.name if self.name in DENSE else "sparse"
+
+    def describe(self) -> str:
+        counts = " + ".join(
+            f"{k} {w}{'s' if k != 1 else ''}"
+            for k, w in ((self.jvps, "JVP"), (self.vjps, "VJP"))
+            if k
+        )
+        label = {
+            "fwd": "forward mode",
+            "rev": "reverse mode",
+            "columns": "sparse, column coloring",
+            "rows": "sparse, row coloring",
+            "bicoloring": "sparse, bicoloring",
+        }[self.name]
+        return f"{label} ({counts})"
+
+
+def dense_methods(n: int, m: int) -> list[Method]:
+    return [Method("fwd", n, 0), Method("rev", 0, m)]
+
+
+def colored_method(coloring: Coloring) -> Method:
+    return Method(coloring.kind, coloring.jvps, coloring.vjps, coloring)
+
+
+def jvp_rows(f_flat, x, seeds):
+    """``(k, m)``: ``J s`` for each of the ``k`` rows of ``seeds``."""
+    return jax.vmap(lambda t: jax.jvp(f_flat, (x,), (t,))[1])(seeds)
+
+
+def vjp_rows(f_flat, x, cotangents):
+    """``(k, n)``: ``uᵀ J`` for each of the ``k`` rows of ``cotangents``."""
+    _, pull = jax.vjp(f_flat, x)
+    return jax.vmap(lambda u: pull(u)[0])(cotangents)
+
+
+def _seeds(colors, count, dtype):
+    return (jnp.arange(count)[:, None] == colors[None, :]).astype(dtype)
+
+
+def _compressed(f_flat, x, method, column_colors, row_colors, out_dtype):
+    p, q = method.jvps, method.vjps
+    parts = []
+    if p and q:
+        _, lin = jax.linearize(f_flat, x)
+        transpose = jax.linear_transpose(lin, x)
+        parts.append(jax.vmap(lin)(_seeds(column_colors, p, x.dtype)))
+        parts.append(jax.vmap(lambda u: transpose(u)[0])(_seeds(row_colors, q, out_dtype)))
+    elif p:
+        parts.append(jvp_rows(f_flat, x, _seeds(column_colors, p, x.dtype)))
+    else:
+        parts.append(vjp_rows(f_flat, x, _seeds(row_colors, q, out_dtype)))
+    return jnp.concatenate([b.ravel() for b in parts])
+
+
+def program(method: Method, f_flat, x_flat, m: int, pattern, *, sparse_output: bool):
+    """``(fn, args)`` with ``fn(x_flat, *args)`` the Jacobian by ``method``.
+
+    Returns a dense ``(m, n)`` array, or with ``sparse_output`` a ``BCOO`` ``(m, n)`` holding
+    the nonzeros of ``pattern`` (a :class:`~bpjax.modes.Pattern`; needed for colored methods
+    and for sparse output, otherwise may be ``None``).
+    """
+    n = x_flat.size
+    out_dtype = jax.eval_shape(f_flat, x_flat).dtype
+    index = None
+    if pattern is not None and (sparse_output or method.coloring is not None):
+        csr = pattern.csr
+        rows = np.repeat(np.arange(m, dtype=np.int32), np.diff(csr.indptr))
+        index = jnp.asarray(np.stack([rows, csr.indices.astype(np.int32)], axis=1))
+
+    def finish(J_or_data, index, dense_is_J):
+        if sparse_output:
+            data = J_or_data[index[:, 0], index[:, 1]] if dense_is_J else J_or_data
+            return jsparse.BCOO(
+                (data, index), shape=(m, n), indices_sorted=True, unique_indices=True
+            )
+        if dense_is_J:
+            return J_or_data
+        J = jnp.zeros((m, n), J_or_data.dtype)
+        return J.at[index[:, 0], index[:, 1]].set(
+            J_or_data, indices_are_sorted=True, unique_indices=True
+        )
+
+    c = method.coloring
+    name = method.name
+    if c is not None and c.kind == "columns" and c.jvps == n:
+        name = "fwd"  # one color per column: the seeds are the identity
+    elif c is not None and c.kind == "rows" and c.vjps == m:
+        name = "rev"
+    if name == "fwd":
+
+        def fn(x, index):
+            return finish(jvp_rows(f_flat, x, jnp.eye(n, dtype=x.dtype)).T, index, True)
+
+        return fn, (index,)
+    if name == "rev":
+
+        def fn(x, index):
+            return finish(vjp_rows(f_flat, x, jnp.eye(m, dtype=out_dtype)), index, True)
+
+        return fn, (index,)
+    colors = (
+        jnp.asarray(c.column_colors.astype(np.int32)),
+        jnp.asarray(c.row_colors.astype(np.int32)),
+        jnp.asarray(c.source.astype(np.int32)),
+    )
+
+    def fn(x, index, column_colors, row_colors, source):
+        flat = _compressed(f_flat, x, method, column_colors, row_colors, out_dtype)
+        return finish(flat[source], index, False)
+
+    return fn, (index, *colors)

@@ -1,0 +1,92 @@
+"""Sparse and mixed-mode Jacobians equal jax.jacrev, on every family and on pytrees."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from bpjax import modes
+from bpjax.modes import examples
+
+
+@pytest.mark.parametrize("name", examples.FAMILIES)
+def test_every_method_equals_jacrev_on_every_family(name):
+    f, x, _ = examples.family(name, 64, dtype=jnp.float64)
+    want = np.asarray(jax.jacrev(f)(x))
+    for coloring in modes.COLORINGS:
+        dense = modes.jacobian(f, x, mode="sparse", coloring=coloring)
+        np.testing.assert_allclose(dense, want, rtol=0, atol=1e-10, err_msg=coloring)
+        bcoo = modes.jacobian(f, x, mode="sparse", coloring=coloring, sparse_output=True)
+        np.testing.assert_allclose(bcoo.todense(), want, rtol=0, atol=1e-10, err_msg=coloring)
+    np.testing.assert_allclose(modes.jacobian(f, x), want, rtol=0, atol=1e-10)
+
+
+def _pytree_f(p):
+    """Tridiagonal in ``u``, an arrowhead coupling through ``c``, outputs as a dict."""
+    u, c = p["u"], p["c"]
+    q = jnp.pad(u, 1)
+    return {
+        "interior": jnp.sin(q[:-2]) * u + jnp.cos(q[2:]) * c[0],
+        "total": (jnp.sum(u**2) + c[1] * c[0])[None],
+    }
+
+
+@pytest.mark.parametrize("coloring", [*modes.COLORINGS, None])
+def test_sparse_and_mixed_mode_work_on_pytree_inputs_and_outputs(coloring):
+    p = {"u": jnp.linspace(-1.0, 1.0, 12), "c": jnp.array([0.7, -0.3])}
+    want = jax.jacrev(_pytree_f)(p)
+    mode = "sparse" if coloring else "auto"
+    got = modes.jacobian(_pytree_f, p, mode=mode, coloring=coloring)
+    assert jax.tree.structure(got) == jax.tree.structure(want)
+    for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+        assert g.shape == w.shape
+        np.testing.assert_allclose(g, w, rtol=0, atol=1e-10)
+
+
+def test_jacobian_fn_decides_once_and_reports_the_decision():
+    f, x, pattern = examples.family("arrowhead", 128, dtype=jnp.float64)
+    jac = modes.jacobian_fn(f, x)
+    assert jac.method == "bicoloring" and jac.mode == "sparse"
+    assert jac.coloring.products == 3 and jac.pattern.nnz == pattern.nnz
+    assert jac.decision_seconds > 0 and jac.choice.decision_seconds == jac.decision_seconds
+    assert "bicoloring" in jac.choice.reason and "cheaper" in jac.choice.reason
+    y = x + 0.25
+    np.testing.assert_allclose(jac(y), jax.jacrev(f)(y), rtol=0, atol=1e-10)
+    with pytest.raises(ValueError, match=r"planned for inputs.*Call jacobian_fn again"):
+        jac(jnp.ones(64))
+    forced = modes.jacobian_fn(f, x, mode="rev")
+    assert forced.method == "rev" and forced.choice is None and forced.pattern is None
+
+
+def test_jacobian_works_under_jit():
+    f, x, _ = examples.family("tridiagonal", 32, dtype=jnp.float64)
+    got = jax.jit(lambda x: modes.jacobian(f, x, mode="sparse"))(x)
+    np.testing.assert_allclose(got, jax.jacrev(f)(x), rtol=0, atol=1e-12)
+
+
+def test_large_banded_jacobian_in_sparse_output():
+    n = 20_000
+    f, x, pattern = examples.family("tridiagonal", n, dtype=jnp.float64)
+    jac = modes.jacobian_fn(f, x, mode="sparse", sparse_output=True)
+    assert jac.coloring.products == 3
+    J = jac(x)
+    assert J.shape == (n, n) and J.nse == pattern.nnz
+    rows, cols = np.asarray(J.indices).T
+    main = np.asarray(J.data)[rows == cols]
+    np.testing.assert_allclose(main, 3 * np.asarray(x) ** 2 - 2, rtol=1e-12)
+    below = np.asarray(J.data)[rows == cols + 1]
+    np.testing.assert_allclose(below, np.cos(np.asarray(x)[:-1]), rtol=1e-12)
+
+
+@pytest.mark.slow
+def test_n_100000_tridiagonal_sparse_output():
+    n = 100_000
+    f, x, _ = examples.family("tridiagonal", n, dtype=jnp.float64)
+    J = modes.jacobian(f, x, mode="sparse", sparse_output=True)
+    assert J.nse == 3 * n - 2
+    rows, cols = np.asarray(J.indices).T
+    np.testing.assert_allclose(
+        np.asarray(J.data)[rows == cols], 3 * np.asarray(x) ** 2 - 2, rtol=1e-12
+    )
