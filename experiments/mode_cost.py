@@ -60,8 +60,9 @@ def jacobian_sweep(name, grid):
         for m in grid["sizes"]:
             f = family(name, n, m)
             x = jnp.linspace(-1.0, 1.0, n)
-            choice = modes.choose_mode(f, x)
-            calibrated = modes.choose_mode(f, x, calibrate=True)
+            choice = modes.choose_mode(f, x, basis="xla")
+            calibrated = modes.choose_mode(f, x, calibrate=True, sparse=False)
+            model = modes.choose_mode(f, x, sparse=False)
             progs = {
                 mode: functools.partial(modes.jacobian, f, mode=mode) for mode in ("fwd", "rev")
             }
@@ -89,6 +90,9 @@ def jacobian_sweep(name, grid):
                 "auto_calibrated": calibrated.mode,
                 "calibrated_over_best": (t_fwd if calibrated.mode == "fwd" else t_rev)
                 / min(t_fwd, t_rev),
+                "auto_model": model.mode,
+                "model_over_best": (t_fwd if model.mode == "fwd" else t_rev) / min(t_fwd, t_rev),
+                "model_decision_seconds": model.decision_seconds,
             }
             rows.append(row)
             print(
@@ -219,44 +223,28 @@ def hvp_orders(grid):
     return rows
 
 
-def main(argv=None):
-    args = results.parse_args(__doc__.splitlines()[0], argv)
-    grid = FULL if args.full else QUICK
-    sweep = jacobian_sweep("mlp_tanh", grid) + jacobian_sweep("elementwise", grid)
-    omega = cheap_gradient(grid)
-    memory = memory_vs_depth(grid)
-    hvps = hvp_orders(grid)
-
-    fig, axes = plt.subplots(2, 3, figsize=(16, 9))
-    sizes = grid["sizes"]
-    for ax, name in zip(axes[0, :2], ("mlp_tanh", "elementwise"), strict=True):
-        grid_vals = np.array(
-            [
-                [
-                    next(
-                        np.log10(r["t_fwd"] / r["t_rev"])
-                        for r in sweep
-                        if r["family"] == name and r["n"] == n and r["m"] == m
-                    )
-                    for m in sizes
-                ]
-                for n in sizes
-            ]
+def plot_jacobian_grid(axes, sweep, sizes):
+    """log10(t_fwd / t_rev) over (n, m) for each family; the text is XLA-estimate auto's pick."""
+    for ax, name in zip(axes, ("mlp_tanh", "elementwise"), strict=True):
+        cell = {(r["n"], r["m"]): r for r in sweep if r["family"] == name}
+        values = np.array(
+            [[np.log10(cell[n, m]["t_fwd"] / cell[n, m]["t_rev"]) for m in sizes] for n in sizes]
         )
-        lim = np.max(np.abs(grid_vals))
-        im = ax.imshow(grid_vals, origin="lower", cmap="RdBu_r", vmin=-lim, vmax=lim)
+        lim = np.max(np.abs(values))
+        im = ax.imshow(values, origin="lower", cmap="RdBu_r", vmin=-lim, vmax=lim)
         ax.plot([-0.5, len(sizes) - 0.5], [-0.5, len(sizes) - 0.5], "k--", lw=1)
         for i, n in enumerate(sizes):
             for j, m in enumerate(sizes):
-                r = next(r for r in sweep if r["family"] == name and r["n"] == n and r["m"] == m)
-                ax.text(j, i, r["auto"], ha="center", va="center", fontsize=7)
+                ax.text(j, i, cell[n, m]["auto"], ha="center", va="center", fontsize=7)
         ax.set_xticks(range(len(sizes)), sizes)
         ax.set_yticks(range(len(sizes)), sizes)
         ax.set_xlabel("m (outputs)")
         ax.set_ylabel("n (inputs)")
         ax.set_title(f"{name}: log10(t_fwd / t_rev); text = auto's pick")
-        fig.colorbar(im, ax=ax, shrink=0.8)
-    ax = axes[0, 2]
+        ax.figure.colorbar(im, ax=ax, shrink=0.8)
+
+
+def plot_omega(ax, omega):
     widths = [r["width"] for r in omega]
     for key, style, label in (
         ("omega_time_rev", "o-", "ω rev (time)"),
@@ -271,7 +259,9 @@ def main(argv=None):
     ax.set_ylabel("cost / cost(f)")
     ax.set_title("cheap-gradient ratio ω")
     ax.legend(fontsize=8)
-    ax = axes[1, 0]
+
+
+def plot_memory(ax, memory):
     depths = [r["depth"] for r in memory]
     for key, style, label in (
         ("temp_rev", "o-", "reverse (grad)"),
@@ -284,7 +274,9 @@ def main(argv=None):
     ax.set_ylabel("compiled temp memory (MiB)")
     ax.set_title("memory vs depth: reverse mode keeps a tape")
     ax.legend(fontsize=8)
-    ax = axes[1, 1]
+
+
+def plot_hvps(ax, hvps):
     xs = np.arange(len(hvps))
     for i, o in enumerate(modes.HVP_ORDERS):
         ax.bar(xs + i * 0.25, [r[o] * 1e3 for r in hvps], 0.25, label=o)
@@ -292,39 +284,45 @@ def main(argv=None):
     ax.set_ylabel("ms per HVP")
     ax.set_title("Hessian-vector product orders (jit)")
     ax.legend(fontsize=8)
-    ax = axes[1, 2]
+
+
+def plot_cost_model(ax, sweep):
     for name, marker in (("mlp_tanh", "o"), ("elementwise", "s")):
         sel = [r for r in sweep if r["family"] == name]
+        predicted = [r["predicted_flops_fwd"] / r["predicted_flops_rev"] for r in sel]
         ax.scatter(
-            [
-                r["n"]
-                / r["m"]
-                * (r["predicted_flops_fwd"] / r["n"])
-                / (r["predicted_flops_rev"] / r["m"])
-                for r in sel
-            ],
-            [r["flops_fwd"] / r["flops_rev"] for r in sel],
-            marker=marker,
-            label=name,
+            predicted, [r["flops_fwd"] / r["flops_rev"] for r in sel], marker=marker, label=name
         )
     lo, hi = ax.get_xlim()
     ax.plot([lo, hi], [lo, hi], "k:", lw=1)
     ax.set_xscale("log")
     ax.set_yscale("log")
-    ax.set_xlabel("predicted FLOP ratio fwd/rev (choose_mode)")
+    ax.set_xlabel("predicted FLOP ratio fwd/rev (choose_mode, basis='xla')")
     ax.set_ylabel("compiled FLOP ratio jacfwd/jacrev")
     ax.set_title("cost model vs XLA")
     ax.legend(fontsize=8)
+
+
+def plot(sweep, omega, memory, hvps, sizes, path):
+    fig, axes = plt.subplots(2, 3, figsize=(16, 9))
+    plot_jacobian_grid(axes[0, :2], sweep, sizes)
+    plot_omega(axes[0, 2], omega)
+    plot_memory(axes[1, 0], memory)
+    plot_hvps(axes[1, 1], hvps)
+    plot_cost_model(axes[1, 2], sweep)
     fig.suptitle(
         f"forward vs reverse mode on {measure.environment()['cpu_model']} ({jax.default_backend()})"
     )
     fig.tight_layout()
-    results.save_figure(fig, args.out / "mode_cost.png", dpi=110)
+    results.save_figure(fig, path, dpi=110)
 
+
+def summarize(sweep, omega, memory, hvps):
     summary = {"grid points": len(sweep)}
     for key, label in (
         ("auto_over_best", "auto (XLA costs)"),
         ("calibrated_over_best", "auto (calibrated)"),
+        ("model_over_best", "auto (run-time model)"),
     ):
         ratios = np.array([r[key] for r in sweep])
         misses = [
@@ -340,7 +338,7 @@ def main(argv=None):
         values = [r[key] for r in omega]
         return f"{min(values):.2f}..{max(values):.2f}"
 
-    summary |= {
+    return summary | {
         "ω rev (time), min..max over widths": span("omega_time_rev"),
         "ω rev (FLOPs), min..max": span("omega_flops_rev"),
         "ω fwd (time), min..max": span("omega_time_fwd"),
@@ -349,13 +347,23 @@ def main(argv=None):
         "fastest HVP order (per width)": ", ".join(f"{r['width']}: {r['fastest']}" for r in hvps),
         "HVP orders max relative disagreement": max(r["max_rel_disagreement"] for r in hvps),
     }
+
+
+def main(argv=None):
+    args = results.parse_args(__doc__.splitlines()[0], argv)
+    grid = FULL if args.full else QUICK
+    sweep = jacobian_sweep("mlp_tanh", grid) + jacobian_sweep("elementwise", grid)
+    omega = cheap_gradient(grid)
+    memory = memory_vs_depth(grid)
+    hvps = hvp_orders(grid)
+    plot(sweep, omega, memory, hvps, grid["sizes"], args.out / "mode_cost.png")
     results.save(
         "mode_cost",
         out=args.out,
         profile=args.profile,
         seed=args.seed,
         title="Forward vs reverse mode: Jacobian cost, cheap-gradient ratio, memory, HVPs",
-        summary=summary,
+        summary=summarize(sweep, omega, memory, hvps),
         data={
             "jacobian": sweep,
             "omega": omega,
@@ -366,8 +374,10 @@ def main(argv=None):
         },
         figures=["mode_cost.png"],
         notes=(
-            "Times are medians of interleaved rounds of the jit-compiled Jacobian; "
-            "`auto` decided from XLA's cost estimates (no timing)."
+            "Times are medians of interleaved rounds of the jit-compiled Jacobian; the text "
+            "in each cell is what `auto` picked from XLA's cost estimates (basis='xla'); the "
+            "summary also scores the run-time model (the default) and timing (calibrate=True), "
+            "both restricted to fwd and rev here (experiments/jacobians.py adds the colorings)."
         ),
     )
 

@@ -98,10 +98,10 @@ def _timed_prices(plan, sparse_output):
     programs = {}
     for c in plan.candidates:
         if c.name in names:
-            fn, args = _sparse.program(
+            fn = _sparse.program(
                 c, plan.f_flat, plan.x_flat, plan.m, plan.pattern, sparse_output=sparse_output
             )
-            programs[c.name] = (fn, (plan.x_flat, *args))
+            programs[c.name] = (fn, (plan.x_flat,))
     timed = measure.compare(programs, rounds=3, warmup=1, min_round_seconds=0.005)
     return {name: {"seconds": t.median} for name, t in timed.items()}
 
@@ -163,12 +163,12 @@ def _reason(method, runner_up, prices, basis, forward):
     text = f"{method.describe()}: {how} {_fmt(t)}"
     if runner_up is not None:
         t2 = prices[runner_up.name]["seconds"]
-        if t2 >= t:
+        if t2 >= 1.02 * t:
             text += f", {t2 / max(t, 1e-30):.2f}x cheaper than {runner_up.describe()}"
         else:
             text += (
-                f", within the model's uncertainty of {runner_up.describe()} ({_fmt(t2)}), "
-                "and preferred for needing fewer products or fewer VJPs"
+                f", within the {basis} basis' uncertainty of {runner_up.describe()} "
+                f"({_fmt(t2)}), and preferred for needing fewer products or fewer VJPs"
             )
     if not forward:
         text += "; f contains a custom_vjp, which has no forward mode, so only VJPs were used"
@@ -207,7 +207,13 @@ def decide(plan, *, basis: str = "model", sparse_output: bool = False) -> ModeCh
 
 
 def choose_mode(
-    f, x, *, calibrate: bool = False, basis: str | None = None, sparse_output: bool = False
+    f,
+    x,
+    *,
+    calibrate: bool = False,
+    basis: str | None = None,
+    sparse_output: bool = False,
+    sparse: bool = True,
 ) -> ModeChoice:
     """Which of ``fwd``, ``rev`` and the sparse colorings computes ``J`` fastest, and why.
 
@@ -220,6 +226,7 @@ def choose_mode(
       calibrate: time the leading candidates instead of predicting.
       basis: ``"model"`` (default), ``"timing"`` or ``"xla"``.
       sparse_output: price a ``BCOO`` result instead of a dense one.
+      sparse: consider the colorings too (``False``: only ``fwd`` and ``rev``).
 
     Returns:
       A :class:`ModeChoice`; ``.reason`` says what was picked and by how much.
@@ -230,6 +237,7 @@ def choose_mode(
     start = time.perf_counter()
     basis = basis or ("timing" if calibrate else "model")
     # The XLA basis prices the two dense modes only, as it always did.
-    plan = _plan.plan(f, x, mode="auto", sparse_output=sparse_output, sparse=basis != "xla")
+    sparse = sparse and basis != "xla"
+    plan = _plan.plan(f, x, mode="auto", sparse_output=sparse_output, sparse=sparse)
     choice = decide(plan, basis=basis, sparse_output=sparse_output)
     return choice._replace(decision_seconds=time.perf_counter() - start)

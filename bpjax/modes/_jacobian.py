@@ -26,9 +26,8 @@ class JacobianFn:
       timing), not counting the compilation of the Jacobian program itself.
     """
 
-    def __init__(self, fn, args, *, method, choice, pattern, decision_seconds):
+    def __init__(self, fn, *, method, choice, pattern, decision_seconds):
         self._fn = jax.jit(fn)
-        self._args = args
         self.method = method.name
         self.mode = method.mode
         self.coloring = method.coloring
@@ -37,14 +36,14 @@ class JacobianFn:
         self.decision_seconds = decision_seconds
 
     def __call__(self, x):
-        return self._fn(x, *self._args)
+        return self._fn(x)
 
     def __repr__(self):
         return f"JacobianFn(method={self.method!r}, decision_seconds={self.decision_seconds:.3g})"
 
 
 def _build(f, x, mode, coloring, sparse_output, calibrate):
-    """Plan, decide, and build the program: ``(run, args, method, choice, pattern)``."""
+    """Plan, decide, and build the program: ``(run, method, choice, pattern)``."""
     plan = _plan.plan(f, x, mode=mode, coloring=coloring, sparse_output=sparse_output)
     choice = None
     if len(plan.candidates) == 1:
@@ -53,24 +52,24 @@ def _build(f, x, mode, coloring, sparse_output, calibrate):
         basis = "timing" if calibrate else "model"
         choice = _auto.decide(plan, basis=basis, sparse_output=sparse_output)
         method = next(c for c in plan.candidates if c.name == choice.method)
-    fn, args = _sparse.program(
+    fn = _sparse.program(
         method, plan.f_flat, plan.x_flat, plan.m, plan.pattern, sparse_output=sparse_output
     )
-    return _layout(fn, x, plan.out, sparse_output), args, method, choice, plan.pattern
+    return _layout(fn, x, plan.out, sparse_output), method, choice, plan.pattern
 
 
 def _layout(fn, x, out, sparse_output):
-    """Wrap ``fn(x_flat, *args)`` to take the pytree ``x`` and give jacrev's layout."""
+    """Wrap ``fn(x_flat)`` to take the pytree ``x`` and give jacrev's layout."""
     shapes = jax.tree.map(lambda a: (jnp.shape(a), jnp.result_type(a)), x)
 
-    def run(x_tree, *args):
+    def run(x_tree):
         got = jax.tree.map(lambda a: (jnp.shape(a), jnp.result_type(a)), x_tree)
         if got != shapes:
             raise ValueError(
                 f"this Jacobian was planned for inputs {shapes}; got {got}. Call jacobian_fn "
                 "again for inputs of another shape or dtype"
             )
-        J = fn(ravel_pytree(x_tree)[0], *args)
+        J = fn(ravel_pytree(x_tree)[0])
         return J if sparse_output else _checks.unflatten_jacobian(J, x, out)
 
     return run
@@ -112,15 +111,11 @@ def jacobian_fn(
       >>> jac.method, jac.coloring.products     # ('columns', 2)
     """
     start = time.perf_counter()
-    fn, args, method, choice, pattern = _build(
-        f, x_example, mode, coloring, sparse_output, calibrate
-    )
+    fn, method, choice, pattern = _build(f, x_example, mode, coloring, sparse_output, calibrate)
     seconds = time.perf_counter() - start
     if choice is not None:
         choice = choice._replace(decision_seconds=seconds)
-    return JacobianFn(
-        fn, args, method=method, choice=choice, pattern=pattern, decision_seconds=seconds
-    )
+    return JacobianFn(fn, method=method, choice=choice, pattern=pattern, decision_seconds=seconds)
 
 
 def jacobian(
@@ -134,13 +129,17 @@ def jacobian(
 ):
     """The Jacobian of ``f`` at ``x`` by forward, reverse, sparse or automatic mode.
 
-    The same as ``jacobian_fn(f, x, mode=..., ...)(x)``; see :func:`jacobian_fn` for the
-    arguments. Works under ``jax.jit`` too (then only the shapes of ``x`` are used to plan).
+    The same as ``jacobian_fn(f, x, mode=..., ...)(x)`` without the compilation; see
+    :func:`jacobian_fn` for the arguments. Works under ``jax.jit`` too (then only the shapes
+    of ``x`` are used to plan).
 
     Returns:
       ``jax.jacrev``'s layout: the output's pytree structure, each leaf holding the input's
       structure with arrays of shape ``out_leaf.shape + in_leaf.shape``; or a ``BCOO``
       ``(m, n)`` with ``sparse_output=True``.
     """
-    fn, args, *_ = _build(f, x, mode, coloring, sparse_output, calibrate)
-    return jax.jit(fn)(x, *args)
+    fn, *_ = _build(f, x, mode, coloring, sparse_output, calibrate)
+    # Not jit-compiled here: a one-off call runs op by op (as jax.jacfwd does), and inside
+    # a user's jit it is traced into the caller's program. For repeated calls on the same
+    # shapes, jacobian_fn compiles once.
+    return fn(x)

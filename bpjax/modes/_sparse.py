@@ -10,8 +10,7 @@ Every method computes ``J`` of the flattened ``f: R^n → R^m`` from batched pro
   ``jax.linear_transpose`` for the VJPs), each nonzero read from whichever product
   :class:`~bpjax.modes._coloring.Coloring` says.
 
-Products are vmapped, so each method is one batched program. Colorings, seeds and the
-gather indices are arguments of the compiled program, not constants folded into it.
+Products are vmapped, so each method is one batched program.
 """
 
 from __future__ import annotations
@@ -82,31 +81,37 @@ def vjp_rows(f_flat, x, cotangents):
     return jax.vmap(lambda u: pull(u)[0])(cotangents)
 
 
-def _seeds(colors, count, dtype):
-    return (jnp.arange(count)[:, None] == colors[None, :]).astype(dtype)
+def _seeds(colors: np.ndarray, count: int, dtype) -> np.ndarray:
+    """``(count, len(colors))`` 0/1 seeds: row ``c`` marks the vertices of color ``c``."""
+    return (np.arange(count)[:, None] == colors[None, :]).astype(dtype)
 
 
-def _compressed(f_flat, x, method, column_colors, row_colors, out_dtype):
-    p, q = method.jvps, method.vjps
+def _compressed(f_flat, x, method, out_dtype):
+    """``concatenate([B.ravel(), C.ravel()])``: the JVP rows ``B``, then the VJP rows ``C``."""
+    c = method.coloring
+    S_f = _seeds(c.column_colors, c.jvps, x.dtype)
+    S_r = _seeds(c.row_colors, c.vjps, out_dtype)
     parts = []
-    if p and q:
+    if c.jvps and c.vjps:
         _, lin = jax.linearize(f_flat, x)
         transpose = jax.linear_transpose(lin, x)
-        parts.append(jax.vmap(lin)(_seeds(column_colors, p, x.dtype)))
-        parts.append(jax.vmap(lambda u: transpose(u)[0])(_seeds(row_colors, q, out_dtype)))
-    elif p:
-        parts.append(jvp_rows(f_flat, x, _seeds(column_colors, p, x.dtype)))
+        parts.append(jax.vmap(lin)(S_f))
+        parts.append(jax.vmap(lambda u: transpose(u)[0])(S_r))
+    elif c.jvps:
+        parts.append(jvp_rows(f_flat, x, S_f))
     else:
-        parts.append(vjp_rows(f_flat, x, _seeds(row_colors, q, out_dtype)))
+        parts.append(vjp_rows(f_flat, x, S_r))
     return jnp.concatenate([b.ravel() for b in parts])
 
 
 def program(method: Method, f_flat, x_flat, m: int, pattern, *, sparse_output: bool):
-    """``(fn, args)`` with ``fn(x_flat, *args)`` the Jacobian by ``method``.
+    """``fn(x_flat)``: the Jacobian by ``method``, to be jit-compiled.
 
     Returns a dense ``(m, n)`` array, or with ``sparse_output`` a ``BCOO`` ``(m, n)`` holding
     the nonzeros of ``pattern`` (a :class:`~bpjax.modes.Pattern`; needed for colored methods
-    and for sparse output, otherwise may be ``None``).
+    and for sparse output, otherwise may be ``None``). Seeds and indices are constants of
+    the program: XLA then simplifies the products for the 0/1 seeds (measured: up to 2x
+    faster than passing them as arguments, at the same compile time).
     """
     n = x_flat.size
     out_dtype = jax.eval_shape(f_flat, x_flat).dtype
@@ -114,13 +119,13 @@ def program(method: Method, f_flat, x_flat, m: int, pattern, *, sparse_output: b
     if pattern is not None and (sparse_output or method.coloring is not None):
         csr = pattern.csr
         rows = np.repeat(np.arange(m, dtype=np.int32), np.diff(csr.indptr))
-        index = jnp.asarray(np.stack([rows, csr.indices.astype(np.int32)], axis=1))
+        index = np.stack([rows, csr.indices.astype(np.int32)], axis=1)
 
-    def finish(J_or_data, index, dense_is_J):
+    def finish(J_or_data, dense_is_J):
         if sparse_output:
             data = J_or_data[index[:, 0], index[:, 1]] if dense_is_J else J_or_data
             return jsparse.BCOO(
-                (data, index), shape=(m, n), indices_sorted=True, unique_indices=True
+                (data, jnp.asarray(index)), shape=(m, n), indices_sorted=True, unique_indices=True
             )
         if dense_is_J:
             return J_or_data
@@ -136,25 +141,8 @@ def program(method: Method, f_flat, x_flat, m: int, pattern, *, sparse_output: b
     elif c is not None and c.kind == "rows" and c.vjps == m:
         name = "rev"
     if name == "fwd":
-
-        def fn(x, index):
-            return finish(jvp_rows(f_flat, x, jnp.eye(n, dtype=x.dtype)).T, index, True)
-
-        return fn, (index,)
+        return lambda x: finish(jvp_rows(f_flat, x, jnp.eye(n, dtype=x.dtype)).T, True)
     if name == "rev":
-
-        def fn(x, index):
-            return finish(vjp_rows(f_flat, x, jnp.eye(m, dtype=out_dtype)), index, True)
-
-        return fn, (index,)
-    colors = (
-        jnp.asarray(c.column_colors.astype(np.int32)),
-        jnp.asarray(c.row_colors.astype(np.int32)),
-        jnp.asarray(c.source.astype(np.int32)),
-    )
-
-    def fn(x, index, column_colors, row_colors, source):
-        flat = _compressed(f_flat, x, method, column_colors, row_colors, out_dtype)
-        return finish(flat[source], index, False)
-
-    return fn, (index, *colors)
+        return lambda x: finish(vjp_rows(f_flat, x, jnp.eye(m, dtype=out_dtype)), True)
+    source = c.source.astype(np.int32)
+    return lambda x: finish(_compressed(f_flat, x, method, out_dtype)[source], False)

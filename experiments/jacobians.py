@@ -1,0 +1,523 @@
+"""Jacobians beyond fwd or rev: sparse colorings, mixed mode and the automatic choice.
+
+For the families of `bpjax.modes.examples` (dense tanh MLP tall/wide/square, an
+elementwise-heavy map, tridiagonal, block-diagonal, arrowhead, a 5-point stencil) at
+n = m = 256…4096 (quick; `--full` adds 16384), the steady-state time of `jax.jacfwd`,
+`jax.jacrev`, bpjax `fwd`/`rev`/each coloring/`auto` (`jacobian_fn`), `asdex` and
+`sparsejac` (jitted, their documented defaults; sparsejac given the true pattern), in dense
+and in BCOO output; the automatic mode's regret; colors against their lower bounds; and
+n = m = 100,000 tridiagonal in BCOO output (time and peak memory, in a fresh process).
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import subprocess
+import sys
+import time
+import warnings
+
+import jax
+import jax.numpy as jnp
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+from jax.experimental import sparse as jsparse
+
+from bpjax import measure, modes, results
+from bpjax.modes import _cost, examples
+
+try:  # peers: optional (pip install -e ".[peers]")
+    import asdex
+except ImportError:  # pragma: no cover - depends on the environment
+    asdex = None
+try:
+    import sparsejac
+except ImportError:  # pragma: no cover
+    sparsejac = None
+
+QUICK = {"sizes": [256, 1024, 4096], "extra": {"arrowhead": [2048]}, "rounds": 5}
+FULL = {"sizes": [256, 1024, 4096, 16384], "extra": {"arrowhead": [2048]}, "rounds": 9}
+SPARSE = ("elementwise", "tridiagonal", "block_diagonal", "arrowhead", "stencil")
+DENSE_BYTES_LIMIT = 2 << 30  # skip dense jacfwd/jacrev whose output alone is larger
+ASDEX_DENSE_LIMIT = 1 << 20  # entries of a dense pattern asdex is asked to color
+PEER_GRAPH_LIMIT = 2_000_000  # sparsejac colors a networkx graph with this many edges at most
+BIG_N = 100_000
+
+
+def _size_for(name, N):
+    if name == "stencil":
+        return int(round(np.sqrt(N))) ** 2
+    return N
+
+
+def bpjax_contenders(f, x, pattern, out_format):
+    """name -> (callable, setup seconds, coloring, JacobianFn) for bpjax's methods.
+
+    Colorings of a dense pattern are the dense modes again (one color per column or row),
+    so they are timed only on the sparse families.
+    """
+    sparse_output = out_format == "bcoo"
+    found = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", modes.SparsityWarning)
+        auto = modes.jacobian_fn(f, x, sparse_output=sparse_output)
+        found["bpjax auto"] = (auto, auto.decision_seconds, auto.coloring, auto)
+        for mode in ("fwd", "rev"):
+            start = time.perf_counter()
+            jf = modes.jacobian_fn(f, x, mode=mode, sparse_output=sparse_output)
+            found[f"bpjax {mode}"] = (jf, time.perf_counter() - start, None, None)
+        m, n = pattern.shape
+        for coloring in modes.COLORINGS if pattern.nnz < m * n else ():
+            start = time.perf_counter()
+            jf = modes.jacobian_fn(
+                f, x, mode="sparse", coloring=coloring, sparse_output=sparse_output
+            )
+            if jf.coloring.products >= min(n, m) and coloring != "bicoloring":
+                continue  # a trivial coloring is the dense mode again
+            found[f"bpjax {coloring}"] = (jf, time.perf_counter() - start, jf.coloring, None)
+    return found
+
+
+def peer_contenders(f, x, pattern, out_format, notes):
+    """name -> (callable, setup seconds) for jax.jacfwd/jacrev, asdex and sparsejac."""
+    m, n = pattern.shape
+    found = {}
+    if out_format == "dense":
+        if m * n * x.dtype.itemsize <= DENSE_BYTES_LIMIT:
+            found["jax.jacfwd"] = (jax.jacfwd(f), 0.0)
+            found["jax.jacrev"] = (jax.jacrev(f), 0.0)
+        else:
+            notes.append(f"n={n}: jax.jacfwd/jacrev skipped (dense J over {DENSE_BYTES_LIMIT} B)")
+    if asdex is not None and pattern.nnz == m * n and m * n > ASDEX_DENSE_LIMIT:
+        notes.append(
+            f"asdex skipped on dense {m}x{n} patterns: its setup (detection and coloring) took "
+            "5 s at 1024x1024 and 32 s at 2048x2048 on this machine, growing about as n^3"
+        )
+    elif asdex is not None:
+        start = time.perf_counter()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            fn = asdex.jacobian(f, x, output_format="bcoo" if out_format == "bcoo" else "dense")
+        found["asdex"] = (jax.jit(fn), time.perf_counter() - start)
+    if sparsejac is not None and out_format == "bcoo":
+        true = jsparse.BCOO.from_scipy_sparse(pattern.astype(np.float32))
+        r, c = np.diff(pattern.indptr), np.bincount(pattern.indices, minlength=n)
+        for kind, edges in (
+            ("jacfwd", int((r.astype(np.int64) ** 2).sum())),
+            ("jacrev", int((c.astype(np.int64) ** 2).sum())),
+        ):
+            if edges > PEER_GRAPH_LIMIT:
+                notes.append(
+                    f"n={n}: sparsejac.{kind} skipped ({edges} graph edges to color in networkx)"
+                )
+                continue
+            start = time.perf_counter()
+            fn = getattr(sparsejac, kind)(f, true)
+            found[f"sparsejac.{kind}"] = (jax.jit(fn), time.perf_counter() - start)
+    return found
+
+
+def _agreement(fns, x, reference):
+    """Largest |J_c − J_ref| / max |J_ref| over contenders (BCOO densified)."""
+    scale = float(jnp.max(jnp.abs(reference))) or 1.0
+    worst = 0.0
+    for fn in fns:
+        J = jax.jit(fn)(x)
+        J = J.todense() if isinstance(J, jsparse.BCOO) else J
+        worst = max(worst, float(jnp.max(jnp.abs(J - reference))) / scale)
+    return worst
+
+
+def measure_point(name, N, out_format, rounds, notes, check=False):
+    """One family at one size in one output format: every contender timed, interleaved.
+
+    ``check``: also compare every contender's Jacobian with ``jax.jacrev``'s (compiles each
+    contender once more, so only done at the smallest size).
+    """
+    f, x, pattern = examples.family(name, N)
+    ours = bpjax_contenders(f, x, pattern, out_format)
+    peers = peer_contenders(f, x, pattern, out_format, notes)
+    programs = {k: (v[0], (x,)) for k, v in ours.items()} | {
+        k: (v[0], (x,)) for k, v in peers.items()
+    }
+    timed = measure.compare(programs, rounds=rounds, min_round_seconds=0.01, warmup=1)
+    setups = {k: v[1] for k, v in ours.items()} | {k: v[1] for k, v in peers.items()}
+    m, n = pattern.shape
+    auto = ours["bpjax auto"][3]
+    row = {
+        "family": name,
+        "N": N,
+        "n": n,
+        "m": m,
+        "nnz": int(pattern.nnz),
+        "format": out_format,
+        "contenders": {k: {**t.as_dict(), "setup": setups[k]} for k, t in timed.items()},
+        "colorings": {
+            k.split()[1]: {
+                "products": c.products,
+                "jvps": c.jvps,
+                "vjps": c.vjps,
+                "lower_bound": c.lower_bound,
+            }
+            for k, (_, _, c, _) in ours.items()
+            if c is not None and k != "bpjax auto"
+        },
+        "auto": {
+            "method": auto.method,
+            "decision_seconds": auto.decision_seconds,
+            "reason": auto.choice.reason,
+        },
+    }
+    if check:
+        reference = jax.jacrev(f)(x)
+        row["max_relative_disagreement"] = _agreement(
+            [p[0] for p in programs.values()], x, reference
+        )
+    row |= regrets(row)
+    best, ms = row["best"], {k: v["median"] * 1e3 for k, v in row["contenders"].items()}
+    print(
+        f"{name:<14} n={n:>6} m={m:>6} {out_format:<5} auto={auto.method:<10} "
+        f"{ms['bpjax auto']:9.3f} ms  best={best:<16} {ms[best]:9.3f} ms  "
+        f"regret {row['regret_steady']:.2f} (choice {row['regret_choice']:.2f}, amortized "
+        f"{row['regret_amortized']:.2f}, with setup {row['regret_amortized_setup']:.2f})",
+        flush=True,
+    )
+    return row
+
+
+def regrets(row):
+    """auto's time over the best contender's: steady state, and amortized over 10 calls."""
+    c = row["contenders"]
+    others = {k: v for k, v in c.items() if k != "bpjax auto"}
+    best = min(others, key=lambda k: others[k]["median"])
+    a = c["bpjax auto"]
+    decision = row["auto"]["decision_seconds"]
+    # auto's program is compiled first, cold; the same method timed again as its own
+    # contender then compiles from JAX's in-process cache, so it is left out here.
+    cold = {
+        k: v["setup"] + v["compile"] + 10 * v["median"]
+        for k, v in others.items()
+        if k != f"bpjax {row['auto']['method']}"
+    }
+    # The same method timed as its own contender: the choice's regret, without the noise
+    # between two timings of one program.
+    same = c.get(f"bpjax {row['auto']['method']}", a)
+    return {
+        "best": best,
+        "regret_choice": same["median"] / others[best]["median"],
+        "regret_steady": a["median"] / others[best]["median"],
+        "regret_amortized": (decision + 10 * a["median"]) / (10 * others[best]["median"]),
+        "regret_amortized_setup": (decision + a["compile"] + 10 * a["median"]) / min(cold.values()),
+        "best_with_setup": min(cold, key=cold.get),
+    }
+
+
+def big_child(n):
+    """Run in a fresh process: n = m tridiagonal, BCOO output; print JSON with times and RSS.
+
+    First the pipeline alone (column coloring given, so the cost model is not calibrated
+    here): its wall time from nothing to the first Jacobian, its steady state and the peak
+    RSS of the process. Then the one-off calibration and the decision of ``mode="sparse"``.
+    """
+
+    def peak():
+        # VmHWM is this process's own high-water mark; ru_maxrss would include the parent's
+        # resident set at fork time (Linux carries it across exec).
+        try:
+            with open("/proc/self/status") as status:
+                line = next(s for s in status if s.startswith("VmHWM:"))
+            return int(line.split()[1]) * 1024
+        except (OSError, StopIteration):
+            return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+    f, x, _ = examples.family("tridiagonal", n)
+    x.block_until_ready()
+    record = {"n": n, "peak_rss_before_bytes": peak()}
+    start = time.perf_counter()
+    jac = modes.jacobian_fn(f, x, mode="sparse", coloring="columns", sparse_output=True)
+    decided = time.perf_counter()
+    J = jac(x)
+    J.data.block_until_ready()
+    first = time.perf_counter()
+    steady = measure.compare({"J": (jac, (x,))}, rounds=5, warmup=1)["J"]
+    record |= {
+        "nse": int(J.nse),
+        "products": jac.coloring.products,
+        "plan_seconds": decided - start,
+        "first_call_seconds": first - decided,
+        "end_to_end_seconds": first - start,
+        "steady_seconds": steady.median,
+        "peak_rss_bytes": peak(),
+    }
+    start = time.perf_counter()
+    _cost.rates(jax.default_backend())
+    record["calibration_seconds"] = time.perf_counter() - start
+    auto = modes.jacobian_fn(f, x, mode="sparse", sparse_output=True)
+    record |= {
+        "sparse_mode_method": auto.method,
+        "sparse_mode_decision_seconds": auto.decision_seconds,
+    }
+    if asdex is not None:
+        start = time.perf_counter()
+        fn = jax.jit(asdex.jacobian(f, x))
+        fn(x).data.block_until_ready()
+        record["asdex_end_to_end_seconds"] = time.perf_counter() - start
+        record["asdex_steady_seconds"] = measure.compare({"J": (fn, (x,))}, rounds=5)["J"].median
+    print(json.dumps(record))
+
+
+def big_run(n):
+    import os
+    from pathlib import Path
+
+    root = str(Path(__file__).resolve().parents[1])
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]))
+    out = subprocess.run(
+        [sys.executable, __file__, "--big-child", str(n)],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    )
+    record = json.loads(out.stdout.strip().splitlines()[-1])
+    print(
+        f"tridiagonal n={n} BCOO: end to end {record['end_to_end_seconds']:.2f} s, "
+        f"steady {record['steady_seconds'] * 1e3:.2f} ms, "
+        f"peak RSS {record['peak_rss_bytes'] / 2**20:.0f} MiB",
+        flush=True,
+    )
+    return record
+
+
+def sweep(grid, families, notes):
+    rows = []
+    for name in families:
+        sizes = sorted(set(grid["sizes"]) | set(grid["extra"].get(name, [])))
+        formats = ("dense", "bcoo") if name in SPARSE else ("dense",)
+        for N in sizes:
+            for out_format in formats:
+                size, first = _size_for(name, N), min(sizes) == N
+                rows.append(measure_point(name, size, out_format, grid["rounds"], notes, first))
+    return rows
+
+
+def _row(rows, family, n, out_format):
+    return next(
+        (r for r in rows if r["family"] == family and r["n"] == n and r["format"] == out_format),
+        None,
+    )
+
+
+def acceptance(rows, big):
+    """The issue's speed figures, from this run."""
+    out = {}
+    dense, bcoo = _row(rows, "tridiagonal", 4096, "dense"), _row(rows, "tridiagonal", 4096, "bcoo")
+    if dense and bcoo:
+        sparse = bcoo["contenders"]["bpjax columns"]["median"]
+        jax_best = min(dense["contenders"][k]["median"] for k in ("jax.jacfwd", "jax.jacrev"))
+        out["tridiagonal n=4096: faster of jacfwd/jacrev ÷ bpjax sparse (BCOO), target ≥ 50"] = (
+            jax_best / sparse
+        )
+        if "asdex" in bcoo["contenders"]:
+            out["tridiagonal n=4096: bpjax sparse ÷ asdex, both BCOO, target ≤ 1.0"] = (
+                sparse / bcoo["contenders"]["asdex"]["median"]
+            )
+            dense_sparse = dense["contenders"]["bpjax columns"]["median"]
+            out["tridiagonal n=4096: bpjax sparse ÷ asdex, both dense output"] = (
+                dense_sparse / dense["contenders"]["asdex"]["median"]
+            )
+    arrow = _row(rows, "arrowhead", 2048, "dense")
+    if arrow:
+        c = arrow["contenders"]
+        single = [k for k in ("bpjax fwd", "bpjax rev", "bpjax columns", "bpjax rows") if k in c]
+        out[
+            "arrowhead n=2048: best of fwd/rev/one-sided coloring ÷ bicoloring (dense), target ≥ 20"
+        ] = min(c[k]["median"] for k in single) / c["bpjax bicoloring"]["median"]
+        if "asdex" in c:
+            out["arrowhead n=2048: asdex ÷ bpjax bicoloring (dense output)"] = (
+                c["asdex"]["median"] / c["bpjax bicoloring"]["median"]
+            )
+    head = f"tridiagonal n={big['n']} BCOO"
+    out[f"{head}: end-to-end seconds (trace, detect, color, compile, run)"] = big[
+        "end_to_end_seconds"
+    ]
+    out[f"{head}: steady-state ms per Jacobian"] = big["steady_seconds"] * 1e3
+    out[f"{head}: peak RSS MiB (process, JAX included)"] = big["peak_rss_bytes"] / 2**20
+    return out
+
+
+def auto_summary(rows):
+    """Fractions of points where auto is within 10% of the best contender, per metric."""
+    out = {}
+    labels = {
+        "regret_choice": "steady state, the chosen method's own timing",
+        "regret_steady": "steady state",
+        "regret_amortized": "decision + 10 calls vs 10 calls of the best",
+        "regret_amortized_setup": "setup + compile + 10 calls, every contender",
+    }
+    for out_format in ("dense", "bcoo"):
+        sel = [r for r in rows if r["format"] == out_format]
+        for key, label in labels.items():
+            values = np.array([r[key] for r in sel])
+            misses = [
+                f"{r['family']} n={r['n']}: {r[key]:.2f}x (best {r['best']})"
+                for r in sel
+                if r[key] > 1.10
+            ]
+            prefix = f"auto ({out_format} output, {label})"
+            out[f"{prefix}: within 10% of the best, fraction of {len(sel)}"] = float(
+                np.mean(values <= 1.10)
+            )
+            out[f"{prefix}: worst ratio"] = float(values.max())
+            out[f"{prefix}: misses"] = "; ".join(misses) or "none"
+    return out
+
+
+def plot_times(rows, path):
+    fig, axes = plt.subplots(2, 4, figsize=(20, 9))
+    for ax, name in zip(axes.ravel(), examples.FAMILIES, strict=True):
+        sel = [r for r in rows if r["family"] == name]
+        names = sorted({k for r in sel for k in r["contenders"]})
+        for out_format, style in (("dense", "-"), ("bcoo", "--")):
+            for k, contender in enumerate(names):
+                pts = [
+                    (r["n"], r["contenders"][contender]["median"])
+                    for r in sel
+                    if r["format"] == out_format and contender in r["contenders"]
+                ]
+                if pts:
+                    xs, ys = zip(*sorted(pts), strict=True)
+                    label = f"{contender} ({out_format})"
+                    ax.plot(
+                        xs,
+                        np.array(ys) * 1e3,
+                        style,
+                        marker="o",
+                        ms=3,
+                        color=f"C{k % 10}",
+                        label=label,
+                    )
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_title(name)
+        ax.set_xlabel("n (inputs)")
+        ax.set_ylabel("ms per Jacobian (jit, steady state)")
+        ax.legend(fontsize=5, ncol=2)
+    fig.suptitle(
+        f"Jacobians on {measure.environment()['cpu_model']}: solid = dense output, dashed = BCOO"
+    )
+    fig.tight_layout()
+    results.save_figure(fig, path, dpi=100)
+    plt.close(fig)
+
+
+def plot_auto_and_colors(rows, path):
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(14, 5))
+    for out_format, marker in (("dense", "o"), ("bcoo", "s")):
+        sel = [r for r in rows if r["format"] == out_format]
+        for key, color in (("regret_steady", "C0"), ("regret_amortized_setup", "C1")):
+            ax.scatter(
+                range(len(sel)),
+                [r[key] for r in sel],
+                marker=marker,
+                color=color,
+                s=14,
+                label=f"{key.removeprefix('regret_')} ({out_format})",
+            )
+    ax.axhline(1.1, color="k", ls=":", lw=1)
+    ax.axhline(1.5, color="r", ls=":", lw=1)
+    ax.set_yscale("log")
+    ax.set_xlabel("grid point (family × size)")
+    ax.set_ylabel("auto time / best contender")
+    ax.set_title("auto's regret (dotted: 1.1 and 1.5)")
+    ax.legend(fontsize=7)
+    for k, kind in enumerate(modes.COLORINGS):
+        pts = [
+            (c[kind]["lower_bound"], c[kind]["products"])
+            for r in rows
+            if r["format"] == "dense"
+            for c in [r["colorings"]]
+            if kind in c
+        ]
+        if pts:
+            bx.scatter(*zip(*pts, strict=True), color=f"C{k}", label=kind, s=18, alpha=0.7)
+    lim = max(
+        [1]
+        + [
+            p
+            for r in rows
+            for c in r["colorings"].values()
+            for p in (c["products"], c["lower_bound"])
+        ]
+    )
+    bx.plot([1, lim], [1, lim], "k:", lw=1)
+    bx.set_xscale("log")
+    bx.set_yscale("log")
+    bx.set_xlabel("lower bound")
+    bx.set_ylabel("products (JVPs + VJPs)")
+    bx.set_title("colors used vs lower bound")
+    bx.legend(fontsize=8)
+    fig.tight_layout()
+    results.save_figure(fig, path, dpi=100)
+    plt.close(fig)
+
+
+def _options(parser):
+    parser.add_argument("--sizes", help="comma-separated sizes instead of the profile's")
+    parser.add_argument("--families", help="comma-separated families (default: all)")
+    parser.add_argument("--big-n", type=int, default=BIG_N, help="size of the BCOO run")
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--big-child"]:
+        big_child(int(argv[1]))
+        return
+    args = results.parse_args(__doc__.splitlines()[0], argv, configure=_options)
+    grid = dict(FULL if args.full else QUICK)
+    if args.sizes:
+        grid["sizes"] = [int(s) for s in args.sizes.split(",")]
+    start = time.perf_counter()
+    rates = _cost.rates(jax.default_backend())
+    calibration = time.perf_counter() - start
+    notes = [
+        f"peer {p} not installed: skipped"
+        for p, mod in (("asdex", asdex), ("sparsejac", sparsejac))
+        if mod is None
+    ]
+    families = args.families.split(",") if args.families else examples.FAMILIES
+    rows = sweep(grid, families, notes)
+    big = big_run(args.big_n)
+    plot_times(rows, args.out / "jacobians.png")
+    plot_auto_and_colors(rows, args.out / "jacobians_auto.png")
+    summary = (
+        {"grid points (family × size × output format)": len(rows)}
+        | acceptance(rows, big)
+        | auto_summary(rows)
+    )
+    summary["cost-model calibration seconds (once per process)"] = calibration
+    results.save(
+        "jacobians",
+        out=args.out,
+        profile=args.profile,
+        seed=args.seed,
+        title="Jacobians: colorings, mixed mode and the automatic choice vs jax, asdex, sparsejac",
+        summary=summary,
+        data={"points": rows, "big": big, "rates": rates, **grid, "notes": notes},
+        figures=["jacobians.png", "jacobians_auto.png"],
+        notes=(
+            "Steady-state medians of interleaved rounds, every contender jit-compiled. "
+            "'amortized' adds auto's decision to 10 calls; 'with setup' gives every contender "
+            "its own setup (asdex's detection and coloring, sparsejac's coloring, bpjax's "
+            "decision) and compilation. Skipped contenders: "
+            + ("; ".join(dict.fromkeys(notes)) or "none")
+        ),
+    )
+
+
+if __name__ == "__main__":
+    main()
