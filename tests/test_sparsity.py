@@ -120,7 +120,7 @@ STEPS = {
 }
 
 
-@settings(max_examples=30)
+@settings(max_examples=15)
 @given(
     steps=st.lists(st.sampled_from(sorted(STEPS)), min_size=1, max_size=5),
     seed=st.integers(0, 2**16),

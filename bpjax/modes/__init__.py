@@ -17,8 +17,9 @@ that share no row can be seeded together, ``J (e_j + e_k)``, and read back apart
    once and returns a compiled ``x ↦ J`` for a Newton loop or an implicit ODE solver.
 4. :func:`choose_mode` explains the automatic choice: every candidate (``fwd``, ``rev``,
    each coloring) priced by a run-time model with per-machine rates
-   (``T = k_f·c_jvp + k_r·c_vjp + output``; see ``bpjax/modes/_cost.py``), or by timing
-   (``calibrate=True``), or by XLA's estimates (``basis="xla"``).
+   (``T = k_f·c_jvp + k_r·c_vjp + output``; see ``bpjax/modes/_cost.py``; the rates,
+   :func:`model_rates`, are measured once per process), or by timing (``calibrate=True``),
+   or by XLA's estimates (``basis="xla"``).
 
 Also :func:`grad_fwd` (a gradient by ``n`` JVPs), :func:`hvp` (``H v`` in three orders) and
 :func:`hessian`.
@@ -46,6 +47,7 @@ from bpjax.modes._coloring import (
     color_columns,
     color_rows,
 )
+from bpjax.modes._cost import rates as model_rates
 from bpjax.modes._hvp import HVP_ORDERS, grad_fwd, hessian, hvp
 from bpjax.modes._jacobian import JacobianFn, jacobian, jacobian_fn
 from bpjax.modes._plan import COLORINGS, MODES
@@ -72,5 +74,6 @@ __all__ = [
     "jacobian",
     "jacobian_fn",
     "machine_rates",
+    "model_rates",
     "sparsity",
 ]

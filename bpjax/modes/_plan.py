@@ -68,7 +68,11 @@ def colorings(pattern, forward: bool, only: str | None = None, prune: bool = Fal
         found["rows"] = _coloring.color_rows(pattern.csr)
     one_sided = min((c.products for c in found.values()), default=None)
     if "bicoloring" in wanted and (only or one_sided is None or one_sided > bound):
-        found["bicoloring"] = _coloring.bicolor(pattern.csr)
+        bi = _coloring.bicolor(pattern.csr)
+        # A bicoloring that uses one kind of product only is a one-sided coloring again.
+        same_side = found.get("columns" if bi.vjps == 0 else "rows" if bi.jvps == 0 else "")
+        if only or same_side is None or bi.products < same_side.products:
+            found["bicoloring"] = bi
     return [_sparse.colored_method(c) for c in found.values()]
 
 
