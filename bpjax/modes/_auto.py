@@ -222,7 +222,8 @@ def choose_mode(
     by ``basis`` (module docstring). ``calibrate=True`` is ``basis="timing"``.
 
     Args:
-      f, x: as for :func:`bpjax.modes.jacobian`.
+      f: as for :func:`bpjax.modes.jacobian`.
+      x: the point (only its shapes and dtypes matter to the choice).
       calibrate: time the leading candidates instead of predicting.
       basis: ``"model"`` (default), ``"timing"`` or ``"xla"``.
       sparse_output: price a ``BCOO`` result instead of a dense one.

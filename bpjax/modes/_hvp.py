@@ -51,7 +51,8 @@ def hvp(f, x, v, *, order: str = "fwd-over-rev"):
 
     Args:
       f: scalar function of a pytree of float arrays.
-      x: the point; v: a direction with ``x``'s structure and leaf shapes.
+      x: the point.
+      v: a direction with ``x``'s structure and leaf shapes.
       order: one of :data:`HVP_ORDERS`.
 
     Returns:
