@@ -61,12 +61,17 @@ class ModeChoice(NamedTuple):
     decision_seconds: float = 0.0
 
 
-@functools.cache
 def machine_rates(backend: str | None = None) -> dict:
     """The device's GEMM rate (FLOP/s) and memory bandwidth (bytes/s), measured once.
 
-    Used to turn XLA's FLOP and byte estimates into seconds (``basis="xla"``).
+    Used to turn XLA's FLOP and byte estimates into seconds (``basis="xla"``); cached per
+    ``backend`` for the life of the process.
     """
+    return _machine_rates(backend or jax.default_backend())
+
+
+@functools.cache
+def _machine_rates(backend: str | None) -> dict:
     del backend  # part of the cache key only
     a = jnp.ones((512, 512), jnp.float32)
     gemm = measure.compare({"gemm": (lambda a: a @ a, (a,))}, rounds=5, warmup=1)["gemm"]

@@ -61,6 +61,7 @@ class Coloring:
 
     @property
     def products(self) -> int:
+        """JVPs plus VJPs: the number of products this coloring costs."""
         return self.jvps + self.vjps
 
 

@@ -78,15 +78,19 @@ def _derivative_rate(kind, size):
     return _time(lambda x, s: rows(_reference, x, s), x, seeds) / (k * elements)
 
 
-@functools.cache
 def rates(backend: str | None = None) -> dict:
     """Seconds per unit of work on this machine, measured once per process (1-2 s).
 
     ``flop`` (in a 512² matrix product); per float32 element, each as a pair ``(at 256 KiB,
     at 16 MiB)`` of working set: ``write``, ``gather``, ``scatter``, ``transpose``, and
     ``jvp``/``vjp`` (per element of :attr:`Work.elements` in a batch of derivatives of a
-    reference function of shifts, products and transcendentals).
+    reference function of shifts, products and transcendentals). Cached per ``backend``.
     """
+    return _rates(backend or jax.default_backend())
+
+
+@functools.cache
+def _rates(backend: str | None) -> dict:
     del backend  # part of the cache key only
     a = jnp.ones((512, 512), jnp.float32)
     out = {"flop": _time(lambda a: a @ a, a) / (2 * 512**3)}
