@@ -42,6 +42,7 @@ arXiv:2501.17737 (2025).
 from bpjax.modes._auto import BASES, ModeChoice, choose_mode, machine_rates
 from bpjax.modes._coloring import (
     Coloring,
+    as_csr,
     bicolor,
     bicoloring_lower_bound,
     color_columns,
@@ -63,6 +64,7 @@ __all__ = [
     "ModeChoice",
     "Pattern",
     "SparsityWarning",
+    "as_csr",
     "bicolor",
     "bicoloring_lower_bound",
     "choose_mode",

@@ -33,6 +33,7 @@ import dataclasses
 
 import numpy as np
 import scipy.sparse as sp
+from jax.experimental import sparse as jsparse
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,8 +117,35 @@ def _column_colors(csr: sp.csr_array) -> tuple[np.ndarray, int]:
     return best, bound
 
 
-def color_columns(csr: sp.csr_array) -> Coloring:
-    """Column coloring of the ``(m, n)`` pattern: one JVP per color."""
+def as_csr(pattern) -> sp.csr_array:
+    """A pattern as a SciPy CSR array: the BCOO :func:`~bpjax.modes.sparsity` returns, a
+    SciPy sparse array or matrix, or a dense ``(m, n)`` array (nonzero = structural)."""
+    if isinstance(pattern, jsparse.BCOO):
+        if pattern.n_batch or pattern.n_dense or pattern.ndim != 2:
+            raise ValueError(f"pattern: a 2-D BCOO without batch or dense axes, got {pattern}")
+        rows, cols = np.asarray(pattern.indices).T
+        data = np.ones(len(rows), np.int8)
+        csr = sp.csr_array((data, (rows, cols)), shape=pattern.shape)
+    elif sp.issparse(pattern):
+        csr = sp.csr_array(pattern)
+    else:
+        dense = np.asarray(pattern)
+        if dense.ndim != 2:
+            raise ValueError(f"pattern: expected an (m, n) array, got shape {dense.shape}")
+        csr = sp.csr_array(dense != 0)
+    csr = sp.csr_array((np.ones(csr.nnz, np.int8), csr.indices, csr.indptr), shape=csr.shape)
+    csr.sum_duplicates()
+    csr.sort_indices()
+    return csr
+
+
+def color_columns(pattern) -> Coloring:
+    """Column coloring of the ``(m, n)`` pattern: one JVP per color.
+
+    ``pattern``: what :func:`~bpjax.modes.sparsity` returns, or any form :func:`as_csr`
+    takes.
+    """
+    csr = as_csr(pattern)
     colors, bound = _column_colors(csr)
     k = int(colors.max(initial=-1)) + 1
     i, j = _coords(csr)
@@ -125,8 +153,10 @@ def color_columns(csr: sp.csr_array) -> Coloring:
     return Coloring("columns", colors, np.full(m, -1), k, 0, bound, colors[j] * m + i)
 
 
-def color_rows(csr: sp.csr_array) -> Coloring:
-    """Row coloring of the ``(m, n)`` pattern: one VJP per color."""
+def color_rows(pattern) -> Coloring:
+    """Row coloring of the ``(m, n)`` pattern: one VJP per color (``pattern`` as for
+    :func:`color_columns`)."""
+    csr = as_csr(pattern)
     m, n = csr.shape
     colors, bound = _column_colors(sp.csr_array(csr.T))
     k = int(colors.max(initial=-1)) + 1
@@ -241,13 +271,14 @@ def _bicoloring_from_star(csr, colors, bound) -> Coloring:
     return Coloring("bicoloring", column_colors, row_colors, p, q, bound, source)
 
 
-def bicolor(csr: sp.csr_array) -> Coloring:
+def bicolor(pattern) -> Coloring:
     """Star bicoloring of the ``(m, n)`` pattern: some columns by JVPs, some rows by VJPs.
 
-    Vertex orders tried: largest degree first (dense rows and columns become hubs), then
-    columns before rows in their natural order (banded matrices); the one with fewer
-    products is kept.
+    ``pattern`` as for :func:`color_columns`. Vertex orders tried: largest degree first
+    (dense rows and columns become hubs), then columns before rows in their natural order
+    (banded matrices); the one with fewer products is kept.
     """
+    csr = as_csr(pattern)
     m, n = csr.shape
     bound = bicoloring_lower_bound(np.diff(csr.indptr), np.bincount(csr.indices, minlength=n))
     graph = _bipartite(csr)
