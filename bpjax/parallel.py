@@ -37,6 +37,8 @@ from jax import lax
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from bpjax import steps
+
 AXIS = "batch"
 
 
@@ -129,12 +131,12 @@ def grad_fn(loss_fn: Callable, m: Mesh, *, how: str = "auto") -> Callable:
 def sgd_step(loss_fn: Callable, m: Mesh, *, learning_rate: float, how: str = "auto"):
     """A jitted data-parallel SGD step ``params -> params - lr * grad`` (params stay replicated).
 
-    The parameters are donated, as in a training loop.
+    The parameters are donated, as in a training loop, and updated in place:
+    :func:`bpjax.steps.sgd` orders each update after the backward pass's reads of that
+    parameter, so XLA needs no copy of the weights.
     """
     rep, rows = replicated(m), batch_sharding(m)
-    grads_of = _averaged_grad(loss_fn, m, how, "parallel.sgd_step")
-
-    def step(params, x, y):
-        return jax.tree.map(lambda w, g: w - learning_rate * g, params, grads_of(params, x, y))
-
+    step = steps.sgd_step(
+        _averaged_grad(loss_fn, m, how, "parallel.sgd_step"), learning_rate=learning_rate
+    )
     return jax.jit(step, in_shardings=(rep, rows, rows), out_shardings=rep, donate_argnums=(0,))
