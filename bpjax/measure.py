@@ -16,8 +16,10 @@ Two pitfalls the helpers document rather than hide:
 from __future__ import annotations
 
 import dataclasses
+import importlib.metadata
 import os
 import platform
+import re
 import statistics
 import time
 from collections.abc import Callable
@@ -134,19 +136,36 @@ def time_steps(
 
     ``groups`` maps names to a runtime (``"jax"``, ``"torch"``, ``"numpy"``): within a round,
     steps of one runtime run back to back, and the loop sleeps ``settle_seconds`` before
-    switching runtime. Thread pools busy-wait after their work (OpenBLAS for ~0.1 s, OpenMP
-    for a while too); without the pause they steal the cores from whoever runs next. Measured
-    on 2 cores: a JAX step of 0.77 ms took 1.26 ms when interleaved with a NumPy step.
+    switching runtime. Thread pools busy-wait after their work (OpenBLAS and OpenMP for a
+    while); without the pause they steal the cores from whoever runs next.
 
     ``rewarm_seconds``: before each timed block, run untimed steps for this long. XLA:CPU's
-    thread pool parks its threads when idle and the first steps after a pause are slow
-    (measured: a 0.81 ms step read 1.22 ms when each block of 25 followed a 0.3 s pause), so
+    thread pool parks its threads when idle and the first steps after a pause are slow, so
     without re-warming, interleaving measures wake-ups rather than the steady state a
     training loop runs in.
+
+    This is :func:`calibrate`, then :func:`run_rounds`, then :func:`summarize`; call those
+    directly to add rounds until a ranking is resolved.
 
     Returns:
       name → :class:`Timing` (``compile`` is 0: compile before handing the step over).
     """
+    calls = calibrate(steps, min_round_seconds=min_round_seconds, warmup=warmup)
+    samples = run_rounds(
+        steps,
+        calls,
+        rounds=rounds,
+        groups=groups,
+        settle_seconds=settle_seconds,
+        rewarm_seconds=rewarm_seconds,
+    )
+    return summarize(samples, calls)
+
+
+def calibrate(
+    steps: dict[str, Callable[[], object]], *, min_round_seconds: float = 0.02, warmup: int = 3
+) -> dict[str, int]:
+    """Warm each step up and choose its calls per round (at least ``min_round_seconds``)."""
     calls = {}
     for name, step in steps.items():
         for _ in range(warmup):
@@ -155,40 +174,69 @@ def time_steps(
         _block(step())
         once = max(time.perf_counter() - start, 1e-7)
         calls[name] = max(1, int(min_round_seconds / once))
+    return calls
 
+
+def run_rounds(
+    steps: dict[str, Callable[[], object]],
+    calls: dict[str, int],
+    *,
+    rounds: int,
+    groups: dict[str, str] | None = None,
+    settle_seconds: float = 0.3,
+    rewarm_seconds: float = 0.0,
+    first_round: int = 0,
+) -> dict[str, list[float]]:
+    """Per-call seconds of each step in each of ``rounds`` interleaved rounds.
+
+    See :func:`time_steps` for ``groups``, ``settle_seconds`` and ``rewarm_seconds``.
+    ``first_round`` continues the rotation of a previous call, so rounds added later keep
+    rotating which contender goes first.
+
+    Returns:
+      name → one sample per round, in round order (round ``r`` of every name ran together).
+    """
     group_of = groups or {name: "" for name in steps}
     blocks = [[n for n in steps if group_of[n] == g] for g in dict.fromkeys(group_of.values())]
     samples: dict[str, list[float]] = {name: [] for name in steps}
     previous = None
-    for r in range(rounds):
+    for r in range(first_round, first_round + rounds):
         # Each round rotates the order within a group, so no contender always goes first.
         order = [
             name for block in blocks for name in block[r % len(block) :] + block[: r % len(block)]
         ]
         for name in order:
-            step = steps[name]
             if previous is not None and group_of[name] != previous:
                 time.sleep(settle_seconds)
             previous = group_of[name]
-            if rewarm_seconds > 0:
-                until = time.perf_counter() + rewarm_seconds
-                while time.perf_counter() < until:
-                    _block(step())
-            start = time.perf_counter()
-            for _ in range(calls[name]):
-                out = step()
-            _block(out)
-            samples[name].append((time.perf_counter() - start) / calls[name])
+            samples[name].append(_timed_block(steps[name], calls[name], rewarm_seconds))
+    return samples
+
+
+def _timed_block(step: Callable[[], object], calls: int, rewarm_seconds: float) -> float:
+    if rewarm_seconds > 0:
+        until = time.perf_counter() + rewarm_seconds
+        while time.perf_counter() < until:
+            _block(step())
+    start = time.perf_counter()
+    for _ in range(calls):
+        out = step()
+    _block(out)
+    return (time.perf_counter() - start) / calls
+
+
+def summarize(samples: dict[str, list[float]], calls: dict[str, int]) -> dict[str, Timing]:
+    """:class:`Timing` (median, 10th-90th percentile) of per-round samples."""
     return {
         name: Timing(
-            median=statistics.median(samples[name]),
-            p10=_percentile(samples[name], 10),
-            p90=_percentile(samples[name], 90),
-            rounds=rounds,
+            median=statistics.median(s),
+            p10=_percentile(s, 10),
+            p90=_percentile(s, 90),
+            rounds=len(s),
             calls_per_round=calls[name],
             compile=0.0,
         )
-        for name in steps
+        for name, s in samples.items()
     }
 
 
@@ -215,35 +263,83 @@ def temp_bytes(fn: Callable, *args) -> int:
     return int(compiled.memory_analysis().temp_size_in_bytes)
 
 
-def environment() -> dict:
-    """Device, versions and machine: recorded beside every published number."""
-    import flax
-    import jaxlib
-    import optax
+def copies(compiled) -> list[str]:
+    """Shapes of the ``copy`` instructions in a compiled program's optimized HLO.
 
-    device = jax.devices()[0]
-    cpu_model = platform.processor() or platform.machine()
+    Args:
+      compiled: from ``jax.jit(fn).lower(*args).compile()`` (or :func:`compile_fn`).
+
+    Returns:
+      e.g. ``["f32[1024,1024]", ...]``, one entry per copy, in program order.
+    """
+    return re.findall(r"= (\w+\[[0-9,]*\])(?:\{[^}]*\})? copy\(", compiled.as_text())
+
+
+# Vector-ISA flags worth recording beside a CPU timing (x86 /proc/cpuinfo and ARM names).
+_ISA_FLAGS = (
+    "sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni",
+    "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16", "amx_int8", "asimd", "sve", "sve2",
+)  # fmt: skip
+
+
+def cpu_info() -> dict:
+    """The CPU's model and the vector ISA extensions it reports (Linux ``/proc/cpuinfo``).
+
+    Returns:
+      ``{"cpu_model", "cpu_id", "cpu_isa", "virtualized"}``: the model name, ``"family F model
+      M stepping S"`` (virtual machines often report a generic name), the vector-ISA flags
+      among :data:`_ISA_FLAGS`, and whether a hypervisor is reported. Elsewhere the model is
+      ``platform.processor()`` and the rest is empty.
+    """
+    fields: dict[str, str] = {}
     try:
         with open("/proc/cpuinfo") as f:
-            cpu_model = next(
-                (line.split(":", 1)[1].strip() for line in f if line.startswith("model name")),
-                cpu_model,
-            )
+            for line in f:
+                key, _, value = line.partition(":")
+                if not line.strip():
+                    break  # the first processor's block is enough
+                fields.setdefault(key.strip(), value.strip())
     except OSError:
         pass
+    flags = set((fields.get("flags") or fields.get("Features") or "").split())
+    ident = [f"{k} {fields[n]}" for k, n in (("family", "cpu family"), ("model", "model"))]
+    ident += [f"stepping {fields['stepping']}"] if "stepping" in fields else []
+    return {
+        "cpu_model": fields.get("model name") or platform.processor() or platform.machine(),
+        "cpu_id": " ".join(ident) if "cpu family" in fields else "",
+        "cpu_isa": [f for f in _ISA_FLAGS if f in flags],
+        "virtualized": "hypervisor" in flags,
+    }
+
+
+def _version(distribution: str) -> str | None:
+    # From the installed metadata, so recording a version does not import the package.
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def environment() -> dict:
+    """Device, versions and machine: recorded beside every published number.
+
+    Imports nothing beyond JAX: the versions of optional packages come from their metadata.
+    """
+    device = jax.devices()[0]
     return {
         "backend": jax.default_backend(),
         "device": str(getattr(device, "device_kind", device.platform)),
         "device_count": jax.device_count(),
         "cpu_count": os.cpu_count(),
         "machine": platform.machine(),
-        "cpu_model": cpu_model,
+        **cpu_info(),
         "python": platform.python_version(),
         "jax": jax.__version__,
-        "jaxlib": jaxlib.__version__,
+        "jaxlib": _version("jaxlib"),
         "numpy": np.__version__,
-        "optax": optax.__version__,
-        "flax": flax.__version__,
+        "optax": _version("optax"),
+        "flax": _version("flax"),
+        "torch": _version("torch"),
         "x64": bool(jax.config.jax_enable_x64),
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
     }

@@ -1,4 +1,5 @@
-"""Measurement helpers and the results/report pipeline."""
+"""Measurement helpers: FLOPs, compiled memory, copies, timing rounds, the environment, and a
+core that imports without the tooling."""
 
 from __future__ import annotations
 
@@ -22,19 +23,22 @@ def test_flops_of_a_matmul_is_2mkn():
     assert measure.flops(lambda a, b: a @ b, a, b) == 2 * 8 * 16 * 4
 
 
-def test_temp_bytes_is_deterministic_and_nonnegative():
+def test_temp_bytes_counts_a_held_intermediate_and_is_deterministic():
     x = jnp.ones((64, 64), jnp.float32)
 
     def f(x):
-        return jnp.sum(jnp.tanh(x @ x) @ x)
+        h = x @ x  # used twice: XLA keeps it (64 · 64 · 4 bytes) while computing h @ h
+        return h @ h
 
-    first = measure.temp_bytes(f, x)
-    assert first >= 0
-    assert measure.temp_bytes(f, x) == first
+    assert measure.temp_bytes(f, x) == 64 * 64 * 4
+    assert measure.temp_bytes(f, x) == measure.temp_bytes(f, x)
 
 
 def test_compare_reports_ordered_spread_and_carries_state():
+    seen = []
+
     def step(s, x):
+        jax.debug.callback(lambda v: seen.append(float(v)), s[0])
         return s + x
 
     out = measure.compare(
@@ -42,13 +46,70 @@ def test_compare_reports_ordered_spread_and_carries_state():
     )
     t = out["add"]
     assert 0 < t.p10 <= t.median <= t.p90
-    assert t.rounds == 5 and t.calls_per_round >= 1 and t.compile > 0
+    assert t.rounds == 5 and t.compile > 0
+    # Carried: each call starts from the previous call's output (0, 1, 2, ...).
+    assert seen[:4] == [0.0, 1.0, 2.0, 3.0] and len(seen) >= 2 + 5 * t.calls_per_round
 
 
-def test_environment_names_device_and_versions():
+def test_run_rounds_keeps_rotating_and_summarize_counts_rounds():
+    order = []
+    steps = {name: (lambda name=name: order.append(name)) for name in "abc"}
+    samples = measure.run_rounds(steps, dict.fromkeys("abc", 1), rounds=2, first_round=1)
+    assert order == ["b", "c", "a", "c", "a", "b"]
+    timings = measure.summarize(samples, dict.fromkeys("abc", 1))
+    assert {t.rounds for t in timings.values()} == {2}
+
+
+def test_copies_finds_the_copy_of_a_donated_buffer_read_after_its_update():
+    def f(w):
+        # The sum reads w, and nothing orders it before the product that may overwrite w.
+        return w * 2.0, jnp.sum(w, axis=0)
+
+    donated = jax.jit(f, donate_argnums=0).lower(jnp.ones((8, 4), jnp.float32)).compile()
+    undonated = jax.jit(f).lower(jnp.ones((8, 4), jnp.float32)).compile()
+    assert measure.copies(donated) == ["f32[8,4]"]
+    assert measure.copies(undonated) == []
+
+
+def test_environment_names_device_versions_and_the_cpu():
     env = measure.environment()
-    for key in ("backend", "device", "jax", "jaxlib", "cpu_count", "python"):
+    for key in ("backend", "device", "jax", "jaxlib", "cpu_count", "python", "cpu_model"):
         assert env[key]
+    info = measure.cpu_info()
+    assert env["cpu_isa"] == info["cpu_isa"]
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        flags = next(
+            line.split(":", 1)[1].split()
+            for line in cpuinfo.read_text().splitlines()
+            if line.startswith(("flags", "Features"))
+        )
+        assert set(info["cpu_isa"]) <= set(flags)
+        assert ("avx2" in info["cpu_isa"]) == ("avx2" in flags)
+
+
+CORE = ["rules", "ref", "rev", "fwd", "manual", "check", "modes", "remat", "models", "grads",
+        "train", "data", "measure", "parallel", "steps"]  # fmt: skip
+
+
+def test_the_core_imports_without_the_tooling():
+    # measure records versions without importing flax or optax; no core module pulls in the
+    # benchmark, the result files, matplotlib, PyTorch or Flax.
+    forbidden = ["matplotlib", "torch", "flax", "bpjax.bench", "bpjax.results", "bpjax.report"]
+    code = (
+        "import sys, bpjax.measure; "
+        "print([m for m in ['optax', *"
+        + repr(forbidden)
+        + "] if m in sys.modules]); "
+        + "".join(f"import bpjax.{m}; " for m in CORE)
+        + "print([m for m in "
+        + repr(forbidden)
+        + " if m in sys.modules])"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    assert done.stdout.split() == ["[]", "[]"]
 
 
 @pytest.mark.slow
