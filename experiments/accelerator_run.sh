@@ -18,7 +18,7 @@ if [ "$BACKEND" = cpu ]; then
   BENCH=(--quick --rounds 5)
 else
   REMAT=(--depths 16 64 256 1024 4096 --time-depth 4096)
-  BENCH=(--full --rounds 11)
+  BENCH=(--full --rounds 11 --threads "$(nproc)")
 fi
 "$PY" -c "import jax; print('device:', jax.devices()[0].device_kind, '| jax', jax.__version__)"
 start=$SECONDS

@@ -32,14 +32,14 @@ def main(argv=None):
     rows = []
     for sizes, batch in grid:
         params, x, y = bench.problem(sizes, batch, seed=args.seed)
-        contenders = [c for c in bench.jax_contenders(params, x, y) if c.name in NAMES]
+        contenders = bench.jax_contenders(params, x, y, names=set(NAMES))
         # Same gradients (float32 tolerance) before anything is timed.
         bench.check_agreement(contenders, params, x, y)
         timings = measure.time_steps(
             {NAMES[c.name]: c.step for c in contenders}, rounds=rounds, rewarm_seconds=0.05
         )
         base = timings["ref + jax.grad"].median
-        label = "-".join(map(str, sizes)) + f" b{batch}"
+        label = bench.size_label(sizes, batch)
         for name, t in timings.items():
             rows.append(
                 {"size": label, "contender": name, "ratio_to_ref": t.median / base, **t.as_dict()}

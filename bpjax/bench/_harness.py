@@ -1,0 +1,159 @@
+"""The run: the GEMM roofline, then per size: build every contender (timing its first call),
+check its gradients, and time the steady state in interleaved rounds until the ranking of
+``rev`` against the best peer is resolved or the size's time budget is spent."""
+
+from __future__ import annotations
+
+import importlib.util
+import time
+
+from bpjax.bench import _records
+from bpjax.bench._agreement import check_agreement
+from bpjax.bench._bpjax import jax_contenders
+from bpjax.bench._peers import flax_contender, numpy_contender, torch_contenders
+from bpjax.bench._problem import HEADLINE, OURS, REFERENCE, problem, size_label
+from bpjax.bench._stability import ranking
+
+# Interleaving settings (see bpjax.measure.time_steps): a pause between runtimes so spinning
+# thread pools go quiet, and 50 ms of untimed steps before each timed block.
+SETTLE_SECONDS = 0.1
+REWARM_SECONDS = 0.05
+MIN_ROUND_SECONDS = 0.02
+
+
+def gemm_rate(n: int | None = None, rounds: int = 11) -> dict:
+    """FLOP/s of one ``n × n`` float32 matmul under ``jax.jit`` on the default device."""
+    import jax
+    import jax.numpy as jnp
+
+    from bpjax import measure
+
+    if n is None:
+        n = 2048 if jax.default_backend() == "cpu" else 8192
+    a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
+    b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
+    t = measure.compare({"gemm": (jnp.matmul, (a, b))}, rounds=rounds, warmup=2)["gemm"]
+    return {"n": n, "seconds": t.median, "flops_per_second": 2 * n**3 / t.median}
+
+
+def have_torch() -> bool:
+    return importlib.util.find_spec("torch") is not None
+
+
+def warm_runtimes() -> None:
+    """Import and start every runtime once, so a contender's first call measures its own
+    tracing and compiling rather than a library's start-up (which a user pays once per
+    process, not once per model)."""
+    import jax.numpy as jnp
+    import numpy as np
+    import optax  # noqa: F401
+    from flax import nnx  # noqa: F401
+
+    a = np.ones((64, 64), np.float32)
+    _ = a @ a
+    jnp.ones((64, 64)).sum().block_until_ready()
+    if have_torch():
+        import torch
+
+        t = torch.ones(64, 64, requires_grad=True)
+        (t @ t).sum().backward()
+
+
+def build(params, x, y, *, compile_torch: bool, devices=None, names=None) -> list:
+    """Every contender for one problem (``names``: keep only those, plus the reference)."""
+    keep = None if names is None else {*names, REFERENCE}
+    out = jax_contenders(params, x, y, devices=devices, names=keep)
+    if keep is None or "flax nnx" in keep:
+        out.append(flax_contender(params, x, y))
+    if have_torch() and (keep is None or {"torch eager", "torch.compile"} & keep):
+        out += torch_contenders(params, x, y, compile_too=compile_torch)
+    if keep is None or "numpy manual" in keep:
+        out.append(numpy_contender(params, x, y))
+    return out
+
+
+def time_until_resolved(contenders, *, rounds: int, budget: float, max_rounds: int = 101):
+    """Interleaved rounds: ``rounds`` first, then more while :func:`ranking` says
+    ``"unresolved"`` and fewer than ``budget`` seconds have passed.
+
+    Returns:
+      ``(samples, calls, verdict)``: per-round seconds by name, calls per round by name, and
+      the last :func:`ranking` (``None`` without ``rev`` or without a peer).
+    """
+    from bpjax import measure
+
+    steps = {c.name: c.step for c in contenders}
+    groups = {c.name: c.runtime for c in contenders}
+    peers = [c.name for c in contenders if c.name not in OURS]
+    calls = measure.calibrate(steps, min_round_seconds=MIN_ROUND_SECONDS)
+    start, samples, verdict = time.perf_counter(), {name: [] for name in steps}, None
+    batch = rounds
+    while batch > 0:
+        more = measure.run_rounds(
+            steps,
+            calls,
+            rounds=batch,
+            groups=groups,
+            settle_seconds=SETTLE_SECONDS,
+            rewarm_seconds=REWARM_SECONDS,
+            first_round=len(samples[contenders[0].name]),
+        )
+        for name, s in more.items():
+            samples[name] += s
+        if HEADLINE not in steps or not peers:
+            break
+        verdict = ranking(samples, HEADLINE, peers)
+        done = len(samples[HEADLINE])
+        if verdict["verdict"] != "unresolved" or time.perf_counter() - start >= budget:
+            break
+        batch = min(max(2, rounds // 2), max_rounds - done)
+    return samples, calls, verdict
+
+
+def run(
+    grid,
+    *,
+    rounds: int,
+    budget: float,
+    compile_torch: bool,
+    devices: int | None = None,
+    names=None,
+    progress=print,
+) -> dict:
+    """Time every contender at every size; returns the record written to ``peers.json``.
+
+    Args:
+      grid: ``[(sizes, batch), ...]``.
+      rounds: rounds per size before the ranking is first checked.
+      budget: seconds per size after which no rounds are added for an unresolved ranking.
+      compile_torch: also build ``torch.compile``.
+      devices: bpjax's contenders data parallel over this many devices.
+      names: time only these contenders (the reference is always built, for the check).
+      progress: called with each size's table.
+    """
+    from bpjax import measure
+
+    roof = gemm_rate()
+    progress(f"GEMM roofline: {roof['flops_per_second'] / 1e9:.1f} GFLOP/s ({roof['n']}² float32)")
+    warm_runtimes()
+    rows, rankings = [], {}
+    for sizes, batch in grid:
+        label = size_label(sizes, batch)
+        params, x, y = problem(sizes, batch)
+        contenders = build(params, x, y, compile_torch=compile_torch, devices=devices, names=names)
+        errors = check_agreement(contenders, params, x, y)
+        if names is not None:
+            contenders = [c for c in contenders if c.name in names]
+        samples, calls, verdict = time_until_resolved(contenders, rounds=rounds, budget=budget)
+        timings = measure.summarize(samples, calls)
+        size_rows = _records.size_rows(label, sizes, batch, contenders, timings, errors, roof)
+        rows += size_rows
+        rankings[label] = verdict
+        progress(_records.table(size_rows, {label: verdict}))
+    # The roofline is the better of two measurements, before and after the grid, so a slow
+    # moment on a shared machine does not inflate every fraction.
+    again = gemm_rate()
+    roof = {**max(roof, again, key=lambda g: g["flops_per_second"]), "before": roof, "after": again}
+    _records.refit_roofline(rows, roof)
+    notes = [] if have_torch() else ["PyTorch not installed: torch contenders skipped"]
+    return {"gemm": roof, "rows": rows, "rankings": rankings, "notes": notes}

@@ -1,0 +1,173 @@
+"""The peers, each written as its users would write it, with its own best settings.
+
+* ``flax nnx``: ``nnx.Linear`` layers and ``nnx.Optimizer(optax.sgd)``, stepped through the
+  functional loop that Flax's performance guide recommends for speed (``nnx.split`` once,
+  ``nnx.merge`` inside one ``jax.jit``), which removes ``nnx.jit``'s per-call graph traversal.
+* ``torch eager`` (and ``torch.compile`` of the loss, forward and backward): ``addmm`` and
+  ``relu`` layers, ``F.cross_entropy``, an in-place SGD update; PyTorch's own thread pool.
+* ``numpy manual``: forward cache and δ recursion in NumPy (float32, OpenBLAS GEMMs).
+"""
+
+from __future__ import annotations
+
+import time
+
+from bpjax.bench._problem import LR, Contender
+
+
+def flax_contender(params, x, y) -> Contender:
+    """Flax NNX: the same MLP from ``nnx.Linear`` layers, SGD through ``nnx.Optimizer``."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    import optax
+    from flax import nnx
+
+    class Net(nnx.Module):
+        def __init__(self, sizes, rngs):
+            self.layers = nnx.List(
+                [nnx.Linear(i, o, rngs=rngs) for i, o in zip(sizes[:-1], sizes[1:], strict=True)]
+            )
+
+        def __call__(self, h):
+            for layer in self.layers[:-1]:
+                h = nnx.relu(layer(h))
+            return self.layers[-1](h)
+
+    def build():
+        sizes = [params[0][0].shape[0]] + [w.shape[1] for w, _ in params]
+        net = Net(sizes, nnx.Rngs(0))
+        for layer, (w, b) in zip(net.layers, params, strict=True):
+            layer.kernel[...] = jnp.asarray(w)
+            layer.bias[...] = jnp.asarray(b)
+        return net
+
+    def loss_fn(net, x, y):
+        return optax.softmax_cross_entropy_with_integer_labels(net(x), y).mean()
+
+    def fresh_state():
+        net = build()
+        return nnx.split((net, nnx.Optimizer(net, optax.sgd(LR), wrt=nnx.Param)))
+
+    xj, yj = jnp.asarray(x), jnp.asarray(y)
+    start = time.perf_counter()
+    graphdef, state = fresh_state()
+
+    @jax.jit
+    def train_step(state, x, y):
+        net, optimizer = nnx.merge(graphdef, state)
+        loss, grads = nnx.value_and_grad(loss_fn)(net, x, y)
+        optimizer.update(net, grads)
+        return nnx.state((net, optimizer)), loss
+
+    jax.block_until_ready(train_step(state, xj, yj))
+    first_call = time.perf_counter() - start
+    current = [fresh_state()[1]]
+
+    def step():
+        current[0], loss = train_step(current[0], xj, yj)
+        return loss
+
+    def grads(x, y):
+        g = nnx.grad(loss_fn)(build(), jnp.asarray(x), jnp.asarray(y))
+        layers = sorted(g["layers"].items(), key=lambda kv: int(kv[0]))
+        return [
+            (np.asarray(layer["kernel"][...]), np.asarray(layer["bias"][...]))
+            for _, layer in layers
+        ]
+
+    return Contender("flax nnx", step, grads, first_call)
+
+
+def torch_contenders(params, x, y, *, compile_too: bool) -> list[Contender]:
+    """PyTorch eager (and ``torch.compile`` of the loss when ``compile_too``)."""
+    import torch
+    import torch.nn.functional as F
+
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y).long()
+
+    def fresh():
+        return [
+            (torch.tensor(w, requires_grad=True), torch.tensor(b, requires_grad=True))
+            for w, b in params
+        ]
+
+    def loss_of(ps, x, y):
+        h = x
+        for i, (w, b) in enumerate(ps):
+            h = torch.addmm(b, h, w)
+            if i < len(ps) - 1:
+                h = torch.relu(h)
+        return F.cross_entropy(h, y)
+
+    def sgd_step(loss_fn, ps):
+        loss_fn(ps, xt, yt).backward()
+        with torch.no_grad():
+            for pair in ps:
+                for t in pair:
+                    t.sub_(LR * t.grad)
+                    t.grad = None
+
+    def make(loss_fn, name):
+        start = time.perf_counter()
+        sgd_step(loss_fn, fresh())
+        first_call = time.perf_counter() - start
+        ps = fresh()
+
+        def grads(x, y):
+            qs = fresh()
+            loss_fn(qs, torch.from_numpy(x), torch.from_numpy(y).long()).backward()
+            return [(w.grad.numpy(), b.grad.numpy()) for w, b in qs]
+
+        return Contender(name, lambda: sgd_step(loss_fn, ps), grads, first_call, runtime="torch")
+
+    out = [make(loss_of, "torch eager")]
+    if compile_too:
+        out.append(make(torch.compile(loss_of), "torch.compile"))
+    return out
+
+
+def numpy_contender(params, x, y) -> Contender:
+    """The δ recursion in NumPy: forward cache, softmax-minus-onehot, backward GEMMs."""
+    import numpy as np
+
+    def grads_of(ps, x, y):
+        # Forward pass, keeping what the backward pass needs: each layer's input and ReLU mask.
+        inputs, masks, h = [], [], x
+        for i, (w, b) in enumerate(ps):
+            inputs.append(h)
+            z = h @ w + b
+            if i < len(ps) - 1:
+                mask = z > 0
+                masks.append(mask)
+                h = z * mask
+            else:
+                h = z
+        z = h - h.max(axis=1, keepdims=True)
+        p = np.exp(z)
+        p /= p.sum(axis=1, keepdims=True)
+        p[np.arange(len(y)), y] -= 1.0
+        delta = p / len(y)  # δᴸ = (softmax − onehot) / m
+        out = [None] * len(ps)
+        for i in range(len(ps) - 1, -1, -1):
+            out[i] = (inputs[i].T @ delta, delta.sum(axis=0))
+            if i:
+                delta = (delta @ ps[i][0].T) * masks[i - 1]
+        return out
+
+    def sgd_step(ps):
+        for (w, b), (gw, gb) in zip(ps, grads_of(ps, x, y), strict=True):
+            w -= LR * gw
+            b -= LR * gb
+
+    start = time.perf_counter()
+    sgd_step([(w.copy(), b.copy()) for w, b in params])
+    first_call = time.perf_counter() - start
+    ps = [(w.copy(), b.copy()) for w, b in params]
+    return Contender(
+        "numpy manual",
+        lambda: sgd_step(ps),
+        lambda x, y: grads_of(params, x, y),
+        first_call,
+        runtime="numpy",
+    )

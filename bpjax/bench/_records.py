@@ -1,0 +1,151 @@
+"""Rows of the result: ratios, roofline fractions, break-even steps, the table, the summary."""
+
+from __future__ import annotations
+
+import math
+
+from bpjax.bench._problem import HEADLINE, OURS, REFERENCE, step_flops
+
+
+def break_even(first_ours: float, step_ours: float, first_peer: float, step_peer: float):
+    """Steps after which ours has taken less total time than the peer, for good.
+
+    Total time after ``n`` steps is ``first + (n − 1) · step`` (the first call includes
+    tracing and compiling). Returns the smallest ``n ≥ 1`` from which ours stays ahead, or
+    ``None`` when it never does (its steady step is not faster).
+    """
+    if step_ours >= step_peer:
+        return 1 if step_ours == step_peer and first_ours <= first_peer else None
+    return max(1, math.ceil(1 + (first_ours - first_peer) / (step_peer - step_ours)))
+
+
+def size_rows(label, sizes, batch, contenders, timings, errors, roof) -> list[dict]:
+    """One row per contender at one size, with ratios to the reference and to the best peer,
+    and for each peer the steps after which ``rev`` has caught up (:func:`break_even`)."""
+    flops = step_flops(sizes, batch)
+    rows = []
+    for c in contenders:
+        t = timings[c.name]
+        rows.append(
+            {
+                "size": label,
+                "sizes": list(sizes),
+                "batch": batch,
+                "contender": c.name,
+                **t.as_dict(),
+                "compile": c.compile,
+                "first_call": c.first_call,
+                "step_flops": flops,
+                "achieved_flops_per_second": flops / t.median,
+                "fraction_of_gemm": flops / t.median / roof["flops_per_second"],
+                "max_rel_grad_error": errors[c.name],
+            }
+        )
+    by_name = {r["contender"]: r for r in rows}
+    peers = [r for r in rows if r["contender"] not in OURS]
+    best = min(peers, key=lambda r: r["median"]) if peers else None
+    ours = by_name.get(HEADLINE)
+    for r in rows:
+        if REFERENCE in by_name:
+            r["ratio_to_ref"] = r["median"] / by_name[REFERENCE]["median"]
+        if best is not None:
+            r["ratio_to_best_peer"] = r["median"] / best["median"]
+            r["best_peer"] = best["contender"]
+        if ours is not None and r in peers:
+            r["rev_ahead_after_steps"] = break_even(
+                ours["first_call"], ours["median"], r["first_call"], r["median"]
+            )
+    return rows
+
+
+def refit_roofline(rows, roof) -> None:
+    """Recompute every row's GEMM fraction against a final roofline ``roof``."""
+    for r in rows:
+        r["fraction_of_gemm"] = r["achieved_flops_per_second"] / roof["flops_per_second"]
+
+
+def _fmt(value, spec: str, missing: str = "-") -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return missing
+    return format(value, spec)
+
+
+def verdict_line(label: str, verdict) -> str:
+    """``rev vs best peer`` at one size, in words."""
+    if verdict is None:
+        return f"{label}: no ranking (rev or every peer missing)"
+    lo, hi = verdict["ci"]
+    return (
+        f"{label}: rev / {verdict['best_peer']} = {verdict['ratio']:.3f} "
+        f"(95% bootstrap {lo:.3f}-{hi:.3f}) → {verdict['verdict']}; rev faster in "
+        f"{100 * verdict['win_fraction']:.0f}% of {verdict['rounds']} rounds"
+    )
+
+
+def table(rows, rankings=None, threads=()) -> str:
+    """A plain-text table of rows from :func:`size_rows`, then one verdict line per size.
+
+    ``threads``: thread counts whose medians (``row["median_at_threads"]``) get a column.
+    """
+    head = (
+        f"{'size':>22} {'contender':<17} {'median ms':>10} {'p10-p90 ms':>17} {'1st call s':>10} "
+        f"{'/ ref':>6} {'/ best peer':>11} {'GEMM %':>7} {'rev ahead after':>15}"
+    )
+    head += "".join(f" {f'ms @{n}t':>9}" for n in threads)
+    lines = [head]
+    for r in rows:
+        line = (
+            f"{r['size']:>22} {r['contender']:<17} {r['median'] * 1e3:10.3f} "
+            f"{r['p10'] * 1e3:8.3f}-{r['p90'] * 1e3:<8.3f} {r['first_call']:10.2f} "
+            f"{_fmt(r.get('ratio_to_ref'), '6.2f'):>6} "
+            f"{_fmt(r.get('ratio_to_best_peer'), '11.2f'):>11} "
+            f"{100 * r['fraction_of_gemm']:6.1f}% "
+        )
+        after = r.get("rev_ahead_after_steps", "n/a" if r["contender"] in OURS else None)
+        line += f"{_fmt(after, 'd', 'never') if after != 'n/a' else '':>15}"
+        at = r.get("median_at_threads", {})
+        line += "".join(f" {_fmt(at.get(str(n)) and at[str(n)] * 1e3, '9.3f'):>9}" for n in threads)
+        lines.append(line)
+    for label, verdict in (rankings or {}).items():
+        lines.append(verdict_line(label, verdict))
+    return "\n".join(lines)
+
+
+def pick(rows, size: str, contender: str, key: str):
+    """``row[key]`` of the row at ``size`` for ``contender`` (``None`` if absent)."""
+    return next(
+        (r.get(key) for r in rows if r["size"] == size and r["contender"] == contender), None
+    )
+
+
+def summary(record: dict, *, threads: int, devices: int) -> dict:
+    """The headline numbers for the report: per size, rev against ref and the best peer."""
+    rows = record["rows"]
+    sizes = list(dict.fromkeys(r["size"] for r in rows))
+    out = {"threads": threads, "devices": devices}
+    out["gemm GFLOP/s"] = record["gemm"]["flops_per_second"] / 1e9
+    for s in sizes:
+        out[f"rev / ref @ {s}"] = pick(rows, s, HEADLINE, "ratio_to_ref")
+        out[f"rev / best peer @ {s}"] = pick(rows, s, HEADLINE, "ratio_to_best_peer")
+        verdict = record["rankings"].get(s)
+        out[f"ranking @ {s}"] = verdict["verdict"] if verdict else None
+        out[f"rev first call s @ {s}"] = pick(rows, s, HEADLINE, "first_call")
+    if sizes:
+        out[f"rev GEMM fraction @ {sizes[-1]}"] = pick(
+            rows, sizes[-1], HEADLINE, "fraction_of_gemm"
+        )
+    return out
+
+
+def add_thread_columns(record: dict, passes: dict[int, dict]) -> None:
+    """Give each row of ``record`` the median of the same (size, contender) in every pass.
+
+    ``passes``: thread count → the record of a run pinned to that many cores.
+    """
+    for r in record["rows"]:
+        r["median_at_threads"] = {
+            str(n): pick(p["rows"], r["size"], r["contender"], "median") for n, p in passes.items()
+        }
+    record["thread_passes"] = {
+        str(n): {"gemm": p["gemm"], "rankings": p["rankings"]} for n, p in passes.items()
+    }
