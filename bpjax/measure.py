@@ -240,6 +240,24 @@ def summarize(samples: dict[str, list[float]], calls: dict[str, int]) -> dict[st
     }
 
 
+def page_faults(step: Callable[[], object], *, calls: int = 3) -> float | None:
+    """Minor page faults per call of a warmed-up ``step()`` (``None`` where not measurable).
+
+    A program that maps fresh memory on every call (for instance a temporary buffer too large
+    for the C allocator to keep) pays one fault per 4 KiB page it first touches; this counts
+    them for the whole process (``getrusage``), so run nothing else meanwhile.
+    """
+    try:
+        import resource
+    except ImportError:  # not on Windows
+        return None
+    _block(step())
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(calls):
+        _block(step())
+    return (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / calls
+
+
 def cost(fn: Callable, *args, missing: float = 0.0) -> dict[str, float]:
     """XLA's cost estimates for ``jit(fn)(*args)``: ``{"flops", "bytes accessed"}``.
 

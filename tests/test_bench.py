@@ -114,6 +114,8 @@ def test_ranking_resolves_clear_leads_and_calls_close_runs_a_tie():
     assert ahead["ci"][1] < 1 and ahead["win_fraction"] > 0.9
     behind = bench.ranking(samples(rng, rev=1.1, a=1.0), "rev", ["a"])
     assert behind["verdict"] == "behind" and behind["ci"][0] > 1
+    few = {k: v[:4] for k, v in samples(rng, rev=0.5, a=1.0).items()}
+    assert bench.ranking(few, "rev", ["a"])["verdict"] == "unresolved"  # too few rounds
     tie = bench.ranking(samples(rng, rev=1.0, a=1.0), "rev", ["a"])
     assert tie["verdict"] == "tie" and 0.97 <= tie["ci"][0] <= 1 <= tie["ci"][1] <= 1.03
 
@@ -195,7 +197,7 @@ def test_figure_labels_do_not_overlap():
     fig.canvas.draw()
     labels = fig.axes[0].get_xticklabels()
     assert [t.get_text().splitlines()[0] for t in labels] == sizes
-    assert "8 × 1024 b512" in sizes and "ahead after 12345 steps" in labels[0].get_text()
+    assert "8 × 1024 b512" in sizes and "ahead from step 12345" in labels[0].get_text()
     boxes = [t.get_window_extent() for t in labels]
     for left, right in zip(boxes[:-1], boxes[1:], strict=True):
         assert left.x1 < right.x0, "x-axis labels run into each other"

@@ -4,6 +4,7 @@ core that imports without the tooling."""
 from __future__ import annotations
 
 import json
+import mmap
 import os
 import subprocess
 import sys
@@ -69,6 +70,27 @@ def test_copies_finds_the_copy_of_a_donated_buffer_read_after_its_update():
     undonated = jax.jit(f).lower(jnp.ones((8, 4), jnp.float32)).compile()
     assert measure.copies(donated) == ["f32[8,4]"]
     assert measure.copies(undonated) == []
+
+
+@pytest.mark.skipif(not hasattr(mmap, "MADV_NOHUGEPAGE"), reason="needs Linux madvise")
+def test_page_faults_counts_fresh_pages_per_call_and_none_for_reused_memory():
+    import numpy as np
+
+    pages = 512
+
+    def fresh():
+        m = mmap.mmap(-1, pages * mmap.PAGESIZE)
+        m.madvise(mmap.MADV_NOHUGEPAGE)  # one fault per base page, whatever the kernel's THP
+        np.frombuffer(m, np.uint8)[:: mmap.PAGESIZE] = 1
+        m.close()
+
+    kept = np.zeros(pages * mmap.PAGESIZE, np.uint8)
+
+    def reused():
+        kept[:: mmap.PAGESIZE] += 1
+
+    assert pages <= measure.page_faults(fresh) <= pages + 8
+    assert measure.page_faults(reused) <= 2
 
 
 def test_environment_names_device_versions_and_the_cpu():

@@ -195,32 +195,39 @@ def main(argv=None) -> int:
 
 
 def run_pass(args, threads: int, *, main_pass: bool) -> dict:
-    """One pass over the grid in this (pinned) process; the record :func:`finish` saves."""
+    """One pass over the grid in this (pinned) process; the record :func:`finish` saves.
+
+    A scaling pass (``main_pass=False``) times only ``rev`` and the peers, with half the
+    rounds and half the budget: it answers "who scales", not "who wins".
+    """
     import jax
 
     if args.devices is not None:
         jax.config.update("jax_num_cpu_devices", args.devices)
         if len(jax.devices()) < args.devices:
-            sys.exit(
+            print(
                 f"bpjax bench: error: --devices {args.devices}: JAX sees only "
-                f"{len(jax.devices())} {jax.default_backend()} devices"
+                f"{len(jax.devices())} {jax.default_backend()} devices",
+                file=sys.stderr,
             )
+            sys.exit(2)
     from bpjax.bench import _harness
     from bpjax.bench._compile import first_call_vs_depth
 
+    rounds = args.rounds if main_pass else max(7, args.rounds // 2)
+    budget = args.budget if main_pass else args.budget / 2
     print(
-        f"bpjax bench --{args.profile}: {threads} threads, at least {args.rounds} rounds and "
-        f"up to {args.budget:.0f} s per size" + ("" if main_pass else " (rev and the peers)"),
+        f"bpjax bench --{args.profile}: {threads} threads, at least {rounds} rounds and up to "
+        f"{budget:.0f} s per size" + ("" if main_pass else " (rev and the peers)"),
         flush=True,
     )
-    names = None if main_pass else _scaling_set(args)
     record = _harness.run(
         GRIDS[args.profile],
-        rounds=args.rounds,
-        budget=args.budget,
+        rounds=rounds,
+        budget=budget,
         compile_torch=args.compile,
         devices=args.devices,
-        names=names,
+        names=None if main_pass else _scaling_set(args),
     )
     record.update(threads=threads, affinity=cores(), blas=_blas_info())
     record["thread_env"] = {v: os.environ.get(v) for v in (*THREAD_VARS, *BLAS_OVERRIDES)}

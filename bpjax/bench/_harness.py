@@ -40,10 +40,11 @@ def have_torch() -> bool:
     return importlib.util.find_spec("torch") is not None
 
 
-def warm_runtimes() -> None:
+def warm_runtimes(*, compile_torch: bool = False) -> None:
     """Import and start every runtime once, so a contender's first call measures its own
     tracing and compiling rather than a library's start-up (which a user pays once per
-    process, not once per model)."""
+    process, not once per model): NumPy's and PyTorch's thread pools, JAX's backend, and
+    ``torch.compile``'s compiler on a tiny function."""
     import jax.numpy as jnp
     import numpy as np
     import optax  # noqa: F401
@@ -57,6 +58,8 @@ def warm_runtimes() -> None:
 
         t = torch.ones(64, 64, requires_grad=True)
         (t @ t).sum().backward()
+        if compile_torch:
+            torch.compile(lambda t: (t @ t).relu().sum())(t).backward()
 
 
 def build(params, x, y, *, compile_torch: bool, devices=None, names=None) -> list:
@@ -86,6 +89,8 @@ def time_until_resolved(contenders, *, rounds: int, budget: float, max_rounds: i
     groups = {c.name: c.runtime for c in contenders}
     peers = [c.name for c in contenders if c.name not in OURS]
     calls = measure.calibrate(steps, min_round_seconds=MIN_ROUND_SECONDS)
+    for c in contenders:
+        c.faults_per_step = measure.page_faults(c.step)
     start, samples, verdict = time.perf_counter(), {name: [] for name in steps}, None
     batch = rounds
     while batch > 0:
@@ -135,7 +140,7 @@ def run(
 
     roof = gemm_rate()
     progress(f"GEMM roofline: {roof['flops_per_second'] / 1e9:.1f} GFLOP/s ({roof['n']}² float32)")
-    warm_runtimes()
+    warm_runtimes(compile_torch=compile_torch)
     rows, rankings = [], {}
     for sizes, batch in grid:
         label = size_label(sizes, batch)

@@ -15,12 +15,9 @@ import time
 from bpjax.bench._problem import LR, Contender
 
 
-def flax_contender(params, x, y) -> Contender:
-    """Flax NNX: the same MLP from ``nnx.Linear`` layers, SGD through ``nnx.Optimizer``."""
-    import jax
+def _flax_net(params):
+    """An NNX MLP of ``nnx.Linear`` layers holding ``params`` (ReLU between layers)."""
     import jax.numpy as jnp
-    import numpy as np
-    import optax
     from flax import nnx
 
     class Net(nnx.Module):
@@ -34,19 +31,29 @@ def flax_contender(params, x, y) -> Contender:
                 h = nnx.relu(layer(h))
             return self.layers[-1](h)
 
-    def build():
-        sizes = [params[0][0].shape[0]] + [w.shape[1] for w, _ in params]
-        net = Net(sizes, nnx.Rngs(0))
-        for layer, (w, b) in zip(net.layers, params, strict=True):
-            layer.kernel[...] = jnp.asarray(w)
-            layer.bias[...] = jnp.asarray(b)
-        return net
+    net = Net([params[0][0].shape[0]] + [w.shape[1] for w, _ in params], nnx.Rngs(0))
+    for layer, (w, b) in zip(net.layers, params, strict=True):
+        layer.kernel[...] = jnp.asarray(w)
+        layer.bias[...] = jnp.asarray(b)
+    return net
 
-    def loss_fn(net, x, y):
-        return optax.softmax_cross_entropy_with_integer_labels(net(x), y).mean()
+
+def _flax_loss(net, x, y):
+    import optax
+
+    return optax.softmax_cross_entropy_with_integer_labels(net(x), y).mean()
+
+
+def flax_contender(params, x, y) -> Contender:
+    """Flax NNX: the same MLP from ``nnx.Linear`` layers, SGD through ``nnx.Optimizer``."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    import optax
+    from flax import nnx
 
     def fresh_state():
-        net = build()
+        net = _flax_net(params)
         return nnx.split((net, nnx.Optimizer(net, optax.sgd(LR), wrt=nnx.Param)))
 
     xj, yj = jnp.asarray(x), jnp.asarray(y)
@@ -56,7 +63,7 @@ def flax_contender(params, x, y) -> Contender:
     @jax.jit
     def train_step(state, x, y):
         net, optimizer = nnx.merge(graphdef, state)
-        loss, grads = nnx.value_and_grad(loss_fn)(net, x, y)
+        loss, grads = nnx.value_and_grad(_flax_loss)(net, x, y)
         optimizer.update(net, grads)
         return nnx.state((net, optimizer)), loss
 
@@ -69,12 +76,9 @@ def flax_contender(params, x, y) -> Contender:
         return loss
 
     def grads(x, y):
-        g = nnx.grad(loss_fn)(build(), jnp.asarray(x), jnp.asarray(y))
+        g = nnx.grad(_flax_loss)(_flax_net(params), jnp.asarray(x), jnp.asarray(y))
         layers = sorted(g["layers"].items(), key=lambda kv: int(kv[0]))
-        return [
-            (np.asarray(layer["kernel"][...]), np.asarray(layer["bias"][...]))
-            for _, layer in layers
-        ]
+        return [(np.asarray(g_["kernel"][...]), np.asarray(g_["bias"][...])) for _, g_ in layers]
 
     return Contender("flax nnx", step, grads, first_call)
 
@@ -123,6 +127,9 @@ def torch_contenders(params, x, y, *, compile_too: bool) -> list[Contender]:
 
     out = [make(loss_of, "torch eager")]
     if compile_too:
+        # A cold compile, as for a new model: without the reset, TorchDynamo would reuse the
+        # graphs (and the dynamic shapes) it made for this function at earlier sizes.
+        torch._dynamo.reset()
         out.append(make(torch.compile(loss_of), "torch.compile"))
     return out
 

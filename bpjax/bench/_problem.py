@@ -84,6 +84,8 @@ class Contender:
       runtime: whose thread pool runs it (``"jax"``, ``"torch"``, ``"numpy"``); see
         :func:`bpjax.measure.time_steps` for why timing keeps runtimes apart.
       compile: of ``first_call``, the seconds spent compiling (JAX contenders; else 0).
+      faults_per_step: minor page faults per steady-state step (memory mapped afresh on every
+        step; filled in by the harness).
     """
 
     name: str
@@ -92,3 +94,4 @@ class Contender:
     first_call: float = 0.0
     runtime: str = "jax"
     compile: float = 0.0
+    faults_per_step: float | None = None

@@ -35,6 +35,7 @@ def size_rows(label, sizes, batch, contenders, timings, errors, roof) -> list[di
                 **t.as_dict(),
                 "compile": c.compile,
                 "first_call": c.first_call,
+                "faults_per_step": c.faults_per_step,
                 "step_flops": flops,
                 "achieved_flops_per_second": flops / t.median,
                 "fraction_of_gemm": flops / t.median / roof["flops_per_second"],
@@ -88,26 +89,30 @@ def table(rows, rankings=None, threads=()) -> str:
     ``threads``: thread counts whose medians (``row["median_at_threads"]``) get a column.
     """
     head = (
-        f"{'size':>22} {'contender':<17} {'median ms':>10} {'p10-p90 ms':>17} {'1st call s':>10} "
-        f"{'/ ref':>6} {'/ best peer':>11} {'GEMM %':>7} {'rev ahead after':>15}"
+        f"{'size':>20} {'contender':<17} {'median ms':>10} {'p10-p90 ms':>17} "
+        f"{'1st call s':>10} {'/ ref':>6} {'/ best peer':>11} {'GEMM %':>7} {'faults/step':>11} "
+        f"{'rev ahead after':>15}"
     )
-    head += "".join(f" {f'ms @{n}t':>9}" for n in threads)
-    lines = [head]
+    lines = [head + "".join(f" {f'ms @{n}t':>9}" for n in threads)]
     for r in rows:
-        line = (
-            f"{r['size']:>22} {r['contender']:<17} {r['median'] * 1e3:10.3f} "
+        if r["contender"] in OURS:
+            after = ""
+        else:
+            after = _fmt(r.get("rev_ahead_after_steps"), "d", "never") + " steps"
+        at = r.get("median_at_threads", {})
+        lines.append(
+            f"{r['size']:>20} {r['contender']:<17} {r['median'] * 1e3:10.3f} "
             f"{r['p10'] * 1e3:8.3f}-{r['p90'] * 1e3:<8.3f} {r['first_call']:10.2f} "
             f"{_fmt(r.get('ratio_to_ref'), '6.2f'):>6} "
             f"{_fmt(r.get('ratio_to_best_peer'), '11.2f'):>11} "
-            f"{100 * r['fraction_of_gemm']:6.1f}% "
+            f"{100 * r['fraction_of_gemm']:6.1f}% {_fmt(r.get('faults_per_step'), '11.0f'):>11} "
+            f"{after:>15}"
+            + "".join(
+                f" {_fmt(None if at.get(str(n)) is None else at[str(n)] * 1e3, '9.3f'):>9}"
+                for n in threads
+            )
         )
-        after = r.get("rev_ahead_after_steps", "n/a" if r["contender"] in OURS else None)
-        line += f"{_fmt(after, 'd', 'never') if after != 'n/a' else '':>15}"
-        at = r.get("median_at_threads", {})
-        line += "".join(f" {_fmt(at.get(str(n)) and at[str(n)] * 1e3, '9.3f'):>9}" for n in threads)
-        lines.append(line)
-    for label, verdict in (rankings or {}).items():
-        lines.append(verdict_line(label, verdict))
+    lines += [verdict_line(label, v) for label, v in (rankings or {}).items()]
     return "\n".join(lines)
 
 

@@ -10,7 +10,8 @@ distribution, whose central interval decides the verdict:
 * ``"ahead"``: the whole interval is below 1; ``"behind"``: the whole interval is above 1;
 * ``"tie"``: the interval straddles 1 but lies within ``1 ± tie`` (contenders closer than
   that may swap places from run to run, and we say so);
-* ``"unresolved"``: anything else; more rounds are needed.
+* ``"unresolved"``: anything else, or fewer than ``min_rounds`` rounds (a bootstrap over a
+  handful of rounds says little); more rounds are needed.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ def ranking(
     resamples: int = 2000,
     level: float = 0.95,
     tie: float = 0.03,
+    min_rounds: int = 5,
     seed: int = 0,
 ) -> dict:
     """Bootstrap verdict on ``ours`` against the fastest of ``peers``.
@@ -37,6 +39,7 @@ def ranking(
       peers: the contenders it is compared with (the best one by median).
       resamples, level, seed: the bootstrap (``level`` is the central interval's coverage).
       tie: half-width of the band around 1 within which a straddling interval is a tie.
+      min_rounds: below this many rounds the verdict is ``"unresolved"``.
 
     Returns:
       ``{"ratio", "ci": [lo, hi], "best_peer", "win_fraction", "rounds", "verdict"}``:
@@ -52,7 +55,9 @@ def ranking(
     rng = np.random.default_rng(seed)
     boot = np.median(ratios[rng.integers(0, rounds, size=(resamples, rounds))], axis=1)
     lo, hi = (float(q) for q in np.quantile(boot, [(1 - level) / 2, (1 + level) / 2]))
-    if hi < 1:
+    if rounds < min_rounds:
+        verdict = "unresolved"
+    elif hi < 1:
         verdict = "ahead"
     elif lo > 1:
         verdict = "behind"
