@@ -116,8 +116,14 @@ def test_ranking_resolves_clear_leads_and_calls_close_runs_a_tie():
     assert behind["verdict"] == "behind" and behind["ci"][0] > 1
     few = {k: v[:4] for k, v in samples(rng, rev=0.5, a=1.0).items()}
     assert bench.ranking(few, "rev", ["a"])["verdict"] == "unresolved"  # too few rounds
-    tie = bench.ranking(samples(rng, rev=1.0, a=1.0), "rev", ["a"])
+    # Per-round ratios alternate 0.99 and 1.01: the interval straddles 1, well within ±3%.
+    peer = samples(rng, a=1.0)["a"]
+    rev = [t * (0.99 if i % 2 else 1.01) for i, t in enumerate(peer)]
+    tie = bench.ranking({"rev": rev, "a": peer}, "rev", ["a"])
     assert tie["verdict"] == "tie" and 0.97 <= tie["ci"][0] <= 1 <= tie["ci"][1] <= 1.03
+    unsure = bench.ranking({"rev": [t * (0.9 if i % 2 else 1.1) for i, t in enumerate(peer)],
+                            "a": peer}, "rev", ["a"])  # fmt: skip
+    assert unsure["verdict"] == "unresolved"  # ±10% each round: more rounds needed
 
 
 def test_unresolved_rankings_get_more_rounds_until_resolved(monkeypatch):
