@@ -15,7 +15,8 @@ Submodules (each imported on first use, so ``import bpjax`` stays fast):
   training loop; :mod:`bpjax.data`: the digits data set.
 * :mod:`bpjax.modes`: forward vs reverse mode, automatic and sparse Jacobians, HVPs.
 * :mod:`bpjax.remat`: rematerialization strategies for a stack of layers, with a planner.
-* :mod:`bpjax.parallel`: data parallelism on a device mesh.
+* :mod:`bpjax.parallel`: data parallelism on a device mesh; :mod:`bpjax.steps`: SGD and
+  optax-style updates that XLA applies in place when the parameters are donated.
 * :mod:`bpjax.nnx`: Flax NNX modules computing through the rules.
 * :mod:`bpjax.measure`: timing, XLA costs, compiled memory, environment.
 * Tooling: :mod:`bpjax.bench` (``bpjax bench``), :mod:`bpjax.results` and
@@ -47,6 +48,7 @@ __all__ = [
     "results",
     "rev",
     "rules",
+    "steps",
     "tape",
     "train",
 ]
