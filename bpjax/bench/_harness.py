@@ -41,25 +41,12 @@ def have_torch() -> bool:
 
 
 def warm_runtimes(*, compile_torch: bool = False) -> None:
-    """Import and start every runtime once, so a contender's first call measures its own
-    tracing and compiling rather than a library's start-up (which a user pays once per
-    process, not once per model): NumPy's and PyTorch's thread pools, JAX's backend, and
-    ``torch.compile``'s compiler on a tiny function."""
-    import jax.numpy as jnp
-    import numpy as np
-    import optax  # noqa: F401
-    from flax import nnx  # noqa: F401
-
-    a = np.ones((64, 64), np.float32)
-    _ = a @ a
-    jnp.ones((64, 64)).sum().block_until_ready()
-    if have_torch():
-        import torch
-
-        t = torch.ones(64, 64, requires_grad=True)
-        (t @ t).sum().backward()
-        if compile_torch:
-            torch.compile(lambda t: (t @ t).relu().sum())(t).backward()
+    """Build and step every kind of contender once on a toy problem, so that a contender's
+    first call measures its own tracing and compiling rather than a library's start-up
+    (imports, thread pools, JAX's and TorchDynamo's machinery), which a user pays once per
+    process, not once per model."""
+    for c in build(*problem((4, 8, 3), 16), compile_torch=compile_torch):
+        c.step()
 
 
 def build(params, x, y, *, compile_torch: bool, devices=None, names=None) -> list:
