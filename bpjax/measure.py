@@ -27,6 +27,23 @@ from collections.abc import Callable
 import jax
 import numpy as np
 
+__all__ = [
+    "Timing",
+    "calibrate",
+    "compare",
+    "compile_fn",
+    "copies",
+    "cost",
+    "cpu_info",
+    "environment",
+    "flops",
+    "page_faults",
+    "run_rounds",
+    "summarize",
+    "temp_bytes",
+    "time_steps",
+]
+
 
 @dataclasses.dataclass(frozen=True)
 class Timing:
@@ -34,7 +51,8 @@ class Timing:
 
     Attributes:
       median: median over rounds of the mean call time within a round.
-      p10, p90: the spread over rounds.
+      p10: the 10th percentile over rounds (the spread's lower end).
+      p90: the 90th percentile over rounds (the spread's upper end).
       rounds: how many rounds; ``calls_per_round`` calls each.
       compile: seconds spent lowering and compiling (not included above).
     """
@@ -47,6 +65,7 @@ class Timing:
     compile: float
 
     def as_dict(self) -> dict:
+        """The fields as a plain dict (for a JSON record)."""
         return dataclasses.asdict(self)
 
 

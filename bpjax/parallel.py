@@ -39,6 +39,17 @@ from jax.sharding import PartitionSpec as P
 
 from bpjax import steps
 
+__all__ = [
+    "batch_sharding",
+    "check_batch",
+    "grad_fn",
+    "mesh",
+    "replicate",
+    "replicated",
+    "sgd_step",
+    "shard_batch",
+]
+
 AXIS = "batch"
 
 

@@ -39,6 +39,14 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
+__all__ = [
+    "after",
+    "apply_in_place",
+    "apply_updates",
+    "sgd",
+    "sgd_step",
+]
+
 
 def after(tree, deps):
     """``tree`` with the same values, computed (in XLA's data flow) after every leaf of ``deps``.

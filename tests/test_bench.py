@@ -177,6 +177,11 @@ def test_a_one_size_run_reports_ratios_first_calls_and_roofline_fractions():
     assert verdict["best_peer"] == best["contender"] and verdict["rounds"] >= 2
     table = bench.table(rows, record["rankings"])
     assert len(table.splitlines()) == len(rows) + 2 and "numpy manual" in table
+    readme = bench.readme_table(record).splitlines()
+    assert len(readme) == 3 and readme[2].startswith(
+        f"| 8-16-4 b32 | {by['rev']['median'] * 1e3:.3g} |"
+    )
+    assert f"({best['contender']})" in readme[2] and verdict["verdict"] in readme[2]
 
 
 def test_thread_passes_become_columns():

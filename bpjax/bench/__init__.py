@@ -46,7 +46,7 @@ from bpjax.bench._problem import (
     size_label,
     step_flops,
 )
-from bpjax.bench._records import break_even, size_rows, table, verdict_line
+from bpjax.bench._records import break_even, readme_table, size_rows, table, verdict_line
 from bpjax.bench._stability import ranking
 
 __all__ = [
@@ -74,6 +74,7 @@ __all__ = [
     "problem",
     "ranking",
     "ratio_bars",
+    "readme_table",
     "run",
     "size_caption",
     "size_label",

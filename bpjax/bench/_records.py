@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from bpjax.bench._problem import HEADLINE, OURS, REFERENCE, step_flops
+from bpjax.bench._problem import HEADLINE, OURS, REFERENCE, UNDONATED, step_flops
 
 
 def break_even(first_ours: float, step_ours: float, first_peer: float, step_peer: float):
@@ -154,3 +154,48 @@ def add_thread_columns(record: dict, passes: dict[int, dict]) -> None:
     record["thread_passes"] = {
         str(n): {"gemm": p["gemm"], "rankings": p["rankings"]} for n, p in passes.items()
     }
+
+
+def _ms(seconds) -> str:
+    return "-" if seconds is None else f"{seconds * 1e3:.3g}"
+
+
+def readme_table(record: dict) -> str:
+    """The README's Markdown table of a ``peers.json`` record's ``data`` (one row per size).
+
+    Columns: rev's median, its ratios to ``ref`` and to the best peer, the verdict with its
+    95% interval and win fraction, the undonated step against the best peer, first calls,
+    the medians at one thread where a thread sweep ran, faults per step, GEMM fraction.
+    """
+    rows = record["rows"]
+    head = [
+        "size", "rev ms", "rev / ref", "rev / best peer", "verdict (95% CI, rev faster in)",
+        "rev not donated / best peer", "first call s: rev / best peer",
+        "rev ms @1 thread / best peer's", "rev faults/step", "rev % of GEMM",
+    ]  # fmt: skip
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for size in dict.fromkeys(r["size"] for r in rows):
+        best = pick(rows, size, HEADLINE, "best_peer")
+        v = record["rankings"].get(size)
+        verdict = "-" if v is None else (
+            f"{v['verdict']} ({v['ci'][0]:.2f}-{v['ci'][1]:.2f}, "
+            f"{100 * v['win_fraction']:.0f}% of {v['rounds']})"
+        )  # fmt: skip
+        ours_1t = (pick(rows, size, HEADLINE, "median_at_threads") or {}).get("1")
+        best_1t = (pick(rows, size, best, "median_at_threads") or {}).get("1")
+        faults = pick(rows, size, HEADLINE, "faults_per_step")
+        cells = [
+            size,
+            _ms(pick(rows, size, HEADLINE, "median")),
+            _fmt(pick(rows, size, HEADLINE, "ratio_to_ref"), ".2f"),
+            f"{_fmt(pick(rows, size, HEADLINE, 'ratio_to_best_peer'), '.2f')} ({best})",
+            verdict,
+            _fmt(pick(rows, size, UNDONATED, "ratio_to_best_peer"), ".2f"),
+            f"{_fmt(pick(rows, size, HEADLINE, 'first_call'), '.2f')} / "
+            f"{_fmt(pick(rows, size, best, 'first_call'), '.2f')}",
+            f"{_ms(ours_1t)} / {_ms(best_1t)}",
+            _fmt(faults, ",.0f").replace(",", " "),
+            f"{100 * pick(rows, size, HEADLINE, 'fraction_of_gemm'):.0f}%",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)

@@ -37,9 +37,11 @@ def ranking(
         :func:`bpjax.measure.run_rounds`).
       ours: the contender the verdict is about.
       peers: the contenders it is compared with (the best one by median).
-      resamples, level, seed: the bootstrap (``level`` is the central interval's coverage).
+      resamples: bootstrap resamples of the rounds.
+      level: the coverage of the bootstrap's central interval.
       tie: half-width of the band around 1 within which a straddling interval is a tie.
       min_rounds: below this many rounds the verdict is ``"unresolved"``.
+      seed: seeds the resampling, so a verdict is reproducible from its samples.
 
     Returns:
       ``{"ratio", "ci": [lo, hi], "best_peer", "win_fraction", "rounds", "verdict"}``:
