@@ -46,7 +46,7 @@ class Cache(NamedTuple):
       inputs: ``(a⁰, …, aᴸ⁻¹)``, the input of each linear layer, ``(m, d_l)`` each: needed
         for ``dWˡ = aˡ⁻¹ᵀ δˡ``.
       saved: per hidden layer, what its activation's VJP rule keeps (sigmoid/tanh: the
-        output; relu: the mask ``z > 0``): needed for ``σ'``.
+        output, since σ' is a function of it: a(1 − a), 1 − a², 1[a > 0]): needed for ``σ'``.
       logp: ``(m, classes)`` log-softmax of the logits: what the table's fused
         softmax-cross-entropy rule keeps, and all ``δᴸ = (exp(log p) − y)/m`` needs.
       logits: ``(m, classes)`` ``zᴸ``, kept for a stable loss value.

@@ -336,6 +336,7 @@ def train(
     _train.check_labels(data)
     _, key = jax.random.split(jax.random.key(seed))
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    params = jax.tree.map(jnp.copy, params)  # the loop donates its carry; the module keeps its own
 
     def logits(params, x):
         return nnx.merge(graphdef, params, rest)(x)

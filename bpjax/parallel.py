@@ -144,10 +144,18 @@ def sgd_step(loss_fn: Callable, m: Mesh, *, learning_rate: float, how: str = "au
 
     The parameters are donated, as in a training loop, and updated in place:
     :func:`bpjax.steps.sgd` orders each update after the backward pass's reads of that
-    parameter, so XLA needs no copy of the weights.
+    parameter, so XLA needs no copy of the weights. A batch that does not split evenly over
+    the mesh is refused before anything runs (as :func:`grad_fn` does).
     """
     rep, rows = replicated(m), batch_sharding(m)
     step = steps.sgd_step(
         _averaged_grad(loss_fn, m, how, "parallel.sgd_step"), learning_rate=learning_rate
     )
-    return jax.jit(step, in_shardings=(rep, rows, rows), out_shardings=rep, donate_argnums=(0,))
+    jitted = jax.jit(step, in_shardings=(rep, rows, rows), out_shardings=rep, donate_argnums=(0,))
+
+    def run(params, x, y):
+        check_batch(np.shape(x)[0], m, "parallel.sgd_step")
+        return jitted(params, x, y)
+
+    run.lower = jitted.lower  # as on the jitted step: step.lower(...).compile()
+    return run

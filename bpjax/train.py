@@ -10,6 +10,7 @@ and the loop; :func:`bpjax.nnx.train` runs the same ones on an NNX module.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import sys
 import time
 
@@ -18,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from bpjax import _validate, grads, parallel, rev
+from bpjax import _validate, grads, parallel, rev, steps
 from bpjax.data import Dataset
 from bpjax.models import MLP, namespace
 
@@ -98,9 +99,9 @@ def make_step(loss_fn, tx, data: Dataset, key, batch_size: int, *, mesh=None, re
 
     The one training step every loop here runs (:func:`train` and
     :func:`bpjax.nnx.train`): draw :func:`minibatch`, ``value_and_grad`` of
-    ``loss_fn(params, x, y)``, ``tx.update``, ``optax.apply_updates``. ``record(loss, grads,
-    updates, params)`` says what to keep per step (default: the loss); ``mesh`` splits each
-    minibatch over a data-parallel mesh.
+    ``loss_fn(params, x, y)``, ``tx.update``, :func:`bpjax.steps.apply_updates` (in place,
+    no weight copies). ``record(loss, grads, updates, params)`` says what to keep per step
+    (default: the loss); ``mesh`` splits each minibatch over a data-parallel mesh.
     """
 
     def step_fn(carry, step):
@@ -111,7 +112,7 @@ def make_step(loss_fn, tx, data: Dataset, key, batch_size: int, *, mesh=None, re
         loss, g = jax.value_and_grad(loss_fn)(params, xb, yb)
         updates, opt_state = tx.update(g, opt_state, params)
         rec = loss if record is None else record(loss, g, updates, params)
-        return (optax.apply_updates(params, updates), opt_state), rec
+        return (steps.apply_updates(params, updates), opt_state), rec
 
     return step_fn
 
@@ -124,7 +125,9 @@ def run_chunks(step_fn, carry, *, steps: int, eval_every: int, after_chunk):
     Returns the final carry and the list of per-chunk records.
     """
 
-    @jax.jit
+    # The carry is donated and the update ordered after the backward pass's reads
+    # (bpjax.steps), so XLA updates parameters and optimizer state in place, without copies.
+    @functools.partial(jax.jit, donate_argnums=0)
     def chunk(carry, first_step):
         return jax.lax.scan(step_fn, carry, first_step + jnp.arange(eval_every))
 

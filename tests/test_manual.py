@@ -73,7 +73,9 @@ def test_manual_cache_holds_what_the_rules_save():
     params, x, _ = _net(2, (4, 8, 8, 3), 5)
     probs, cache = manual.forward(params, x, activation="relu")
     assert len(cache.inputs) == 3 and len(cache.saved) == 2
-    assert all(s.dtype == jnp.bool_ for s in cache.saved)  # relu keeps only its mask
+    # relu keeps its output, which is the next layer's input: the cache holds nothing extra.
+    for saved, next_input in zip(cache.saved, cache.inputs[1:], strict=True):
+        np.testing.assert_array_equal(saved, next_input)
     np.testing.assert_allclose(jnp.sum(probs, axis=1), 1.0, rtol=1e-14)
     _, cache = manual.forward(params, x, activation="sigmoid")
     np.testing.assert_array_equal(cache.saved[0], cache.inputs[1])  # sigmoid keeps a

@@ -40,6 +40,7 @@ def test_an_sgd_step_keeps_params_replicated_and_matches_one_device(report):
 def test_bad_batches_and_meshes_get_clear_errors(report):
     assert "30 rows does not split evenly over 4 devices" in report["indivisible error"]
     assert "(e.g. 28 or 32)" in report["indivisible error"]
+    assert "parallel.sgd_step: a batch of 30 rows" in report["sgd indivisible error"]
     assert "jax_num_cpu_devices" in report["too many devices error"]
 
 

@@ -1,8 +1,8 @@
 """Elementwise activations: sigmoid, tanh, relu; primal, JVP and VJP side by side.
 
-Each derivative is written in terms of what is cheapest to keep: sigmoid and tanh save their
-*output* (σ' = a(1 − a), tanh' = 1 − a²), so the pre-activation need not be stored; relu
-saves only the sign pattern of its input.
+Each derivative is written in terms of what is cheapest to keep: all three save their *output*
+(σ' = a(1 − a), tanh' = 1 − a², relu' = 1[a > 0]), so the pre-activation need not be
+stored, and the output is what the next layer keeps for its own gradient anyway.
 """
 
 from __future__ import annotations
@@ -125,13 +125,16 @@ def _relu_jvp(primals, tangents):
 
 
 def _relu_fwd(z):
-    passes = _passes(z)
-    # Only the sign pattern is needed: a boolean mask (1 byte per element) instead of z.
-    return jnp.where(passes, z, jnp.zeros_like(z)), passes
+    a = jnp.where(_passes(z), z, jnp.zeros_like(z))
+    # Keep the output a, not z or a separate mask: passes(a) == passes(z) for every z (NaN and
+    # ±0 included), and in a network a is the next layer's input, which that layer's dW = aᵀ δ
+    # keeps anyway, so the rule adds nothing to the activation cache. (A boolean mask would
+    # add a byte per element, and XLA:CPU turned it back into a float pre-activation z.)
+    return a, a
 
 
-def _relu_bwd(passes, g):
-    return (jnp.where(passes, g, jnp.zeros_like(g)),)
+def _relu_bwd(a, g):
+    return (jnp.where(_passes(a), g, jnp.zeros_like(g)),)
 
 
 RELU = Rule(
@@ -144,5 +147,5 @@ RELU = Rule(
     forward_formula="a = max(z, 0)",
     jvp_formula="ȧ = 1[z > 0] ż",
     vjp_formula="z̄ = ā 1[z > 0]  (0 at z = 0)",
-    saves="the mask z > 0 (bool)",
+    saves="a (the output; the next layer keeps it anyway)",
 )

@@ -59,6 +59,11 @@ try:
 except ValueError as err:
     out["indivisible error"] = str(err)
 try:
+    step(placed, x[:30], y[:30])
+    out["sgd indivisible error"] = None
+except ValueError as err:
+    out["sgd indivisible error"] = str(err)
+try:
     parallel.mesh(8)
     out["too many devices error"] = None
 except ValueError as err:
