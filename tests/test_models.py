@@ -102,7 +102,7 @@ def test_sigmoid_plain_gradients_vanish_at_depth_16_and_residual_ones_do_not():
             arch=arch, depth=16, width=64, activation="sigmoid", weight_init="xavier"
         )
         params = model.init(jax.random.key(1), 64, 10)
-        norms = grads.layer_norms(jax.grad(model.loss)(params, x, y))
+        norms = grads.layer_norms(jax.jit(jax.grad(model.loss))(params, x, y))
         ratios[arch] = float(norms[0] / norms[-2])  # first vs last hidden layer
     assert ratios["plain"] < 1e-4
     assert ratios["residual"] > 1e-3

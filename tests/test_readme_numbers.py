@@ -196,7 +196,9 @@ def test_readme_tables_equal_the_results():
     assert README.count("<!-- table:") == len(report.TABLES)
 
 
-@pytest.mark.parametrize("section, template, values", CLAIMS, ids=lambda c: str(c)[:40])
+@pytest.mark.parametrize(
+    "section, template, values", CLAIMS, ids=[f"{s}: {t[:40]}" for s, t, _ in CLAIMS]
+)
 def test_claim_matches_the_results(section, template, values):
     phrase = template.format(**values())
     assert phrase in SECTIONS[section], f"README section {section!r} should say: {phrase!r}"

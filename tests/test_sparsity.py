@@ -120,7 +120,7 @@ STEPS = {
 }
 
 
-@settings(max_examples=15)
+@settings(max_examples=max(6, settings.default.max_examples))  # 60 under bpjax-slow
 @given(
     steps=st.lists(st.sampled_from(sorted(STEPS)), min_size=1, max_size=5),
     seed=st.integers(0, 2**16),

@@ -103,8 +103,8 @@ def test_micro_batch_accumulation_equals_the_full_batch_gradient_in_float32():
     params = model.init(key, 8, 3)
     x = jax.random.normal(jax.random.fold_in(key, 1), (64, 8), jnp.float32)
     y = jax.random.randint(jax.random.fold_in(key, 2), (64,), 0, 3)
-    full = jax.grad(model.loss)(params, x, y)
-    acc = train.accumulated_grad(model.loss, params, x, y, micro_batches=4)
+    full = jax.jit(jax.grad(model.loss))(params, x, y)
+    acc = jax.jit(lambda *a: train.accumulated_grad(model.loss, *a, micro_batches=4))(params, x, y)
     for a, b in zip(jax.tree.leaves(acc), jax.tree.leaves(full), strict=True):
         assert a.dtype == jnp.float32
         assert float(jnp.max(jnp.abs(a - b)) / jnp.max(jnp.abs(b))) <= 1e-6
