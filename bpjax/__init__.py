@@ -19,8 +19,9 @@ Submodules (each imported on first use, so ``import bpjax`` stays fast):
   optax-style updates that XLA applies in place when the parameters are donated.
 * :mod:`bpjax.nnx`: Flax NNX modules computing through the rules.
 * :mod:`bpjax.measure`: timing, XLA costs, compiled memory, environment.
-* Tooling: :mod:`bpjax.bench` (``bpjax bench``), :mod:`bpjax.results` and
-  :mod:`bpjax.report` (result files and the report).
+* Tooling: :mod:`bpjax.bench` (``bpjax bench``), :mod:`bpjax.results`,
+  :mod:`bpjax.report` and :mod:`bpjax.tables` (result files, the report, the tables of
+  results that the README and the site publish).
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ __all__ = [
     "rev",
     "rules",
     "steps",
+    "tables",
     "tape",
     "train",
 ]

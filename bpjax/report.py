@@ -5,41 +5,36 @@
 device and versions it was measured with. The docs site renders the same sections, one page
 per record.
 
-``python -m bpjax.report --readme [README.md]`` fills every table block of the README,
+``python -m bpjax.report --readme [FILE ...]`` fills every table block of the README and of
+the findings pages (``docs/findings/*.md``),
 
     <!-- table:depth -->
     ...
     <!-- /table -->
 
-with :func:`readme_tables` computed from the committed results, so the tables the README
-publishes are the results' numbers; ``--check`` only reports whether they already are (the
-test suite runs the same comparison).
+with :func:`readme_tables` (the builders are in :mod:`bpjax.tables`) computed from the
+committed results, so the tables the README and the site publish are the results' numbers;
+``--check`` only reports whether they already are (the test suite runs the same comparison).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import re
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 from bpjax.results import write_atomic
+from bpjax.tables import TABLES
 
 __all__ = [
     "load",
     "section",
     "measured_with",
     "render",
-    "TABLES",
     "readme_tables",
     "fill_tables",
-    "depth_table",
-    "vanishing_table",
-    "exploding_growth_table",
-    "exploding_training_table",
     "main",
 ]
 
@@ -122,130 +117,9 @@ def render(results_dir: Path) -> str:
     return "\n".join(lines)
 
 
-# README tables: each is a function of the records by name, returning a Markdown table.
-
-
-def _table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def _compact(x: float) -> str:
-    """Two significant digits, in plain notation from 0.01 to 9999 and ``3.4e15`` outside."""
-    if x == 0 or not math.isfinite(x):
-        return str(x)
-    exponent = math.floor(math.log10(abs(x)))
-    if -2 <= exponent <= 3:
-        return f"{x:.{max(0, 1 - exponent)}f}"
-    mantissa = x / 10**exponent
-    if round(abs(mantissa), 1) >= 10:  # 9.96e7 rounds up to 1.0e8
-        mantissa, exponent = mantissa / 10, exponent + 1
-    return f"{mantissa:.1f}e{exponent}"
-
-
-def _number(value) -> float:
-    """A JSON number, or NaN for the strings results.save writes for non-finite values."""
-    return float(value) if isinstance(value, int | float) else float("nan")
-
-
-def depth_table(records: dict) -> str:
-    """Test accuracy per activation and architecture (rows) and depth (columns), ``depth``.
-
-    With several seeds a cell is their mean.
-    """
-    rec = records["depth"]
-    cells: dict[tuple, list[float]] = {}
-    for run in rec["data"]["runs"]:
-        key = (run["activation"], run["arch"], run["depth"])
-        cells.setdefault(key, []).append(_number(run["test_acc"]))
-    depths = sorted({d for _, _, d in cells})
-    rows = list(dict.fromkeys((a, arch) for a, arch, _ in cells))
-    seeds = len(rec["data"]["seeds"])
-    label = "test accuracy" + (f" (mean of {seeds} seeds)" if seeds > 1 else "")
-    body = [
-        [f"{a} {arch}"] + [f"{sum(cells[a, arch, d]) / len(cells[a, arch, d]):.2f}" for d in depths]
-        for a, arch in rows
-    ]
-    return _table([label] + [f"depth {d}" for d in depths], body)
-
-
-_RATIO = re.compile(r"first/last hidden grad norm, (\w+) (\w+) L=(\d+)")
-
-
-def vanishing_table(records: dict) -> str:
-    """First/last hidden-layer gradient-norm ratio per activation and architecture and depth
-    (``vanishing``), and how many layers' float32 gradients underflow to exactly 0."""
-    rec = records["vanishing"]
-    ratios = {
-        (m[1], m[2], int(m[3])): v
-        for k, v in rec["summary"].items()
-        if (m := _RATIO.fullmatch(k)) is not None
-    }
-    depths = sorted({d for _, _, d in ratios})
-    deepest = depths[-1]
-    zeros = rec["data"]["float32_layers_with_zero_gradient"]
-    body = []
-    for act, arch in dict.fromkeys((a, arch) for a, arch, _ in ratios):
-        zero = zeros.get(f"{act}/{arch}/{deepest}")
-        body.append(
-            [f"{act}, {arch}"]
-            + [_compact(ratios[act, arch, d]) for d in depths]
-            + [f"{zero} of {deepest}" if zero else "none"]
-        )
-    header = ["first / last hidden layer"] + [f"L = {d}" for d in depths]
-    return _table(header + [f"float32 layers at exactly 0, L = {deepest}"], body)
-
-
-def exploding_growth_table(records: dict) -> str:
-    """Fitted log-growth of the gradient norm per layer at each gain (``exploding`` (a))."""
-    slopes = records["exploding"]["data"]["slopes"]
-    body = [[g, f"{s:.2f}", f"{math.log(float(g)):.2f}"] for g, s in slopes.items()]
-    return _table(["gain", "fitted d log‖g‖ / d layer", "log gain"], body)
-
-
-def _final_loss(losses) -> str:
-    values = [_number(v) for v in losses[-20:]]
-    return _compact(sum(values) / len(values)) if all(map(math.isfinite, values)) else "—"
-
-
-def exploding_training_table(records: dict) -> str:
-    """The training runs of ``exploding``: (b) SGD under each clipping, (d) residual branch
-    scales; where each diverged, its final loss (mean of the last 20 steps) and accuracy."""
-    data = records["exploding"]["data"]
-    body = []
-    for part, runs in (("(b)", data["divergence"]), ("(d)", data["residual"])):
-        for label, run in runs.items():
-            acc = run["test_acc"]
-            acc = _number(acc[-1] if acc else "nan") if isinstance(acc, list) else _number(acc)
-            diverged = run["diverged_at"]
-            where = f", {run['nonfinite_layer']}" if run.get("nonfinite_layer") else ""
-            norm = run.get("init_grad_norm")
-            body.append(
-                [
-                    f"{part} {label}",
-                    _compact(norm) if norm is not None else "—",
-                    "never" if diverged is None else f"step {diverged}{where}",
-                    str(len(run["loss"])),
-                    _final_loss(run["loss"]),
-                    "—" if math.isnan(acc) else f"{acc:.2f}",
-                ]
-            )
-    header = ["run", "‖g‖ at init", "diverged", "steps run", "final loss", "test accuracy"]
-    return _table(header, body)
-
-
-TABLES: dict[str, Callable[[dict], str]] = {
-    "depth": depth_table,
-    "vanishing": vanishing_table,
-    "exploding-growth": exploding_growth_table,
-    "exploding-training": exploding_training_table,
-}
-"""README table name → function of the records by name (``{"depth": record, ...}``)."""
-
-
 def readme_tables(results_dir: Path | str = "results") -> dict[str, str]:
-    """Every table of :data:`TABLES`, computed from the records in ``results_dir``."""
+    """Every table of :data:`bpjax.tables.TABLES`, computed from the records in
+    ``results_dir``."""
     records, problems = load(Path(results_dir))
     if problems:
         raise ValueError(f"report: unreadable result files in {results_dir}: {problems}")
@@ -274,23 +148,40 @@ def fill_tables(text: str, tables: dict[str, str]) -> str:
     return _BLOCK.sub(lambda m: f"{m[1]}{tables[m[2]]}\n{m[4]}", text)
 
 
+def _fill_files(files, tables, check: bool, results_dir) -> int:
+    stale = []
+    for path in files:
+        text = path.read_text()
+        filled = fill_tables(text, tables)
+        if filled != text:
+            stale.append(path)
+            if not check:
+                write_atomic(path, filled)
+    verb = "differ from" if check else "were refilled from"
+    for path in stale:
+        print(f"{path}: tables {verb} {results_dir}")
+    if not stale:
+        print(f"{len(files)} file(s): tables match {results_dir}")
+    return 1 if check and stale else 0
+
+
 def main(argv=None) -> int:
     """``python -m bpjax.report [DIR]`` or ``python -m bpjax.report --readme [README]``."""
     parser = argparse.ArgumentParser(prog="python -m bpjax.report", description=__doc__)
     parser.add_argument("results_dir", nargs="?", default="results", type=Path)
-    parser.add_argument("--readme", type=Path, nargs="?", const=Path("README.md"), default=None)
+    parser.add_argument(
+        "--readme",
+        type=Path,
+        nargs="*",
+        default=None,
+        help="fill the table blocks of these Markdown files (default: README.md and the "
+        "findings pages docs/findings/*.md)",
+    )
     parser.add_argument("--check", action="store_true", help="with --readme: compare only")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     if args.readme is not None:
-        text = args.readme.read_text()
-        filled = fill_tables(text, readme_tables(args.results_dir))
-        if args.check:
-            same = filled == text
-            print(f"{args.readme}: tables {'match' if same else 'differ from'} {args.results_dir}")
-            return 0 if same else 1
-        write_atomic(args.readme, filled)
-        print(f"wrote the tables of {args.readme} from {args.results_dir}")
-        return 0
+        files = args.readme or [Path("README.md"), *sorted(Path("docs/findings").glob("*.md"))]
+        return _fill_files(files, readme_tables(args.results_dir), args.check, args.results_dir)
     _, problems = load(args.results_dir)
     for name, why in problems.items():
         print(f"report: skipped {args.results_dir / name}: {why}", file=sys.stderr)

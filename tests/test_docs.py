@@ -27,7 +27,7 @@ MODULES_PENDING_ALL: set[str] = set()
 # Names in an ``__all__`` that are data, not functions or classes, with where they come from.
 DATA_EXPORTS = {
     ("rules", "TABLE"),
-    ("report", "TABLES"),
+    ("tables", "TABLES"),
     ("remat", "STRATEGIES"),
     ("modes", "BASES"),
     ("modes", "COLORINGS"),

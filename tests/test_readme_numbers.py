@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from bpjax import report
+from bpjax import report, tables
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
@@ -193,7 +193,7 @@ def test_readme_tables_equal_the_results():
     assert filled == README, (
         "README tables differ from results/: run python -m bpjax.report --readme"
     )
-    assert README.count("<!-- table:") == len(report.TABLES)
+    assert README.count("<!-- table:") == len(tables.TABLES)
 
 
 @pytest.mark.parametrize(

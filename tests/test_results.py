@@ -146,7 +146,7 @@ def test_readme_check_fails_on_a_stale_table(tmp_path):
     tables = report.readme_tables(ROOT / "results")
     stale = tables["depth"].replace("0.97", "0.98", 1)
     readme.write_text(f"<!-- table:depth -->\n{stale}\n<!-- /table -->\n")
-    argv = ["--readme", str(readme), str(ROOT / "results")]
+    argv = [str(ROOT / "results"), "--readme", str(readme)]
     assert report.main([*argv, "--check"]) == 1
     assert report.main(argv) == 0 and report.main([*argv, "--check"]) == 0
     assert tables["depth"] in readme.read_text()

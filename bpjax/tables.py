@@ -1,0 +1,145 @@
+"""Tables of results for the README and the findings pages, built from the result records.
+
+Each builder is a function of the records by name (``{"depth": record, ...}``, as
+:func:`bpjax.report.readme_tables` loads them from ``results/``) returning a Markdown table.
+:data:`TABLES` names them; a Markdown file asks for one with a block
+
+    <!-- table:NAME -->
+    <!-- /table -->
+
+that ``python -m bpjax.report --readme`` fills, so every number in such a table is the
+committed result's.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+
+__all__ = [
+    "TABLES",
+    "depth_table",
+    "vanishing_table",
+    "exploding_growth_table",
+    "exploding_training_table",
+]
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _compact(x: float) -> str:
+    """Two significant digits, in plain notation from 0.01 to 9999 and ``3.4e15`` outside."""
+    if x == 0 or not math.isfinite(x):
+        return str(x)
+    exponent = math.floor(math.log10(abs(x)))
+    if -2 <= exponent <= 3:
+        return f"{x:.{max(0, 1 - exponent)}f}"
+    mantissa = x / 10**exponent
+    if round(abs(mantissa), 1) >= 10:  # 9.96e7 rounds up to 1.0e8
+        mantissa, exponent = mantissa / 10, exponent + 1
+    return f"{mantissa:.1f}e{exponent}"
+
+
+def _number(value) -> float:
+    """A JSON number, or NaN for the strings results.save writes for non-finite values."""
+    return float(value) if isinstance(value, int | float) else float("nan")
+
+
+def depth_table(records: dict) -> str:
+    """Test accuracy per activation and architecture (rows) and depth (columns), ``depth``.
+
+    With several seeds a cell is their mean.
+    """
+    rec = records["depth"]
+    cells: dict[tuple, list[float]] = {}
+    for run in rec["data"]["runs"]:
+        key = (run["activation"], run["arch"], run["depth"])
+        cells.setdefault(key, []).append(_number(run["test_acc"]))
+    depths = sorted({d for _, _, d in cells})
+    rows = list(dict.fromkeys((a, arch) for a, arch, _ in cells))
+    seeds = len(rec["data"]["seeds"])
+    label = "test accuracy" + (f" (mean of {seeds} seeds)" if seeds > 1 else "")
+    body = [
+        [f"{a} {arch}"] + [f"{sum(cells[a, arch, d]) / len(cells[a, arch, d]):.2f}" for d in depths]
+        for a, arch in rows
+    ]
+    return _table([label] + [f"depth {d}" for d in depths], body)
+
+
+_RATIO = re.compile(r"first/last hidden grad norm, (\w+) (\w+) L=(\d+)")
+
+
+def vanishing_table(records: dict) -> str:
+    """First/last hidden-layer gradient-norm ratio per activation and architecture and depth
+    (``vanishing``), and how many layers' float32 gradients underflow to exactly 0."""
+    rec = records["vanishing"]
+    ratios = {
+        (m[1], m[2], int(m[3])): v
+        for k, v in rec["summary"].items()
+        if (m := _RATIO.fullmatch(k)) is not None
+    }
+    depths = sorted({d for _, _, d in ratios})
+    deepest = depths[-1]
+    zeros = rec["data"]["float32_layers_with_zero_gradient"]
+    body = []
+    for act, arch in dict.fromkeys((a, arch) for a, arch, _ in ratios):
+        zero = zeros.get(f"{act}/{arch}/{deepest}")
+        body.append(
+            [f"{act}, {arch}"]
+            + [_compact(ratios[act, arch, d]) for d in depths]
+            + [f"{zero} of {deepest}" if zero else "none"]
+        )
+    header = ["first / last hidden layer"] + [f"L = {d}" for d in depths]
+    return _table(header + [f"float32 layers at exactly 0, L = {deepest}"], body)
+
+
+def exploding_growth_table(records: dict) -> str:
+    """Fitted log-growth of the gradient norm per layer at each gain (``exploding`` (a))."""
+    slopes = records["exploding"]["data"]["slopes"]
+    body = [[g, f"{s:.2f}", f"{math.log(float(g)):.2f}"] for g, s in slopes.items()]
+    return _table(["gain", "fitted d log‖g‖ / d layer", "log gain"], body)
+
+
+def _final_loss(losses) -> str:
+    values = [_number(v) for v in losses[-20:]]
+    return _compact(sum(values) / len(values)) if all(map(math.isfinite, values)) else "—"
+
+
+def exploding_training_table(records: dict) -> str:
+    """The training runs of ``exploding``: (b) SGD under each clipping, (d) residual branch
+    scales; where each diverged, its final loss (mean of the last 20 steps) and accuracy."""
+    data = records["exploding"]["data"]
+    body = []
+    for part, runs in (("(b)", data["divergence"]), ("(d)", data["residual"])):
+        for label, run in runs.items():
+            acc = run["test_acc"]
+            acc = _number(acc[-1] if acc else "nan") if isinstance(acc, list) else _number(acc)
+            diverged = run["diverged_at"]
+            where = f", {run['nonfinite_layer']}" if run.get("nonfinite_layer") else ""
+            norm = run.get("init_grad_norm")
+            body.append(
+                [
+                    f"{part} {label}",
+                    _compact(norm) if norm is not None else "—",
+                    "never" if diverged is None else f"step {diverged}{where}",
+                    str(len(run["loss"])),
+                    _final_loss(run["loss"]),
+                    "—" if math.isnan(acc) else f"{acc:.2f}",
+                ]
+            )
+    header = ["run", "‖g‖ at init", "diverged", "steps run", "final loss", "test accuracy"]
+    return _table(header, body)
+
+
+TABLES: dict[str, Callable[[dict], str]] = {
+    "depth": depth_table,
+    "vanishing": vanishing_table,
+    "exploding-growth": exploding_growth_table,
+    "exploding-training": exploding_training_table,
+}
+"""README table name → function of the records by name (``{"depth": record, ...}``)."""
