@@ -23,6 +23,7 @@ __all__ = [
     "vanishing_table",
     "exploding_growth_table",
     "exploding_training_table",
+    "headlines_table",
 ]
 
 
@@ -136,10 +137,136 @@ def exploding_training_table(records: dict) -> str:
     return _table(header, body)
 
 
+def _summary(records: dict, name: str, key: str):
+    """``records[name]["summary"][key]``, or an error naming the experiment that renamed it."""
+    summary = records[name]["summary"]
+    if key not in summary:
+        raise KeyError(
+            f"tables: results/{name}.json has no summary entry {key!r}; the experiment renamed "
+            f"it, so update HEADLINES in bpjax/tables.py (its entries: {sorted(summary)})"
+        )
+    return summary[key]
+
+
+def _last_key(records: dict, name: str, prefix: str) -> str:
+    """The last summary key of ``name`` starting with ``prefix`` (the largest size run)."""
+    keys = [k for k in records[name]["summary"] if k.startswith(prefix)]
+    if not keys:
+        raise KeyError(f"tables: results/{name}.json has no summary entry starting {prefix!r}")
+    return keys[-1]
+
+
+def _ratio(x) -> str:
+    x = _number(x)
+    return f"{x:.0f}×" if x >= 10 else f"{x:.2f}×"
+
+
+def _size(label: str) -> str:
+    """``"1024-1024-…-10 b512"`` as ``"8 × 1024 hidden, batch 512"``."""
+    dims, batch = label.split(" b")
+    hidden = dims.split("-")[1:-1]
+    if len(set(hidden)) == 1:
+        return f"{len(hidden)} × {hidden[0]} hidden, batch {batch}"
+    return f"{dims}, batch {batch}"
+
+
+# (what it shows, record, summary key or a function of the records giving one, format).
+# One line per experiment's main figure; the findings pages carry the rest.
+HEADLINES: list[tuple[str, str, str | Callable[[dict], str], Callable]] = [
+    (
+        "hand-written VJPs (`rev`) ÷ JAX autodiff (`ref`), training step, 784-512-512-10",
+        "rules_overhead",
+        "rev / ref @ 784-512-512-10 b256",
+        _ratio,
+    ),
+    (
+        "first ÷ last hidden layer's gradient norm, plain sigmoid net, 64 layers",
+        "vanishing",
+        "first/last hidden grad norm, sigmoid plain L=64",
+        _compact,
+    ),
+    (
+        "… the same with residual connections",
+        "vanishing",
+        "first/last hidden grad norm, sigmoid residual L=64",
+        _compact,
+    ),
+    (
+        "test accuracy at depth 64, plain sigmoid net (chance is 0.10)",
+        "depth",
+        "sigmoid plain test acc @ depth 64",
+        lambda x: f"{_number(x):.2f}",
+    ),
+    (
+        "… the same with residual connections",
+        "depth",
+        "sigmoid residual test acc @ depth 64",
+        lambda x: f"{_number(x):.2f}",
+    ),
+    (
+        "automatic fwd/rev choice (calibrated) within 10% of the faster mode, share of grid",
+        "mode_cost",
+        "auto (calibrated) within 10% of the faster mode (fraction)",
+        lambda x: f"{_number(x):.0%}",
+    ),
+    (
+        "sparse Jacobian by coloring: faster of jacfwd/jacrev ÷ bpjax, tridiagonal n = 4096",
+        "jacobians",
+        "tridiagonal n=4096: faster of jacfwd/jacrev ÷ bpjax sparse (columns, BCOO), target ≥ 50",
+        _ratio,
+    ),
+    (
+        "bpjax sparse ÷ asdex on the same tridiagonal Jacobian (BCOO output; below 1: faster)",
+        "jacobians",
+        "tridiagonal n=4096: bpjax sparse ÷ asdex, both BCOO, target ≤ 1.0",
+        _ratio,
+    ),
+    (
+        "arrowhead n = 2048: best one-sided method ÷ mixed-mode bicoloring (BCOO output)",
+        "jacobians",
+        "arrowhead n=2048 (bcoo): best of fwd/rev/one-sided coloring ÷ bicoloring, target ≥ 20",
+        _ratio,
+    ),
+    (
+        "√L checkpointing: compiled temporary memory ÷ storing every activation, L = 1024",
+        "remat_memory",
+        "sqrt / none compiled temp",
+        lambda x: f"{_number(x):.3f}",
+    ),
+    (
+        "binomial checkpointing (10 checkpoints): step time ÷ storing every activation",
+        "remat_memory",
+        "binomial c=10 step time / none",
+        _ratio,
+    ),
+    (
+        "bpjax `rev` training step ÷ the fastest peer (PyTorch, Flax, NumPy), largest size",
+        "peers",
+        lambda records: _last_key(records, "peers", "rev / best peer @ "),
+        _ratio,
+    ),
+]
+
+
+def headlines_table(records: dict) -> str:
+    """One main figure per experiment (:data:`HEADLINES`), with the size it was measured at
+    and the CPU, from the records' summaries (quick profile, as ``make reproduce`` writes)."""
+    body = []
+    for what, name, key, fmt in HEADLINES:
+        key = key(records) if callable(key) else key
+        if name == "peers":
+            what = what.replace("largest size", _size(key.split("@ ")[1]))
+        env = records[name]["environment"]
+        where = env.get("cpu_model") or env.get("device") or "?"
+        body.append([what, fmt(_summary(records, name, key)), f"`{name}`, {where}"])
+    return _table(["finding", "figure", "record, CPU"], body)
+
+
 TABLES: dict[str, Callable[[dict], str]] = {
     "depth": depth_table,
     "vanishing": vanishing_table,
     "exploding-growth": exploding_growth_table,
     "exploding-training": exploding_training_table,
+    "headlines": headlines_table,
 }
 """README table name → function of the records by name (``{"depth": record, ...}``)."""

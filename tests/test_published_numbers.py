@@ -1,15 +1,16 @@
-"""The README's result sections publish the committed results, number by number.
+"""The README and the findings pages publish the committed results, number by number.
 
-A number in a result section is accounted for in one of three ways:
+Each findings page (``docs/findings/<name>.md``) is one section, and the README another. A
+number in a section's prose is accounted for in one of three ways:
 
 * it sits in a generated table (``<!-- table:NAME -->``), and the table equals what
   ``python -m bpjax.report --readme`` computes from ``results/``;
 * it sits in a claim below: a phrase whose numbers are recomputed here from the JSON;
 * it is mathematics (``σ' ≤ 1/4``), listed in ``MATH``.
 
-Sections not yet tied to ``results/`` are listed in ``PENDING_SECTIONS``, and numbers the
-results do not record yet in ``UNRECORDED``: the lead empties both when the README is
-rewritten. Everything else fails, naming the number.
+Code blocks are not prose (their numbers are inputs, run by the tests). Sections not yet tied
+to ``results/`` are listed in ``PENDING_SECTIONS`` and numbers the results do not record in
+``UNRECORDED``; everything else fails, naming the number.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from bpjax import report, tables
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
+FINDINGS = ROOT / "docs" / "findings"
 RESULTS = ROOT / "results"
 
 
@@ -34,24 +36,32 @@ def _record(name: str, folder: str = "") -> dict:
 # Result sections whose numbers are not tied to results/ yet (their experiments are being
 # rewritten); the lead ties them with tables or claims when rewriting the README.
 PENDING_SECTIONS = {
-    "Hand-written rules vs autodiff",
-    "Forward vs reverse mode",
-    "Autograd made visible",
-    "Remat that really saves memory",
-    "Speed against the peers",
-    "Data parallel, and several hosts",
-    "Flax NNX",
-    "Running on GPU or TPU",
+    "rules_overhead",
+    "modes",
+    "autograd",
+    "remat",
+    "bench",
+    "parallel",
+    "nnx",
+    "accelerators",
 }
 
 # Numbers stated in tied sections that results/ does not record: exploding.json keeps the
 # runs of parts (b) and (d) but not their learning rate, depth or gain. Add them to the
 # record's data, then turn these into claims.
-UNRECORDED = {
-    "Exploding gradients and clipping": ["SGD (lr 0.05)", "a depth-8 gain-2 net", "A depth-64"]
-}
+UNRECORDED = {"exploding": ["SGD (lr 0.05)", "a depth-8 gain-2 net", "A depth-64"]}
 
-MATH = ["(1/4)^(L−l)", "σ' ≤ 1/4", "(1/4)^L", "z = 0", "(α = 1)", "α = 1/√L", "exceeds 1"]
+# Mathematics, and facts about the project rather than measurements.
+MATH = [
+    "Python 3.10+",
+    "(1/4)^(L−l)",
+    "σ' ≤ 1/4",
+    "(1/4)^L",
+    "z = 0",
+    "(α = 1)",
+    "α = 1/√L",
+    "exceeds 1",
+]
 
 
 def _chance_depth(activation: str) -> int:
@@ -95,7 +105,7 @@ def _clip_labels() -> dict:
 # (section, phrase with {fields}, fields computed from the results)
 CLAIMS = [
     (
-        "Vanishing gradients",
+        "vanishing",
         "(width {width}, batch {batch}, geometric mean of {seeds} seeds)",
         lambda: {
             "width": _record("vanishing")["data"]["width"],
@@ -104,12 +114,12 @@ CLAIMS = [
         },
     ),
     (
-        "Exploding gradients and clipping",
+        "exploding",
         "clipping by global norm {norm} or by value {value}",
         _clip_labels,
     ),
     (
-        "Exploding gradients and clipping",
+        "exploding",
         "at {cos_norm:.2f} at every threshold; clipping by value drops it to {cos_value:.2f}",
         lambda: {
             "cos_norm": min(_record("exploding")["data"]["cos_norm"]),
@@ -117,7 +127,7 @@ CLAIMS = [
         },
     ),
     (
-        "Depth: plain vs residual, highway, dense",
+        "depth",
         "{steps} Adam steps, batch {batch}, lr {lr}, width {width}.",
         lambda: {
             **{k: _record("depth")["data"][k] for k in ("steps", "batch", "width")},
@@ -125,28 +135,28 @@ CLAIMS = [
         },
     ),
     (
-        "Depth: plain vs residual, highway, dense",
+        "depth",
         "(sigmoid by depth {sigmoid}, ReLU by {relu})",
         lambda: {"sigmoid": _chance_depth("sigmoid"), "relu": _chance_depth("relu")},
     ),
     (
-        "Depth: plain vs residual, highway, dense",
+        "depth",
         "Plain sigmoid at depth {depth} still reaches {acc:.0%} under Adam",
         lambda: {"depth": 8, "acc": _depth_acc("sigmoid", "plain", 8)},
     ),
     (
-        "Depth: plain vs residual, highway, dense",
+        "depth",
         "under SGD (lr {lr}) it stays at chance (test accuracy at most {lo}) while the "
         "residual net reaches at least {hi}",
         _sgd_test_thresholds,
     ),
     (
-        "Depth: plain vs residual, highway, dense",
+        "depth",
         "see only the last {window} hidden outputs",
         lambda: {"window": re.search(r"window of (\d+)", _record("depth")["notes"])[1]},
     ),
     (
-        "Depth: plain vs residual, highway, dense",
+        "depth",
         "the `--full` sweep (depths {lo}-{hi}, {seeds} seeds)",
         lambda: {
             "lo": min(_record("depth", "full")["data"]["depths"]),
@@ -157,43 +167,47 @@ CLAIMS = [
 ]
 
 
-def _sections() -> dict[str, str]:
-    """Result sections (from '## Experiments' on) by heading, whitespace collapsed and the
-    generated tables removed."""
-    text = README[README.index("## Experiments") :]
+def _prose(text: str) -> str:
+    """Whitespace collapsed; generated tables and code blocks removed."""
     text = re.sub(r"<!-- table:[\w-]+ -->\n.*?<!-- /table -->", "", text, flags=re.S)
-    parts = re.split(r"^#{2,3} (.+)$", text, flags=re.M)
-    return {
-        re.sub(r" \(`.*$", "", heading): " ".join(body.split())
-        for heading, body in zip(parts[1::2], parts[2::2], strict=True)
+    text = re.sub(r"```.*?```", "", text, flags=re.S)
+    text = re.sub(r"\]\([^)]*\)", "]", text)  # link targets are paths, not findings
+    return " ".join(text.split())
+
+
+def _sections() -> dict[str, str]:
+    """Every findings page by file stem, and the README, as prose."""
+    pages = {p.stem: _prose(p.read_text()) for p in sorted(FINDINGS.glob("*.md"))}
+    return {**pages, "README": _prose(README)}
+
+
+def _documents() -> dict[str, str]:
+    return {"README.md": README} | {
+        f"docs/findings/{p.name}": p.read_text() for p in sorted(FINDINGS.glob("*.md"))
     }
 
 
 SECTIONS = _sections()
-TIED = sorted(set(SECTIONS) - PENDING_SECTIONS - {"Experiments"})
+TIED = sorted(set(SECTIONS) - PENDING_SECTIONS)
 _NUMBER = re.compile(r"(?<![\w.])\d+(?:\.\d+)?(?:e-?\d+)?")
 
 
 def test_sections_are_known():
     assert set(SECTIONS) >= PENDING_SECTIONS, sorted(PENDING_SECTIONS - set(SECTIONS))
-    assert (
-        sorted(
-            [
-                "Depth: plain vs residual, highway, dense",
-                "Exploding gradients and clipping",
-                "Vanishing gradients",
-            ]
-        )
-        == TIED
+
+
+@pytest.mark.parametrize("name", sorted(_documents()))
+def test_published_tables_equal_the_results(name):
+    text = _documents()[name]
+    filled = report.fill_tables(text, report.readme_tables(RESULTS))
+    assert filled == text, (
+        f"{name}: tables differ from results/: run python -m bpjax.report --readme"
     )
 
 
-def test_readme_tables_equal_the_results():
-    filled = report.fill_tables(README, report.readme_tables(RESULTS))
-    assert filled == README, (
-        "README tables differ from results/: run python -m bpjax.report --readme"
-    )
-    assert README.count("<!-- table:") == len(tables.TABLES)
+def test_every_table_is_published_somewhere():
+    used = set(re.findall(r"<!-- table:([\w-]+) -->", "".join(_documents().values())))
+    assert used == set(tables.TABLES), sorted(set(tables.TABLES) ^ used)
 
 
 @pytest.mark.parametrize(
@@ -201,7 +215,7 @@ def test_readme_tables_equal_the_results():
 )
 def test_claim_matches_the_results(section, template, values):
     phrase = template.format(**values())
-    assert phrase in SECTIONS[section], f"README section {section!r} should say: {phrase!r}"
+    assert phrase in SECTIONS[section], f"section {section!r} should say: {phrase!r}"
 
 
 @pytest.mark.parametrize("section", TIED)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bpjax import report, results
+from bpjax import report, results, tables
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -150,3 +150,12 @@ def test_readme_check_fails_on_a_stale_table(tmp_path):
     assert report.main([*argv, "--check"]) == 1
     assert report.main(argv) == 0 and report.main([*argv, "--check"]) == 0
     assert tables["depth"] in readme.read_text()
+
+
+def test_headlines_table_names_the_renamed_summary_entry():
+    records = {rec["name"]: rec for rec in report.load(ROOT / "results")[0]}
+    table = tables.headlines_table(records)
+    assert len(table.splitlines()) == 2 + len(tables.HEADLINES)
+    records["jacobians"] = {**records["jacobians"], "summary": {"renamed": 1.0}}
+    with pytest.raises(KeyError, match="results/jacobians.json has no summary entry.*HEADLINES"):
+        tables.headlines_table(records)
