@@ -26,8 +26,11 @@ $(VENV)/.installed-%: pyproject.toml constraints.txt
 	touch $@
 
 # -rs lists every skipped test with its reason, so a missing peer is visible, not silent.
+# The tests run in parallel, one worker per core (pytest-xdist); `make test WORKERS=0` runs
+# them in this process (for pdb).
+WORKERS ?= auto
 test: venv
-	$(PY) -m pytest -q -rs
+	$(PY) -m pytest -q -rs -n $(WORKERS)
 
 # Tests marked `slow` (long training runs, large sweeps); not part of `make test`.
 test-slow: venv

@@ -59,7 +59,10 @@ SIGMOID = dict(activation="sigmoid", weight_init="xavier", width=64)
 RELU = dict(activation="relu", weight_init="he", width=64)
 
 
-@pytest.mark.parametrize("depth", [8, pytest.param(32, marks=pytest.mark.slow), 64])
+# Depth 8 runs by default; the deeper runs (6 s each) with `make test-slow`.
+@pytest.mark.parametrize(
+    "depth", [8, pytest.param(32, marks=pytest.mark.slow), pytest.param(64, marks=pytest.mark.slow)]
+)
 def test_residual_sigmoid_trains_at_every_depth(digits, depth):
     h = train.train(models.MLP(arch="residual", depth=depth, **SIGMOID), digits)
     assert h.final_test_acc >= 0.95
@@ -70,6 +73,7 @@ def test_plain_sigmoid_stays_near_chance_once_deep(digits):
     assert h.final_test_acc <= 0.20
 
 
+@pytest.mark.slow  # two 64-layer training runs, 8 s; `make test-slow`
 def test_residual_relu_depth_64_trains_only_with_scaled_branches(digits):
     scaled = train.train(models.MLP(arch="residual", depth=64, **RELU), digits)
     assert scaled.final_test_acc >= 0.95
