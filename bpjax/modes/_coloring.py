@@ -1,7 +1,7 @@
 """Colorings that compress a sparse Jacobian into few JVPs and VJPs.
 
 A **column coloring** gives columns that share no row the same color; one JVP per color,
-with the seed ``s_c = Σ_{color(j)=c} e_j``, returns ``B[c] = J s_c``, and every nonzero is
+with seed vector ``s_c = Σ_{color(j)=c} e_j``, returns ``B[c] = J s_c``, and every nonzero is
 read back directly: ``J[i, j] = B[color(j), i]``. A **row coloring** is the same on ``Jᵀ``
 with VJPs: ``J[i, j] = C[color(i), j]``. Both are greedy partial distance-2 colorings of
 the bipartite graph of ``J`` (Gebremedhin, Manne & Pothen, "What color is your Jacobian?",

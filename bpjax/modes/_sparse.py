@@ -137,7 +137,7 @@ def program(method: Method, f_flat, x_flat, m: int, pattern, *, sparse_output: b
     c = method.coloring
     name = method.name
     if c is not None and c.kind == "columns" and c.jvps == n:
-        name = "fwd"  # one color per column: the seeds are the identity
+        name = "fwd"  # one color per column: its seed vectors form the identity
     elif c is not None and c.kind == "rows" and c.vjps == m:
         name = "rev"
     if name == "fwd":
