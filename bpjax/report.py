@@ -120,10 +120,13 @@ def render(results_dir: Path) -> str:
 def readme_tables(results_dir: Path | str = "results") -> dict[str, str]:
     """Every table of :data:`bpjax.tables.TABLES`, computed from the records in
     ``results_dir``."""
-    records, problems = load(Path(results_dir))
-    if problems:
-        raise ValueError(f"report: unreadable result files in {results_dir}: {problems}")
-    by_name = {rec["name"]: rec for rec in records}
+    by_name = {}
+    # The quick profile's records by name, the --full sweeps' as "full/<name>".
+    for prefix, folder in (("", Path(results_dir)), ("full/", Path(results_dir) / "full")):
+        records, problems = load(folder)
+        if problems:
+            raise ValueError(f"report: unreadable result files in {folder}: {problems}")
+        by_name |= {prefix + rec["name"]: rec for rec in records}
     return {name: build(by_name) for name, build in TABLES.items()}
 
 

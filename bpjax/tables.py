@@ -24,6 +24,11 @@ __all__ = [
     "exploding_growth_table",
     "exploding_training_table",
     "headlines_table",
+    "rules_overhead_table",
+    "remat_table",
+    "jacobians_table",
+    "jacobian_colors_table",
+    "bench_table",
 ]
 
 
@@ -204,9 +209,18 @@ HEADLINES: list[tuple[str, str, str | Callable[[dict], str], Callable]] = [
         lambda x: f"{_number(x):.2f}",
     ),
     (
-        "automatic fwd/rev choice (calibrated) within 10% of the faster mode, share of grid",
+        "automatic fwd/rev choice (the default run-time model) within 10% of the faster mode, "
+        "share of the fwd/rev grid",
         "mode_cost",
-        "auto (calibrated) within 10% of the faster mode (fraction)",
+        "auto (run-time model) within 10% of the faster mode (fraction)",
+        lambda x: f"{_number(x):.0%}",
+    ),
+    (
+        "`jacobian_fn`'s choice among fwd, rev and colorings within 10% of the best contender "
+        "(asdex and sparsejac included), dense output, share of the 8-family grid",
+        "jacobians",
+        "auto (dense output, steady state, the chosen method's own timing): within 10% of the "
+        "best, fraction of 25",
         lambda x: f"{_number(x):.0%}",
     ),
     (
@@ -262,11 +276,121 @@ def headlines_table(records: dict) -> str:
     return _table(["finding", "figure", "record, CPU"], body)
 
 
+def rules_overhead_table(records: dict) -> str:
+    """Step time of each way of getting the gradient over JAX autodiff's, per size
+    (``rules_overhead``)."""
+    rows = records["rules_overhead"]["data"]["rows"]
+    sizes = list(dict.fromkeys(r["size"] for r in rows))
+    ratio = {(r["size"], r["contender"].split(" ")[0]): r["ratio_to_ref"] for r in rows}
+    body = [
+        [size.replace(" b", ", batch ")]
+        + [f"{ratio[size, who]:.2f}" for who in ("rev", "fwd", "manual")]
+        for size in sizes
+    ]
+    return _table(["size", "rev / ref", "fwd / ref", "manual / ref"], body)
+
+
+def remat_table(records: dict) -> str:
+    """Every strategy at the timed depth, most memory first (``remat_memory``): compiled temp
+    memory, its ratio to the byte model, counted layer evaluations, median step time."""
+    rows = sorted(records["remat_memory"]["data"]["timing"], key=lambda r: -r["compiled_temp"])
+    none = next(r for r in rows if r["strategy"] == "none")
+    body = [
+        [
+            r["strategy"],
+            f"{r['compiled_temp'] / 2**20:.1f} MiB",
+            f"{r['compiled_temp'] / r['predicted']:.2f}",
+            str(r["evaluations"]),
+            f"{1e3 * r['median']:.0f} ms",
+            f"{r['median'] / none['median']:.2f}",
+        ]
+        for r in rows
+    ]
+    header = ["strategy", "compiled temp", "compiled / predicted", "layer evaluations"]
+    return _table(header + ["step time", "vs none"], body)
+
+
+_JACOBIAN_PEERS = ["jax.jacfwd", "jax.jacrev", "asdex", "sparsejac"]
+
+
+def _ms(seconds: float) -> str:
+    return f"{1e3 * seconds:.3g}"
+
+
+def jacobians_table(records: dict) -> str:
+    """Milliseconds per Jacobian, steady state, at each family's largest size (and every size
+    of the extra ones), dense and BCOO output (``jacobians``); sparsejac's time is the faster
+    of its jacfwd and jacrev, "–" where a contender does not apply or was skipped."""
+    data = records["jacobians"]["data"]
+    largest = max(data["sizes"])
+    extra = {(family, n) for family, sizes in data.get("extra", {}).items() for n in sizes}
+    body = []
+    for p in data["points"]:
+        if p["N"] != largest and (p["family"], p["N"]) not in extra:
+            continue
+        times = {name: c["median"] for name, c in p["contenders"].items()}
+        sparsejac = [t for name, t in times.items() if name.startswith("sparsejac")]
+        if sparsejac:
+            times["sparsejac"] = min(sparsejac)
+        others = [t for name, t in times.items() if name != "bpjax auto"]
+        auto = times["bpjax auto"]
+        body.append(
+            [p["family"], f"{p['n']}×{p['m']}", "BCOO" if p["format"] == "bcoo" else "dense"]
+            + [_ms(times[name]) if name in times else "–" for name in _JACOBIAN_PEERS]
+            + [f"{_ms(auto)} ({p['auto']['method']})", f"{auto / min(others):.2f}"]
+        )
+    header = ["family", "n×m", "output", *_JACOBIAN_PEERS, "bpjax auto (pick)"]
+    return _table(header + ["auto ÷ best other"], body)
+
+
+def _plural(n: int, what: str) -> str:
+    return f"{n} {what}" + ("" if n == 1 else "s")
+
+
+def jacobian_colors_table(records: dict) -> str:
+    """Products each coloring needs at each sparse family's largest size, against its lower
+    bound (``jacobians``): the most nonzeros in a row, for columns; in a column, for rows."""
+    data = records["jacobians"]["data"]
+    largest: dict[str, dict] = {}
+    for p in data["points"]:
+        if p["colorings"] and p["N"] >= largest.get(p["family"], {}).get("N", 0):
+            largest[p["family"]] = p
+    kinds = ["columns", "rows", "bicoloring"]
+    body = []
+    for family, p in largest.items():
+        cells = []
+        for kind in kinds:
+            c = p["colorings"].get(kind)
+            if c is None:
+                cells.append("–")
+            elif kind == "bicoloring":
+                cells.append(
+                    f"{c['products']} ({_plural(c['jvps'], 'JVP')} + {_plural(c['vjps'], 'VJP')})"
+                )
+            else:
+                cells.append(f"{c['products']} (bound {c['lower_bound']})")
+        body.append([family, f"{p['n']}×{p['m']}", *cells])
+    return _table(["family", "n×m", "column coloring", "row coloring", "bicoloring"], body)
+
+
+def bench_table(records: dict) -> str:
+    """``bpjax bench --full``'s table (:func:`bpjax.bench.readme_table` of
+    ``results/full/peers.json``)."""
+    from bpjax import bench
+
+    return bench.readme_table(records["full/peers"]["data"])
+
+
 TABLES: dict[str, Callable[[dict], str]] = {
     "depth": depth_table,
     "vanishing": vanishing_table,
     "exploding-growth": exploding_growth_table,
     "exploding-training": exploding_training_table,
     "headlines": headlines_table,
+    "rules-overhead": rules_overhead_table,
+    "remat": remat_table,
+    "jacobians": jacobians_table,
+    "jacobian-colors": jacobian_colors_table,
+    "bench": bench_table,
 }
 """README table name → function of the records by name (``{"depth": record, ...}``)."""
