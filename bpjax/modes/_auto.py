@@ -6,7 +6,8 @@ Three ways to price the candidates (``basis``):
   counts, ``f``'s jaxpr and rates measured once per process. Nothing is compiled, so the
   decision costs a trace of ``f`` plus the sparsity pass and the coloring.
 * ``"timing"`` (``calibrate=True``): compile and time the candidates the model ranks
-  within 4x of its best (at most three). Exact, and costs their compilations.
+  within 4x of its best (at most three), and always the model's best forward-only and
+  best reverse-only candidates. Exact among those, and costs their compilations.
 * ``"xla"``: XLA's FLOP and byte estimates of the vmapped JVP and VJP at batch sizes 1
   and 2, extrapolated to each candidate's product counts and turned into seconds with the
   machine's GEMM rate and bandwidth (:func:`machine_rates`)::
@@ -98,8 +99,15 @@ def _model_prices(plan, sparse_output):
 def _timed_prices(plan, sparse_output):
     model = _model_prices(plan, sparse_output)
     best = min(p["seconds"] for p in model.values())
-    near = sorted((p["seconds"], c.name) for c in plan.candidates for p in [model[c.name]])
-    names = [name for seconds, name in near if seconds <= 4 * best][:3]
+    near = sorted((model[c.name]["seconds"], c.name) for c in plan.candidates)
+    names = {name for seconds, name in near[:3] if seconds <= 4 * best}
+    # The model can misrank the two directions by far more than 4x (XLA fuses work into
+    # one mode's batched loop that it keeps out of the other's), so the best forward-only
+    # and the best reverse-only candidate are always timed too.
+    for one_sided in (lambda c: c.vjps == 0, lambda c: c.jvps == 0):
+        sided = [c for c in plan.candidates if one_sided(c)]
+        if sided:
+            names.add(min(sided, key=lambda c: model[c.name]["seconds"]).name)
     programs = {}
     for c in plan.candidates:
         if c.name in names:
