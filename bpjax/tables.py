@@ -263,8 +263,10 @@ HEADLINES: list[tuple[str, str, str | Callable[[dict], str], Callable]] = [
 
 
 def headlines_table(records: dict) -> str:
-    """One main figure per experiment (:data:`HEADLINES`), with the size it was measured at
-    and the CPU, from the records' summaries (quick profile, as ``make reproduce`` writes)."""
+    """One main figure per experiment (:data:`HEADLINES`), with the size it was measured at,
+    a link to the findings page that shows it (relative to the repository root, for the
+    README) and the CPU, from the records' summaries (quick profile, as ``make reproduce``
+    writes)."""
     body = []
     for what, name, key, fmt in HEADLINES:
         key = key(records) if callable(key) else key
@@ -272,8 +274,21 @@ def headlines_table(records: dict) -> str:
             what = what.replace("largest size", _size(key.split("@ ")[1]))
         env = records[name]["environment"]
         where = env.get("cpu_model") or env.get("device") or "?"
-        body.append([what, fmt(_summary(records, name, key)), f"`{name}`, {where}"])
-    return _table(["finding", "figure", "record, CPU"], body)
+        page = f"[{_FINDINGS[name]}](docs/findings/{_FINDINGS[name]}.md)"
+        body.append([what, fmt(_summary(records, name, key)), page, f"`{name}`, {where}"])
+    return _table(["finding", "figure", "shown on", "record, CPU"], body)
+
+
+# The findings page (docs/findings/<page>.md) that shows each record's figures.
+_FINDINGS = {
+    "rules_overhead": "rules_overhead",
+    "vanishing": "vanishing",
+    "depth": "depth",
+    "mode_cost": "modes",
+    "jacobians": "modes",
+    "remat_memory": "remat",
+    "peers": "bench",
+}
 
 
 def rules_overhead_table(records: dict) -> str:
