@@ -33,6 +33,7 @@ __all__ = [
     "section",
     "measured_with",
     "render",
+    "records_by_name",
     "readme_tables",
     "fill_tables",
     "main",
@@ -117,16 +118,26 @@ def render(results_dir: Path) -> str:
     return "\n".join(lines)
 
 
-def readme_tables(results_dir: Path | str = "results") -> dict[str, str]:
-    """Every table of :data:`bpjax.tables.TABLES`, computed from the records in
-    ``results_dir``."""
+def records_by_name(results_dir: Path | str = "results") -> dict[str, dict]:
+    """The quick profile's records by name, and the ``--full`` sweeps' (``results/full/``)
+    as ``"full/<name>"``: what the table builders of :mod:`bpjax.tables` read.
+
+    Raises:
+      ValueError: a result file cannot be read (its name and why).
+    """
     by_name = {}
-    # The quick profile's records by name, the --full sweeps' as "full/<name>".
     for prefix, folder in (("", Path(results_dir)), ("full/", Path(results_dir) / "full")):
         records, problems = load(folder)
         if problems:
             raise ValueError(f"report: unreadable result files in {folder}: {problems}")
         by_name |= {prefix + rec["name"]: rec for rec in records}
+    return by_name
+
+
+def readme_tables(results_dir: Path | str = "results") -> dict[str, str]:
+    """Every table of :data:`bpjax.tables.TABLES`, computed from the records in
+    ``results_dir`` (:func:`records_by_name`)."""
+    by_name = records_by_name(results_dir)
     return {name: build(by_name) for name, build in TABLES.items()}
 
 

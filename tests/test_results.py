@@ -153,7 +153,7 @@ def test_readme_check_fails_on_a_stale_table(tmp_path):
 
 
 def test_headlines_table_names_the_renamed_summary_entry():
-    records = {rec["name"]: rec for rec in report.load(ROOT / "results")[0]}
+    records = report.records_by_name(ROOT / "results")
     table = tables.headlines_table(records)
     assert len(table.splitlines()) == 2 + len(tables.HEADLINES)
     records["jacobians"] = {**records["jacobians"], "summary": {"renamed": 1.0}}
