@@ -19,6 +19,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from bpjax import measure, modes, results
+from bpjax.modes import examples
 
 QUICK = {
     "sizes": [1, 16, 256, 2048],
@@ -41,17 +42,7 @@ def family(name, n, m, seed=0):
         W1 = jax.random.normal(k1, (HIDDEN, n)) / np.sqrt(n)
         W2 = jax.random.normal(k2, (m, HIDDEN)) / np.sqrt(HIDDEN)
         return lambda x: W2 @ jnp.tanh(W1 @ x)
-    idx = jnp.arange(m) % n
-
-    def elementwise(x):  # 12 transcendental steps in, 12 out, no matrix product
-        for _ in range(6):
-            x = jnp.sin(x) * x + jnp.cos(x) ** 2
-        y = x[idx]
-        for _ in range(6):
-            y = jnp.tanh(y) + 0.5 * jnp.exp(-(y**2))
-        return y
-
-    return elementwise
+    return examples.gather_chain(jnp.arange(m) % n)  # elementwise: no matrix product
 
 
 def jacobian_sweep(name, grid):

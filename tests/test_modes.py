@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from bpjax import fwd, measure, modes, rev
+from bpjax.modes import examples
 
 
 def _mlp(n, m, h=64, seed=0):
@@ -164,16 +165,7 @@ def test_calibration_times_both_directions_even_when_the_model_ranks_one_far_beh
     # prices forward mode 6-7x above reverse mode here (on the machines we measured), while
     # the compiled forward mode ran 5x faster; calibration must time both directions and
     # pick by the timings, however far apart the model puts them.
-    idx = jnp.arange(256) * 7 % 2048
-
-    def f(x):
-        for _ in range(6):
-            x = jnp.sin(x) * x + jnp.cos(x) ** 2
-        y = x[idx]
-        for _ in range(6):
-            y = jnp.tanh(y) + 0.5 * jnp.exp(-(y**2))
-        return y
-
+    f = examples.gather_chain(jnp.arange(256) % 2048)  # mode_cost's point n=2048, m=256
     x = jnp.linspace(-1.0, 1.0, 2048)
     timed = modes.choose_mode(f, x, calibrate=True, sparse=False)
     assert {"fwd", "rev"} <= set(timed.candidates)

@@ -16,6 +16,8 @@ family              ``(n, m)``    Jacobian
 ``stencil``         ``(N, N)``    the 5-point Laplacian on an ``s x s`` grid plus
                                   ``u³`` (``N = s²``)
 ==================  ============  ===================================================
+
+:func:`gather_chain` builds the ``elementwise`` map for any gather index (``m ≠ n`` too).
 """
 
 from __future__ import annotations
@@ -44,9 +46,11 @@ def _mlp(n, m, rng, dtype):
     return lambda x: W2 @ jnp.tanh(W1 @ x), sp.csr_array(np.ones((m, n), bool))
 
 
-def _elementwise(n):
-    perm = (np.arange(n) * 7919) % n if np.gcd(7919, n) == 1 else np.arange(n)[::-1].copy()
-    index = jnp.asarray(perm)
+def gather_chain(index):
+    """``f: (n,) -> (len(index),)``: six transcendental steps on ``x``, the gather
+    ``x[index]``, six more steps; no matrix product. Its Jacobian has one nonzero per row,
+    ``(i, index[i])``; reverse mode turns the gather into a scatter-add."""
+    index = jnp.asarray(index)
 
     def f(x):
         for _ in range(6):
@@ -56,7 +60,12 @@ def _elementwise(n):
             y = jnp.tanh(y) + 0.5 * jnp.exp(-(y**2))
         return y
 
-    return f, sp.csr_array((np.ones(n, bool), (np.arange(n), perm)), shape=(n, n))
+    return f
+
+
+def _elementwise(n):
+    perm = (np.arange(n) * 7919) % n if np.gcd(7919, n) == 1 else np.arange(n)[::-1].copy()
+    return gather_chain(perm), sp.csr_array((np.ones(n, bool), (np.arange(n), perm)), (n, n))
 
 
 def _tridiagonal(x):
