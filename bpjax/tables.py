@@ -153,12 +153,17 @@ def _summary(records: dict, name: str, key: str):
     return summary[key]
 
 
-def _last_key(records: dict, name: str, prefix: str) -> str:
-    """The last summary key of ``name`` starting with ``prefix`` (the largest size run)."""
-    keys = [k for k in records[name]["summary"] if k.startswith(prefix)]
-    if not keys:
-        raise KeyError(f"tables: results/{name}.json has no summary entry starting {prefix!r}")
-    return keys[-1]
+def _largest(name: str, prefix: str) -> Callable[[dict], str]:
+    """The last summary key of record ``name`` starting with ``prefix`` (sizes are run from
+    smallest to largest), as a function of the records."""
+
+    def key(records: dict) -> str:
+        keys = [k for k in records[name]["summary"] if k.startswith(prefix)]
+        if not keys:
+            raise KeyError(f"tables: results/{name}.json has no summary entry starting {prefix!r}")
+        return keys[-1]
+
+    return key
 
 
 def _ratio(x) -> str:
@@ -176,7 +181,8 @@ def _size(label: str) -> str:
 
 
 # (what it shows, record, summary key or a function of the records giving one, format).
-# One line per experiment's main figure; the findings pages carry the rest.
+# One line per experiment's main figure; the findings pages carry the rest. ``{size}`` in
+# the text is the size named after the key's ``@``.
 HEADLINES: list[tuple[str, str, str | Callable[[dict], str], Callable]] = [
     (
         "hand-written VJPs (`rev`) ÷ JAX autodiff (`ref`), training step, 784-512-512-10",
@@ -254,16 +260,16 @@ HEADLINES: list[tuple[str, str, str | Callable[[dict], str], Callable]] = [
         _ratio,
     ),
     (
-        "bpjax `rev` training step ÷ the fastest peer (PyTorch, Flax, NumPy), largest size",
+        "bpjax `rev` training step ÷ the fastest peer (PyTorch, Flax, NumPy), {size}",
         "peers",
-        lambda records: _last_key(records, "peers", "rev / best peer @ "),
+        _largest("peers", "rev / best peer @ "),
         _ratio,
     ),
     (
-        "… the same at largest size, from the full sweep (where bpjax loses: PyTorch's "
+        "… the same at {size}, from the full sweep (where bpjax loses: PyTorch's "
         "GEMMs are faster there)",
         "full/peers",
-        lambda records: _last_key(records, "full/peers", "rev / best peer @ "),
+        _largest("full/peers", "rev / best peer @ "),
         _ratio,
     ),
 ]
@@ -277,8 +283,8 @@ def headlines_table(records: dict) -> str:
     body = []
     for what, name, key, fmt in HEADLINES:
         key = key(records) if callable(key) else key
-        if name.endswith("peers"):
-            what = what.replace("largest size", _size(key.split("@ ")[1]), 1)
+        if "{size}" in what:
+            what = what.format(size=_size(key.split("@ ")[1]))
         env = records[name]["environment"]
         where = env.get("cpu_model") or env.get("device") or "?"
         page = f"[{_FINDINGS[name]}](docs/findings/{_FINDINGS[name]}.md)"
