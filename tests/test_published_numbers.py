@@ -147,12 +147,6 @@ def _clip_labels() -> dict:
     }
 
 
-def _e(x: float, digits: int = 1) -> str:
-    """``1.6e-7``: scientific notation as the pages write it (no exponent padding)."""
-    mantissa, exponent = f"{x:.{digits}e}".split("e")
-    return f"{mantissa}e{int(exponent)}"
-
-
 def _and(items) -> str:
     """``"a, b and c"``."""
     items = list(items)
@@ -401,19 +395,18 @@ CLAIMS = [
         "over {k} micro-batches, equal to the full-batch gradient to {diff} in float32",
         lambda: {
             "k": _tour("microbatch")["micro_batches"],
-            "diff": _e(_tour("microbatch")["max_relative_difference_to_full_batch"]),
+            "diff": tables._compact(_tour("microbatch")["max_relative_difference_to_full_batch"]),
         },
     ),
     (
         "autograd",
         "matches the closed form to {err}",
         lambda: {
-            "err": _e(
+            "err": tables._compact(
                 abs(
                     _tour("custom")["d2/dz2 tanh at 0.7 through rev rule"]
                     - _tour("custom")["exact"]
-                ),
-                0,
+                )
             )
         },
     ),
@@ -459,7 +452,7 @@ CLAIMS = [
         "modes",
         "agree to {err} (float32); the fastest was {fastest}",
         lambda: {
-            "err": _e(_mode_cost("HVP orders max relative disagreement")),
+            "err": tables._compact(_mode_cost("HVP orders max relative disagreement")),
             "fastest": ", ".join(
                 f"{h['fastest']} at width {h['width']}" for h in _record("mode_cost")["data"]["hvp"]
             ),
