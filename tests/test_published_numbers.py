@@ -37,6 +37,7 @@ def _tables_now() -> dict[str, str]:
     return report.readme_tables(RESULTS)
 
 
+@functools.cache  # read once; the claims only read it
 def _record(name: str, folder: str = "") -> dict:
     return json.loads((RESULTS / folder / f"{name}.json").read_text())
 
