@@ -159,3 +159,51 @@ def test_headlines_table_names_the_renamed_summary_entry():
     records["jacobians"] = {**records["jacobians"], "summary": {"renamed": 1.0}}
     with pytest.raises(KeyError, match="results/jacobians.json has no summary entry.*HEADLINES"):
         tables.headlines_table(records)
+
+
+def _row(size, contender, ratio):
+    return {"size": size, "contender": contender, "ratio_to_ref": ratio}
+
+
+def test_table_builders_compute_their_columns_from_the_record():
+    # Hand-made records with known answers: a wrong column, ratio or order fails here (the
+    # published tables are produced by these same builders, so comparing them with the
+    # committed pages alone would not catch it).
+    overhead = {
+        "data": {
+            "rows": [
+                _row("4-8-3 b100", "rev (hand VJP)", 0.5),
+                _row("4-8-3 b100", "fwd (hand JVP, transposed)", 2.0),
+                _row("4-8-3 b100", "manual (δ recursion)", 1.25),
+            ]
+        }
+    }
+    assert tables.rules_overhead_table({"rules_overhead": overhead}).splitlines()[2] == (
+        "| 4-8-3, batch 100 | 0.50 | 2.00 | 1.25 |"
+    )
+    timing = [
+        {
+            "strategy": "sqrt",
+            "compiled_temp": 2**20,
+            "predicted": 2**19,
+            "evaluations": 8,
+            "median": 0.003,
+        },
+        {
+            "strategy": "none",
+            "compiled_temp": 4 * 2**20,
+            "predicted": 4 * 2**20,
+            "evaluations": 4,
+            "median": 0.002,
+        },
+    ]
+    remat = tables.remat_table({"remat_memory": {"data": {"timing": timing}}}).splitlines()
+    assert remat[2] == "| none | 4.0 MiB | 1.00 | 4 | 2 ms | 1.00 |"
+    assert remat[3] == "| sqrt | 1.0 MiB | 2.00 | 8 | 3 ms | 1.50 |"
+    coloring = {"products": 3, "jvps": 2, "vjps": 1, "lower_bound": 3}
+    points = [
+        {"family": "arrowhead", "N": 8, "n": 8, "m": 8, "colorings": {"bicoloring": coloring}},
+        {"family": "arrowhead", "N": 4, "n": 4, "m": 4, "colorings": {"bicoloring": coloring}},
+    ]
+    colors = tables.jacobian_colors_table({"jacobians": {"data": {"points": points}}})
+    assert colors.splitlines()[2:] == ["| arrowhead | 8×8 | – | – | 3 (2 JVPs + 1 VJP) |"]
