@@ -22,6 +22,10 @@ if not os.environ.get("BPJAX_TEST_FULL_OPT"):
         os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0"
     ).strip()
 
+# The automatic Jacobian mode keeps per-machine rates on disk; the tests measure their own
+# (under the flag above they differ from a real run's) and leave the user's cache alone.
+os.environ.setdefault("BPJAX_CACHE_DIR", "off")
+
 import jax  # noqa: E402  (after XLA_FLAGS: the backend reads them when it starts)
 import numpy as np  # noqa: E402
 from hypothesis import settings  # noqa: E402

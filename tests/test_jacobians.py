@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from bpjax import modes
-from bpjax.modes import examples
+from bpjax.modes import _cost, examples
 
 
 @pytest.mark.parametrize("name", examples.FAMILIES)
@@ -90,3 +92,57 @@ def test_n_100000_tridiagonal_sparse_output():
     np.testing.assert_allclose(
         np.asarray(J.data)[rows == cols], 3 * np.asarray(x) ** 2 - 2, rtol=1e-12
     )
+
+
+def _fake_rates(calls):
+    def measure_rates():
+        calls.append(1)
+        pair = (1e-9 * len(calls), 2e-9)
+        return {name: pair for name in _cost._RATE_NAMES} | {"flop": 1e-11}
+
+    return measure_rates
+
+
+def test_model_rates_are_measured_once_per_machine_and_kept_on_disk(tmp_path, monkeypatch):
+    monkeypatch.setenv("BPJAX_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(_cost, "_MEMORY", {})
+    calls = []
+    monkeypatch.setattr(_cost, "_measure_rates", _fake_rates(calls))
+    first = modes.model_rates()
+    assert calls == [1] and (tmp_path / "rates.json").exists()
+    # A new process: nothing in memory, the file answers.
+    monkeypatch.setattr(_cost, "_MEMORY", {})
+    assert modes.model_rates() == first and calls == [1]
+    # Another machine (here: other XLA flags) gets its own entry.
+    monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_enable_fast_math=false")
+    modes.model_rates()
+    assert calls == [1, 1]
+    monkeypatch.delenv("XLA_FLAGS")
+    # refresh measures again and replaces the kept entry.
+    refreshed = modes.model_rates(refresh=True)
+    assert calls == [1, 1, 1] and refreshed["write"][0] == pytest.approx(3e-9)
+    monkeypatch.setattr(_cost, "_MEMORY", {})
+    assert modes.model_rates() == refreshed
+
+
+def test_model_rates_cache_survives_a_corrupt_file_and_can_be_turned_off(tmp_path, monkeypatch):
+    monkeypatch.setattr(_cost, "_MEMORY", {})
+    calls = []
+    monkeypatch.setattr(_cost, "_measure_rates", _fake_rates(calls))
+    (tmp_path / "rates.json").write_text('{"truncated')
+    monkeypatch.setenv("BPJAX_CACHE_DIR", str(tmp_path))
+    modes.model_rates()
+    assert calls == [1]
+    kept = json.loads((tmp_path / "rates.json").read_text())
+    assert list(kept) == [_cost.machine_key(jax.default_backend())]
+    # An entry missing a rate is measured again, not half-used.
+    key = next(iter(kept))
+    del kept[key]["scatter"]
+    (tmp_path / "rates.json").write_text(json.dumps(kept))
+    monkeypatch.setattr(_cost, "_MEMORY", {})
+    modes.model_rates()
+    assert calls == [1, 1]
+    monkeypatch.setenv("BPJAX_CACHE_DIR", "off")
+    monkeypatch.setattr(_cost, "_MEMORY", {})
+    modes.model_rates()
+    assert calls == [1, 1, 1] and _cost.cache_path() is None

@@ -18,7 +18,7 @@ that share no row can be seeded together, ``J (e_j + e_k)``, and read back apart
 4. :func:`choose_mode` explains the automatic choice: every candidate (``fwd``, ``rev``,
    each coloring) priced by a run-time model with per-machine rates
    (``T = k_f·c_jvp + k_r·c_vjp + output``; see ``bpjax/modes/_cost.py``; the rates,
-   :func:`model_rates`, are measured once per process), or by timing (``calibrate=True``),
+   :func:`model_rates`, are measured once per machine and kept), or by timing (``calibrate=True``),
    or by XLA's estimates (``basis="xla"``).
 
 Also :func:`grad_fwd` (a gradient by ``n`` JVPs), :func:`hvp` (``H v`` in three orders) and

@@ -28,8 +28,10 @@ a prediction of milliseconds, and ``calibrate=True`` replaces it by timings.
 from __future__ import annotations
 
 import dataclasses
-import functools
+import json
 import math
+import os
+import tempfile
 
 import jax
 import jax.numpy as jnp
@@ -69,29 +71,125 @@ def _reference(x):
 
 
 def _derivative_rate(kind, size):
-    """Seconds per element of ``Work.elements`` in a batch of 64 JVPs or VJPs."""
+    """Seconds per element of ``Work.pulled`` (JVPs) or ``Work.elements`` (VJPs) in a batch
+    of 64."""
     k = 64
     x = jnp.linspace(-1.0, 1.0, size // k, dtype=jnp.float32)
     seeds = jnp.ones((k, size // k), jnp.float32)
     rows = _sparse.jvp_rows if kind == "jvp" else _sparse.vjp_rows
-    elements = profile(jax.make_jaxpr(_reference)(x)).elements
+    w = profile(jax.make_jaxpr(_reference)(x))
+    elements = w.pulled if kind == "jvp" else w.elements
     return _time(lambda x, s: rows(_reference, x, s), x, seeds) / (k * elements)
 
 
-def rates(backend: str | None = None) -> dict:
-    """Seconds per unit of work on this machine, measured once per process (1-2 s).
+def rates(backend: str | None = None, *, refresh: bool = False) -> dict:
+    """Seconds per unit of work on this machine, measured once and kept (1-2 s to measure).
 
     ``flop`` (in a 512² matrix product); per float32 element, each as a pair ``(at 256 KiB,
     at 16 MiB)`` of working set: ``write``, ``gather``, ``scatter``, ``transpose``, and
     ``jvp``/``vjp`` (per element of :attr:`Work.elements` in a batch of derivatives of a
-    reference function of shifts, products and transcendentals). Cached per ``backend``.
+    reference function of shifts, products and transcendentals).
+
+    The rates are kept in memory for the process and in ``rates.json`` under
+    ``$BPJAX_CACHE_DIR`` (default ``~/.cache/bpjax``), keyed by everything they depend on
+    (:func:`machine_key`: backend, device, CPU model, usable cores, JAX version,
+    ``XLA_FLAGS``), so a later process on the same machine does not measure them again.
+    ``BPJAX_CACHE_DIR=off`` keeps them in memory only; ``refresh=True`` measures again and
+    replaces what was kept.
     """
-    return _rates(backend or jax.default_backend())
+    backend = backend or jax.default_backend()
+    key = machine_key(backend)
+    if refresh:
+        _MEMORY.pop(key, None)
+    if key not in _MEMORY:
+        kept = None if refresh else _load(key)
+        if kept is None:
+            kept = _measure_rates()
+            _store(key, kept)
+        _MEMORY[key] = kept
+    return _MEMORY[key]
 
 
-@functools.cache
-def _rates(backend: str | None) -> dict:
-    del backend  # part of the cache key only
+_MEMORY: dict[str, dict] = {}
+_RATES_SCHEMA = 1  # bump when what _measure_rates measures changes
+
+
+def machine_key(backend: str) -> str:
+    """What the rates depend on, as one string: a different machine gets new rates."""
+    device = jax.devices(backend)[0]
+    cpu = measure.cpu_info()
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    parts = (
+        f"schema {_RATES_SCHEMA}",
+        backend,
+        str(getattr(device, "device_kind", device.platform)),
+        cpu["cpu_model"],
+        cpu["cpu_id"],
+        f"{cores} cores",
+        f"jax {jax.__version__}",
+        os.environ.get("XLA_FLAGS", ""),
+    )
+    return " | ".join(parts)
+
+
+def cache_path() -> str | None:
+    """The file the rates are kept in, or ``None`` when ``BPJAX_CACHE_DIR=off``."""
+    root = os.environ.get("BPJAX_CACHE_DIR")
+    if root == "off":
+        return None
+    if not root:
+        home = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+        root = os.path.join(home, "bpjax")
+    return os.path.join(root, "rates.json")
+
+
+def _read_cache(path) -> dict:
+    try:
+        with open(path) as f:
+            kept = json.load(f)
+    except (OSError, ValueError):
+        return {}  # missing or unreadable: measure again
+    return kept if isinstance(kept, dict) else {}
+
+
+def _load(key: str) -> dict | None:
+    path = cache_path()
+    entry = _read_cache(path).get(key) if path else None
+    if not isinstance(entry, dict) or set(entry) != set(_RATE_NAMES):
+        return None
+    try:
+        return {
+            k: float(v) if k == "flop" else (float(v[0]), float(v[1])) for k, v in entry.items()
+        }
+    except (TypeError, ValueError, IndexError):
+        return None
+
+
+def _store(key: str, value: dict) -> None:
+    path = cache_path()
+    if path is None:
+        return
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        kept = _read_cache(path)
+        kept[key] = value
+        # Written whole and renamed, so a reader never sees half a file.
+        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w") as f:
+                json.dump(kept, f, indent=1)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    except OSError:
+        pass  # a read-only home: the rates stay in memory for this process
+
+
+_RATE_NAMES = ("flop", "write", "gather", "scatter", "transpose", "jvp", "vjp")
+
+
+def _measure_rates() -> dict:
     a = jnp.ones((512, 512), jnp.float32)
     out = {"flop": _time(lambda a: a @ a, a) / (2 * 512**3)}
     makers = {
@@ -123,28 +221,94 @@ class Work:
       flops: FLOPs of matrix products with an input-dependent operand, per direction.
       gathered, scattered: elements moved by gathers and by scatters, per direction.
       elements: elements produced by every other input-dependent equation (elementwise,
-        data movement, reductions), per direction.
+        data movement, reductions), per direction: what a VJP computes.
+      pulled: the part of ``elements`` a JVP computes. XLA fuses elementwise equations
+        into the gather or slice that consumes them and evaluates them only at the
+        elements read, so in forward mode a chain of ``n``-element steps feeding a gather
+        of ``m`` elements costs ``m`` per step (reverse mode's scatter-add needs all ``n``).
     """
 
     flops: float = 0.0
     gathered: float = 0.0
     scattered: float = 0.0
     elements: float = 0.0
+    pulled: float = 0.0
 
     def __add__(self, other: Work) -> Work:
-        pairs = zip(dataclasses.astuple(self), dataclasses.astuple(other), strict=True)
-        return Work(*(a + b for a, b in pairs))
+        # Field by field, not dataclasses.astuple: this runs once per equation.
+        return Work(*(getattr(self, f) + getattr(other, f) for f in _WORK_FIELDS))
 
     def scale(self, k: float) -> Work:
-        return Work(*(k * a for a in dataclasses.astuple(self)))
+        return Work(*(k * getattr(self, f) for f in _WORK_FIELDS))
+
+
+_WORK_FIELDS = tuple(f.name for f in dataclasses.fields(Work))
 
 
 def _size(aval) -> int:
     return math.prod(getattr(aval, "shape", ()))
 
 
-def work(jaxpr, varying: list[bool]) -> Work:
-    """The per-direction :class:`Work` of ``jaxpr``; ``varying[i]``: invar ``i`` depends on x."""
+# Equations whose every output element reads one element of each operand (or a window of
+# an operand for the slices): fused with their consumer, they run only where it reads.
+_PULLED = _propagate.ELEMENTWISE | {
+    "broadcast_in_dim",
+    "reshape",
+    "squeeze",
+    "expand_dims",
+    "transpose",
+    "slice",
+    "dynamic_slice",
+    "gather",
+    "pad",
+    "rev",
+    "split",
+    "concatenate",
+}
+
+
+def _read(jaxpr, read_out: list[float]) -> dict:
+    """How many elements of each variable of ``jaxpr`` the outputs read, at most its size.
+
+    Walks the equations backwards: a pulled equation reads from each operand as many
+    elements as its outputs are read; anything else reads its operands whole.
+    """
+    read: dict = {}
+
+    def add(v, k):
+        if isinstance(v, jcore.Var):
+            # Consumers of one value mostly read the same elements (an elementwise chain),
+            # so the largest read stands for their union.
+            read[v] = min(max(read.get(v, 0.0), k), float(_size(v.aval)))
+
+    for v, k in zip(jaxpr.outvars, read_out, strict=True):
+        add(v, k)
+    for eqn in reversed(jaxpr.eqns):
+        name = eqn.primitive.name
+        wanted = [read.get(v, 0.0) for v in eqn.outvars]
+        if name in _propagate.CALLS:
+            sub = eqn.params[_propagate.CALLS[name]]
+            sub = getattr(sub, "jaxpr", sub)
+            inner = _read(sub, wanted)
+            for v, w in zip(eqn.invars, sub.invars, strict=True):
+                add(v, inner.get(w, 0.0))
+        elif name in _PULLED:
+            for v in eqn.invars:
+                add(v, sum(wanted))
+        else:
+            for v in eqn.invars:
+                add(v, float(_size(getattr(v, "aval", None))))
+    return read
+
+
+def work(jaxpr, varying: list[bool], read_out: list[float] | None = None) -> Work:
+    """The per-direction :class:`Work` of ``jaxpr``; ``varying[i]``: invar ``i`` depends on x.
+
+    ``read_out``: how many elements of each output are read (default: all).
+    """
+    if read_out is None:
+        read_out = [float(_size(v.aval)) for v in jaxpr.outvars]
+    read = _read(jaxpr, read_out)
     vary = {v for v, flag in zip(jaxpr.invars, varying, strict=True) if flag}
     total = Work()
     for eqn in jaxpr.eqns:
@@ -152,15 +316,15 @@ def work(jaxpr, varying: list[bool]) -> Work:
         if not any(flags):
             continue
         vary.update(eqn.outvars)
-        total = total + _eqn_work(eqn, flags)
+        total = total + _eqn_work(eqn, flags, [read.get(v, 0.0) for v in eqn.outvars])
     return total
 
 
-def _eqn_work(eqn, flags) -> Work:
+def _eqn_work(eqn, flags, read_out) -> Work:
     name = eqn.primitive.name
     if name in _propagate.CALLS:
         sub = eqn.params[_propagate.CALLS[name]]
-        return work(getattr(sub, "jaxpr", sub), flags)
+        return work(getattr(sub, "jaxpr", sub), flags, read_out)
     if name == "cond":
         parts = [work(b.jaxpr, flags[1:]) for b in eqn.params["branches"]]
         return max(parts, key=lambda w: w.flops + w.gathered + w.scattered + w.elements)
@@ -177,7 +341,9 @@ def _eqn_work(eqn, flags) -> Work:
         return Work(gathered=_size(eqn.outvars[0].aval))
     if name in _propagate.SCATTERS:
         return Work(scattered=_size(eqn.invars[2].aval))
-    return Work(elements=sum(_size(v.aval) for v in eqn.outvars))
+    produced = sum(_size(v.aval) for v in eqn.outvars)
+    pulled = min(produced, sum(read_out)) if name in _PULLED else produced
+    return Work(elements=produced, pulled=pulled)
 
 
 def method_seconds(method, w: Work, *, n: int, m: int, nnz: int, dense_output: bool, r: dict):
@@ -198,7 +364,8 @@ def method_seconds(method, w: Work, *, n: int, m: int, nnz: int, dense_output: b
             t += k * w.flops * r["flop"]
             t += k * gathered * _rate(r["gather"], k * gathered)
             t += k * scattered * _rate(r["scatter"], k * scattered)
-            t += k * w.elements * _rate(r[kind], k * w.elements)
+            elements = w.pulled if kind == "jvp" else w.elements
+            t += k * elements * _rate(r[kind], k * elements)
     written = k_f * m + k_r * n
     t += written * _rate(r["write"], written)
     if dense_output:

@@ -87,7 +87,7 @@ plt.show()
 # %% [markdown]
 # `bpjax.modes.choose_mode` makes that call for you and says why, from a run-time model
 # (products × the work per product read from the jaxpr, with rates measured once per
-# process), and `modes.jacobian(f, x, mode="auto")` follows it.
+# machine and kept in `~/.cache/bpjax`), and `modes.jacobian(f, x, mode="auto")` follows it.
 
 # %%
 for n, m in [(8, 1024), (1024, 8)]:
