@@ -162,9 +162,10 @@ def test_hvp_tangent_of_the_wrong_shape_or_structure_is_named(order):
 
 def test_calibration_times_both_directions_even_when_the_model_ranks_one_far_behind():
     # Six transcendental steps on x, a gather of m entries, six more: the run-time model
-    # prices forward mode 6-7x above reverse mode here (on the machines we measured), while
-    # the compiled forward mode ran 5x faster; calibration must time both directions and
-    # pick by the timings, however far apart the model puts them.
+    # priced forward mode 6-7x above reverse mode here (1.5x since it counts only the
+    # gathered elements in forward mode), while the compiled forward mode ran 5x faster;
+    # calibration must time both directions and pick by the timings, however far apart the
+    # model puts them.
     f = examples.gather_chain(jnp.arange(256) % 2048)  # mode_cost's point n=2048, m=256
     x = jnp.linspace(-1.0, 1.0, 2048)
     timed = modes.choose_mode(f, x, calibrate=True, sparse=False)
@@ -173,3 +174,35 @@ def test_calibration_times_both_directions_even_when_the_model_ranks_one_far_beh
     assert timed.method == fastest or (
         timed.candidates[timed.method]["seconds"] <= 1.02 * timed.candidates[fastest]["seconds"]
     )
+
+
+def test_forward_work_counts_only_the_elements_a_gather_reads():
+    # XLA fuses the elementwise steps into the gather that consumes them: a JVP evaluates
+    # them only at the m gathered entries, a VJP (whose scatter-add fills all n) at all n.
+    from bpjax.modes import _cost
+
+    n = 2048
+    work = {}
+    for m in (1, 256, n):
+        f = examples.gather_chain((jnp.arange(m) * 7) % n)
+        work[m] = _cost.profile(jax.make_jaxpr(f)(jnp.ones(n)))
+    before, after = 6 * 5, 6 * 6  # equations per element before and after the gather
+    for m, w in work.items():
+        assert w.elements == before * n + after * m, m
+        assert w.pulled == (before + after) * m, m  # == elements for the permutation m = n
+
+
+@pytest.mark.parametrize(("name", "mode", "calls"), [
+    ("stencil", "auto", 0),  # 6 colors one-sided vs a bicoloring bound of 5: not worth it
+    ("stencil", "sparse", 1),  # asked for sparse: every coloring is tried
+    ("arrowhead", "auto", 1),  # one-sided colorings need n
+])  # fmt: skip
+def test_auto_tries_the_bicoloring_only_where_it_can_save_a_third(monkeypatch, name, mode, calls):
+    from bpjax.modes import _coloring, _plan
+
+    seen = []
+    bicolor = _coloring.bicolor
+    monkeypatch.setattr(_coloring, "bicolor", lambda p: seen.append(1) or bicolor(p))
+    f, x, _ = examples.family(name, 256)
+    _plan.plan(f, x, mode=mode)
+    assert len(seen) == calls

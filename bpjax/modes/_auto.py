@@ -3,8 +3,9 @@
 Three ways to price the candidates (``basis``):
 
 * ``"model"`` (default): the run-time model of :mod:`bpjax.modes._cost`, from the product
-  counts, ``f``'s jaxpr and rates measured once per process. Nothing is compiled, so the
-  decision costs a trace of ``f`` plus the sparsity pass and the coloring.
+  counts, ``f``'s jaxpr and rates measured once per machine and kept on disk. Nothing
+  is compiled, so the decision costs a trace of ``f`` plus the sparsity pass and the
+  coloring.
 * ``"timing"`` (``calibrate=True``): compile and time the candidates the model ranks
   within 4x of its best (at most three), and always the model's best forward-only and
   best reverse-only candidates. Exact among those, and costs their compilations.
@@ -112,7 +113,13 @@ def _timed_prices(plan, sparse_output):
     for c in plan.candidates:
         if c.name in names:
             fn = _sparse.program(
-                c, plan.f_flat, plan.x_flat, plan.m, plan.pattern, sparse_output=sparse_output
+                c,
+                plan.f_flat,
+                plan.x_flat,
+                plan.m,
+                plan.pattern,
+                sparse_output=sparse_output,
+                out_dtype=plan.out_dtype,
             )
             programs[c.name] = (fn, (plan.x_flat,))
     timed = measure.compare(programs, rounds=3, warmup=1, min_round_seconds=0.005)
@@ -126,7 +133,7 @@ def _batched(rows, f_flat, x, seeds):
 def _xla_prices(plan):
     rates = machine_rates(jax.default_backend())
     f_flat, x = plan.f_flat, plan.x_flat
-    out_dtype = jax.eval_shape(f_flat, x).dtype
+    out_dtype = plan.out_dtype
     per_kind = {}
     kinds = {
         "jvp": (_sparse.jvp_rows, plan.n, x.dtype),

@@ -38,12 +38,15 @@ def check_inputs(x, what: str = "x") -> None:
             )
 
 
-def check_outputs(f, x):
-    """``f(x)``'s shapes, after checking it returns a non-empty pytree of float arrays."""
-    try:
-        out = jax.eval_shape(f, x)
-    except TypeError as err:
-        raise TypeError(f"f could not be traced at x: {err}") from err
+def check_outputs(f, x, out=None):
+    """``f(x)``'s shapes, after checking it returns a non-empty pytree of float arrays.
+
+    ``out``: the shapes if the caller already traced ``f``."""
+    if out is None:
+        try:
+            out = jax.eval_shape(f, x)
+        except TypeError as err:
+            raise TypeError(f"f could not be traced at x: {err}") from err
     for path, leaf in jax.tree_util.tree_leaves_with_path(out):
         if not isinstance(leaf, jax.ShapeDtypeStruct) or not jnp.issubdtype(
             leaf.dtype, jnp.floating
@@ -88,6 +91,31 @@ def flatten(f, x):
 
     m = sum(int(np.prod(o.shape)) for o in jax.tree.leaves(out))
     return f_flat, x_flat, out, m
+
+
+def flatten_traced(f, x):
+    """:func:`flatten` plus ``f_flat``'s closed jaxpr, tracing ``f`` once instead of twice:
+    ``(f_flat, x_flat, out_shapes, m, closed)``."""
+    check_inputs(x)
+    x_flat, unravel = ravel_pytree(x)
+    seen = []
+
+    def f_flat(v):
+        y = f(unravel(v))
+        if not seen:  # the first trace records f's output structure
+            seen.append(
+                jax.tree.map(lambda a: jax.ShapeDtypeStruct(jnp.shape(a), jnp.result_type(a)), y)
+            )
+        return ravel_pytree(y)[0]
+
+    try:
+        closed = jax.make_jaxpr(f_flat)(x_flat)
+    except TypeError as err:
+        check_outputs(f, x)  # a clearer message when the outputs are what is wrong
+        raise TypeError(f"f could not be traced at x: {err}") from err
+    out = check_outputs(f, x, seen[0])
+    m = sum(int(np.prod(o.shape)) for o in jax.tree.leaves(out))
+    return f_flat, x_flat, out, m, closed
 
 
 def has_forward_mode(f_flat, x_flat) -> bool:

@@ -53,7 +53,13 @@ def _build(f, x, mode, coloring, sparse_output, calibrate):
         choice = _auto.decide(plan, basis=basis, sparse_output=sparse_output)
         method = next(c for c in plan.candidates if c.name == choice.method)
     fn = _sparse.program(
-        method, plan.f_flat, plan.x_flat, plan.m, plan.pattern, sparse_output=sparse_output
+        method,
+        plan.f_flat,
+        plan.x_flat,
+        plan.m,
+        plan.pattern,
+        sparse_output=sparse_output,
+        out_dtype=plan.out_dtype,
     )
     return _layout(fn, x, plan.out, sparse_output), method, choice, plan.pattern
 

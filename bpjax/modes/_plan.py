@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 import jax
+import jax.numpy as jnp
 
 from bpjax.modes import _checks, _coloring, _sparse, _sparsity
 
@@ -21,6 +22,7 @@ class Plan:
     out: object
     n: int
     m: int
+    out_dtype: object
     closed: object
     pattern: _sparsity.Pattern | None
     forward: bool
@@ -40,10 +42,11 @@ def colorings(pattern, forward: bool, only: str | None = None, prune: bool = Fal
     """The colored methods for ``pattern``; ``forward``: JVPs allowed; ``only``: one kind.
 
     The bicoloring is skipped when a one-sided coloring already meets its lower bound. With
-    ``prune`` (the automatic mode, where ``fwd`` and ``rev`` are candidates too), colorings
-    that cannot beat the dense modes are left out without being computed: columns when a
-    row is full (every column then needs its own color), rows when a column is full, and
-    the bicoloring when its lower bound reaches ``min(m, n)``.
+    ``prune`` (the automatic mode, where ``fwd`` and ``rev`` are candidates too and the
+    decision's own time counts), colorings that cannot beat the dense modes are left out
+    without being computed: columns when a row is full (every column then needs its own
+    color), rows when a column is full, and the bicoloring when its lower bound reaches
+    ``min(m, n)``, or when a one-sided coloring is within 1.5x of that bound.
     """
     m, n = pattern.shape
     if pattern.nnz > pattern.max_nonzeros:
@@ -65,9 +68,13 @@ def colorings(pattern, forward: bool, only: str | None = None, prune: bool = Fal
     if "columns" in wanted:
         found["columns"] = _coloring.color_columns(pattern.csr)
     if "rows" in wanted:
-        found["rows"] = _coloring.color_rows(pattern.csr)
+        found["rows"] = _coloring.color_rows(pattern.csr, columns=found.get("columns"))
     one_sided = min((c.products for c in found.values()), default=None)
-    if "bicoloring" in wanted and (only or one_sided is None or one_sided > bound):
+    # In the automatic mode, where deciding is part of the cost, the bicoloring (a Python
+    # star coloring, the slowest step) is tried only where it could save a third of the
+    # products: a one-sided coloring above 1.5x the bicoloring's lower bound.
+    worth_it = one_sided is None or one_sided > (1.5 * bound if prune else bound)
+    if "bicoloring" in wanted and (only or worth_it):
         bi = _coloring.bicolor(pattern.csr)
         # A bicoloring that uses one kind of product only is a one-sided coloring again.
         same_side = found.get("columns" if bi.vjps == 0 else "rows" if bi.jvps == 0 else "")
@@ -90,22 +97,27 @@ def plan(
     ``sparse=False`` leaves the colorings out of ``"auto"`` (and skips the detection).
     """
     check_mode(mode, coloring)
-    f_flat, x_flat, out, m = _checks.flatten(f, x)
+    detecting = mode == "sparse" or (mode == "auto" and sparse) or sparse_output
+    closed, pattern = None, None
+    if detecting:
+        f_flat, x_flat, out, m, closed = _checks.flatten_traced(f, x)
+    else:
+        f_flat, x_flat, out, m = _checks.flatten(f, x)
     if sparse_output:
         _checks.check_single_arrays(x, out)
     n = x_flat.size
-    closed, pattern = None, None
-    if (mode == "sparse" or (mode == "auto" and sparse)) or sparse_output:
-        closed = jax.make_jaxpr(f_flat)(x_flat)
+    if detecting:
         pattern = _sparsity.detect(f_flat, x_flat, closed=closed)
         if pattern.fallbacks and mode == "sparse":
             _sparsity.warn(pattern)
         if pattern.nnz > pattern.max_nonzeros and (sparse_output or mode == "sparse"):
             raise ValueError("jacobian: " + _sparsity.too_dense_message(pattern))
-    # Without a custom_vjp every primitive has a forward rule; with one, ask JAX.
-    forward = (pattern is not None and not pattern.custom_vjp) or _checks.has_forward_mode(
-        f_flat, x_flat
-    )
+    # Without a custom_vjp every primitive has a forward rule; with one, ask JAX (a trace of
+    # a JVP), unless only VJPs are wanted.
+    if pattern is not None and not pattern.custom_vjp:
+        forward = True
+    else:
+        forward = mode != "rev" and _checks.has_forward_mode(f_flat, x_flat)
     if mode == "fwd" and not forward:
         raise TypeError(f"jacobian(mode='fwd'): {_checks.CUSTOM_VJP_HINT}")
     candidates = [c for c in _sparse.dense_methods(n, m) if forward or c.name != "fwd"]
@@ -114,4 +126,8 @@ def plan(
         candidates = colored if mode == "sparse" else candidates + colored
     elif mode in ("fwd", "rev"):
         candidates = [c for c in candidates if c.name == mode]
-    return Plan(f_flat, x_flat, out, n, m, closed, pattern, forward, candidates)
+    if closed is not None:
+        out_dtype = closed.out_avals[0].dtype
+    else:  # ravel_pytree's promotion of the output leaves
+        out_dtype = jnp.result_type(*(o.dtype for o in jax.tree.leaves(out)))
+    return Plan(f_flat, x_flat, out, n, m, out_dtype, closed, pattern, forward, candidates)

@@ -104,17 +104,21 @@ def _compressed(f_flat, x, method, out_dtype):
     return jnp.concatenate([b.ravel() for b in parts])
 
 
-def program(method: Method, f_flat, x_flat, m: int, pattern, *, sparse_output: bool):
+def program(
+    method: Method, f_flat, x_flat, m: int, pattern, *, sparse_output: bool, out_dtype=None
+):
     """``fn(x_flat)``: the Jacobian by ``method``, to be jit-compiled.
 
     Returns a dense ``(m, n)`` array, or with ``sparse_output`` a ``BCOO`` ``(m, n)`` holding
     the nonzeros of ``pattern`` (a :class:`~bpjax.modes.Pattern`; needed for colored methods
-    and for sparse output, otherwise may be ``None``).
+    and for sparse output, otherwise may be ``None``). ``out_dtype``: ``f_flat``'s output
+    dtype if known (otherwise ``f_flat`` is traced once more to find it).
     """
     # Seeds and indices are constants of the program, not arguments: XLA then simplifies
     # the products for the known 0/1 seeds, which runs faster at the same compile time.
     n = x_flat.size
-    out_dtype = jax.eval_shape(f_flat, x_flat).dtype
+    if out_dtype is None:
+        out_dtype = jax.eval_shape(f_flat, x_flat).dtype
     index = None
     if pattern is not None and (sparse_output or method.coloring is not None):
         csr = pattern.csr
