@@ -142,6 +142,10 @@ def measure_point(name, N, out_format, rounds, notes, check=False):
     contender once more, so only done at the smallest size).
     """
     f, x, pattern = examples.family(name, N)
+    # f evaluated once first, as a user would before asking for its Jacobian: the first
+    # program of a new shape pays ~15 ms of JAX's one-off lowering of jnp's inner functions,
+    # which would otherwise fall on whichever contender happens to be compiled first.
+    jax.block_until_ready(jax.jit(f)(x))
     ours = bpjax_contenders(f, x, pattern, out_format)
     peers = peer_contenders(f, x, pattern, out_format, notes)
     programs = {k: (v[0], (x,)) for k, v in ours.items()} | {
