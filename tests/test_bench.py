@@ -236,6 +236,7 @@ def test_figure_labels_do_not_overlap():
         (["--devices", "3"], "--devices 3: every batch of the quick grid"),
         (["--full", "--devices", "8"], "choose one of 1, 2, 4"),
         (["--budget", "-5"], "--budget: must be a positive number"),
+        (["--malloc", "jemalloc"], "--malloc: invalid choice: 'jemalloc'"),
     ],
 )
 def test_bad_options_are_refused_at_parse_time(argv, message, capsys, tmp_path):
@@ -259,6 +260,19 @@ def test_good_options_parse_to_the_profile_defaults(tmp_path):
     assert (quick.profile, quick.threads, quick.rounds) == ("quick", [CORES], 11)
     full = bench.parse_args(["--full", "--threads", f"{CORES},1", "--out", str(tmp_path)])
     assert full.threads == sorted({1, CORES}) and full.devices is None
+
+
+def test_malloc_tuned_sets_the_allocator_for_every_contender_and_glibc_clears_it(monkeypatch):
+    from bpjax.bench import _cli
+
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "4")  # the user's own setting
+    tuned = _cli.pinned_env(1, "tuned")
+    assert {k: tuned[k] for k in _cli.TUNED_MALLOC} == _cli.TUNED_MALLOC
+    assert tuned["MALLOC_MMAP_MAX_"] == "0" and tuned[_cli.PINNED] == "1"
+    plain = _cli.pinned_env(1, "glibc")
+    assert not any(k in plain for k in _cli.TUNED_MALLOC)
+    assert bench.parse_args(["--malloc", "tuned"]).malloc == "tuned"
+    assert bench.parse_args([]).malloc == "glibc"
 
 
 def test_the_command_exits_with_status_2_on_a_bad_option():

@@ -1,5 +1,5 @@
 """The command line: ``bpjax bench [--quick|--full] [--threads N[,N...]] [--compile]
-[--devices N] [--rounds R] [--budget S] [--out DIR]``.
+[--malloc glibc|tuned] [--devices N] [--rounds R] [--budget S] [--out DIR]``.
 
 Every option is checked when it is parsed (an argparse error, exit status 2, before JAX runs
 anything), and the output folder is checked to be writable before anything is measured.
@@ -10,6 +10,12 @@ thread pool follows) and sets ``OMP_NUM_THREADS``/``OPENBLAS_NUM_THREADS``/``MKL
 itself once to do so. It also unsets ``OPENBLAS_CORETYPE`` and ``OPENBLAS_L2_SIZE`` for
 itself, so OpenBLAS picks the kernel for the CPU it runs on. Several counts (``--threads 1,2``)
 run one pass per count in a child process each; the table then has one column per count.
+
+Allocator: ``--malloc tuned`` sets :data:`TUNED_MALLOC` for the process (every contender
+alike). Under glibc's defaults a block above 32 MiB is ``mmap``ed and unmapped on every
+call, so a step whose XLA temporaries exceed that takes a page fault per 4 KiB touched, on
+every step (16 000 per step at 4 × 2048); keeping freed memory in one arena removes them.
+The default, ``glibc``, leaves the allocator as users have it.
 """
 
 from __future__ import annotations
@@ -32,6 +38,15 @@ THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 # Set on some machines to a generic kernel or a wrong cache size; both slow NumPy's GEMMs.
 BLAS_OVERRIDES = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 PINNED = "BPJAX_BENCH_THREADS"
+# glibc malloc tuned for large, short-lived blocks: one arena (a thread arena cannot hold a
+# block over 64 MiB), no mmap (served from the heap instead), freed memory kept (no trim),
+# and the heap grown 256 MiB at a time.
+TUNED_MALLOC = {
+    "MALLOC_ARENA_MAX": "1",
+    "MALLOC_MMAP_MAX_": "0",
+    "MALLOC_TRIM_THRESHOLD_": str(1 << 32),
+    "MALLOC_TOP_PAD_": str(1 << 28),
+}
 DEFAULTS = {"quick": {"rounds": 11, "budget": 20.0}, "full": {"rounds": 15, "budget": 60.0}}
 
 
@@ -94,6 +109,13 @@ def parser(available: int) -> argparse.ArgumentParser:
         f"{available}; --full: 1 and all)",
     )
     p.add_argument("--compile", action="store_true", help="also time torch.compile")
+    p.add_argument(
+        "--malloc",
+        choices=("glibc", "tuned"),
+        default="glibc",
+        help="glibc's defaults (as users run), or tuned for large blocks (no page faults per "
+        "step; applies to every contender)",
+    )
     p.add_argument(
         "--devices",
         type=_positive_int,
@@ -159,19 +181,22 @@ def _without_threads(argv) -> list[str]:
     return out
 
 
-def pinned_env(threads: int) -> dict:
+def pinned_env(threads: int, malloc: str = "glibc") -> dict:
     """This process's environment for a pass pinned to ``threads`` cores.
 
     TorchInductor gets an empty cache folder of its own, so ``torch.compile``'s first call
     is a cold compile, as JAX's is (its persistent compilation cache is off by default).
+    ``malloc="tuned"`` adds :data:`TUNED_MALLOC`; ``"glibc"`` removes any of its variables.
     """
-    env = {k: v for k, v in os.environ.items() if k not in BLAS_OVERRIDES}
+    env = {k: v for k, v in os.environ.items() if k not in (*BLAS_OVERRIDES, *TUNED_MALLOC)}
     env.update({var: str(threads) for var in THREAD_VARS}, **{PINNED: str(threads)})
+    if malloc == "tuned":
+        env.update(TUNED_MALLOC)
     env["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="bpjax-bench-inductor-")
     return env
 
 
-def reexec_pinned(threads: int, argv) -> None:
+def reexec_pinned(threads: int, argv, malloc: str = "glibc") -> None:
     """Restrict this process to ``threads`` cores and re-execute it with the variables set.
 
     Library thread pools size themselves when they load, so the variables must be set before
@@ -180,7 +205,8 @@ def reexec_pinned(threads: int, argv) -> None:
     if hasattr(os, "sched_setaffinity"):  # Linux; elsewhere only the thread variables apply
         os.sched_setaffinity(0, cores()[:threads])
     argv = [*_without_threads(argv), "--threads", str(threads)]
-    os.execve(sys.executable, [sys.executable, "-m", "bpjax", "bench", *argv], pinned_env(threads))
+    env = pinned_env(threads, malloc)
+    os.execve(sys.executable, [sys.executable, "-m", "bpjax", "bench", *argv], env)
 
 
 def main(argv=None) -> int:
@@ -190,8 +216,11 @@ def main(argv=None) -> int:
     if len(args.threads) > 1:
         return _sweep(args, argv)
     threads = args.threads[0]
-    if os.environ.get(PINNED) != str(threads):
-        reexec_pinned(threads, argv)
+    tuned = all(os.environ.get(k) == v for k, v in TUNED_MALLOC.items())
+    untouched = not any(k in os.environ for k in TUNED_MALLOC)
+    allocator_set = tuned if args.malloc == "tuned" else untouched
+    if os.environ.get(PINNED) != str(threads) or not allocator_set:
+        reexec_pinned(threads, argv, args.malloc)
     start = time.perf_counter()
     cache = os.environ.get("TORCHINDUCTOR_CACHE_DIR", "")
     if Path(cache).name.startswith("bpjax-bench-inductor-"):
@@ -241,6 +270,7 @@ def run_pass(args, threads: int, *, main_pass: bool) -> dict:
     )
     record.update(threads=threads, affinity=cores(), blas=_blas_info())
     record["thread_env"] = {v: os.environ.get(v) for v in (*THREAD_VARS, *BLAS_OVERRIDES)}
+    record["malloc"] = {"setting": args.malloc} | {v: os.environ.get(v) for v in TUNED_MALLOC}
     if main_pass and args.full:
         record["first_call_vs_depth"] = first_call_vs_depth(compile_torch=args.compile)
     return record
@@ -291,6 +321,7 @@ def finish(args, record: dict, passes: dict, seconds: float) -> None:
     _figures.figure(record, args.out / "peers.png", device)
     summary = _records.summary(record, threads=threads, devices=args.devices or 1)
     summary["seconds"] = seconds
+    summary["allocator (--malloc)"] = record.get("malloc", {}).get("setting", "glibc")
     results.save(
         "peers",
         out=args.out,
