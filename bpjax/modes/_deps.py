@@ -93,6 +93,9 @@ def take(operands: list[Deps | None], sizes: list[int], src: np.ndarray, n: int)
 
 def union(parts: list[Deps]) -> Deps:
     """Elementwise OR of same-size dependency sets."""
+    # An elementwise chain on one input passes the same set along (sin(x) * x): OR-ing a
+    # set with itself is that set, with no sparse-matrix work.
+    parts = list({id(p): p for p in parts}.values())
     if len(parts) == 1:
         return parts[0]
     rows = parts[0].rows
