@@ -83,10 +83,12 @@ def take(operands: list[Deps | None], sizes: list[int], src: np.ndarray, n: int)
     if all(d is None for d in operands):
         return None
     total = int(sum(sizes))
+    src = np.asarray(src, dtype=np.int64).ravel()
+    if len(operands) == 1 and src.size == total and np.array_equal(src, np.arange(total)):
+        return operands[0]  # a reshape or a full slice: the same elements in the same order
     blocks = [d if d is not None else empty(s, n) for d, s in zip(operands, sizes, strict=True)]
     rows = sp.vstack([b.rows for b in blocks] + [sp.csr_array((1, n), dtype=bool)], format="csr")
     full = np.concatenate([b.full for b in blocks] + [np.zeros(1, bool)])
-    src = np.asarray(src, dtype=np.int64).ravel()
     index = np.where((src >= 0) & (src < total), src, total)
     return Deps(rows[index], full[index])
 
