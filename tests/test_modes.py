@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from bpjax import fwd, measure, modes, rev
-from bpjax.modes import examples
+from bpjax.modes import _coloring, _cost, _plan, examples
 
 
 def _mlp(n, m, h=64, seed=0):
@@ -179,8 +179,6 @@ def test_calibration_times_both_directions_even_when_the_model_ranks_one_far_beh
 def test_forward_work_counts_only_the_elements_a_gather_reads():
     # XLA fuses the elementwise steps into the gather that consumes them: a JVP evaluates
     # them only at the m gathered entries, a VJP (whose scatter-add fills all n) at all n.
-    from bpjax.modes import _cost
-
     n = 2048
     work = {}
     for m in (1, 256, n):
@@ -198,8 +196,6 @@ def test_forward_work_counts_only_the_elements_a_gather_reads():
     ("arrowhead", "auto", 1),  # one-sided colorings need n
 ])  # fmt: skip
 def test_auto_tries_the_bicoloring_only_where_it_can_save_a_third(monkeypatch, name, mode, calls):
-    from bpjax.modes import _coloring, _plan
-
     seen = []
     bicolor = _coloring.bicolor
     monkeypatch.setattr(_coloring, "bicolor", lambda p: seen.append(1) or bicolor(p))

@@ -112,16 +112,7 @@ def _timed_prices(plan, sparse_output):
     programs = {}
     for c in plan.candidates:
         if c.name in names:
-            fn = _sparse.program(
-                c,
-                plan.f_flat,
-                plan.x_flat,
-                plan.m,
-                plan.pattern,
-                sparse_output=sparse_output,
-                out_dtype=plan.out_dtype,
-            )
-            programs[c.name] = (fn, (plan.x_flat,))
+            programs[c.name] = (plan.program(c, sparse_output=sparse_output), (plan.x_flat,))
     timed = measure.compare(programs, rounds=3, warmup=1, min_round_seconds=0.005)
     return {name: {"seconds": t.median} for name, t in timed.items()}
 

@@ -80,42 +80,47 @@ def check_tangent(v, x, what: str = "v") -> None:
             )
 
 
+def _flat_function(f, x):
+    """``(f_flat, x_flat, seen)``: ``f`` between flat vectors; its first trace appends the
+    shapes of ``f``'s output pytree to ``seen``."""
+    x_flat, unravel = ravel_pytree(x)
+    seen = []
+
+    def f_flat(v):
+        y = f(unravel(v))
+        if not seen:
+            seen.append(
+                jax.tree.map(lambda a: jax.ShapeDtypeStruct(jnp.shape(a), jnp.result_type(a)), y)
+            )
+        return ravel_pytree(y)[0]
+
+    return f_flat, x_flat, seen
+
+
+def _total_size(out) -> int:
+    return sum(int(np.prod(o.shape)) for o in jax.tree.leaves(out))
+
+
 def flatten(f, x):
     """``f`` as a map between flat vectors: ``(f_flat, x_flat, out_shapes, m)``."""
     check_inputs(x)
     out = check_outputs(f, x)
-    x_flat, unravel = ravel_pytree(x)
-
-    def f_flat(v):
-        return ravel_pytree(f(unravel(v)))[0]
-
-    m = sum(int(np.prod(o.shape)) for o in jax.tree.leaves(out))
-    return f_flat, x_flat, out, m
+    f_flat, x_flat, _ = _flat_function(f, x)
+    return f_flat, x_flat, out, _total_size(out)
 
 
 def flatten_traced(f, x):
     """:func:`flatten` plus ``f_flat``'s closed jaxpr, tracing ``f`` once instead of twice:
     ``(f_flat, x_flat, out_shapes, m, closed)``."""
     check_inputs(x)
-    x_flat, unravel = ravel_pytree(x)
-    seen = []
-
-    def f_flat(v):
-        y = f(unravel(v))
-        if not seen:  # the first trace records f's output structure
-            seen.append(
-                jax.tree.map(lambda a: jax.ShapeDtypeStruct(jnp.shape(a), jnp.result_type(a)), y)
-            )
-        return ravel_pytree(y)[0]
-
+    f_flat, x_flat, seen = _flat_function(f, x)
     try:
         closed = jax.make_jaxpr(f_flat)(x_flat)
     except TypeError as err:
         check_outputs(f, x)  # a clearer message when the outputs are what is wrong
         raise TypeError(f"f could not be traced at x: {err}") from err
     out = check_outputs(f, x, seen[0])
-    m = sum(int(np.prod(o.shape)) for o in jax.tree.leaves(out))
-    return f_flat, x_flat, out, m, closed
+    return f_flat, x_flat, out, _total_size(out), closed
 
 
 def has_forward_mode(f_flat, x_flat) -> bool:

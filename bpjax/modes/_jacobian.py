@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
-from bpjax.modes import _auto, _checks, _plan, _sparse
+from bpjax.modes import _auto, _checks, _plan
 
 
 class JacobianFn:
@@ -52,15 +52,7 @@ def _build(f, x, mode, coloring, sparse_output, calibrate):
         basis = "timing" if calibrate else "model"
         choice = _auto.decide(plan, basis=basis, sparse_output=sparse_output)
         method = next(c for c in plan.candidates if c.name == choice.method)
-    fn = _sparse.program(
-        method,
-        plan.f_flat,
-        plan.x_flat,
-        plan.m,
-        plan.pattern,
-        sparse_output=sparse_output,
-        out_dtype=plan.out_dtype,
-    )
+    fn = plan.program(method, sparse_output=sparse_output)
     return _layout(fn, x, plan.out, sparse_output), method, choice, plan.pattern
 
 

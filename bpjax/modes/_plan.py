@@ -28,6 +28,18 @@ class Plan:
     forward: bool
     candidates: list
 
+    def program(self, method, *, sparse_output: bool):
+        """``fn(x_flat)``: the Jacobian by ``method`` (see :func:`_sparse.program`)."""
+        return _sparse.program(
+            method,
+            self.f_flat,
+            self.x_flat,
+            self.m,
+            self.pattern,
+            sparse_output=sparse_output,
+            out_dtype=self.out_dtype,
+        )
+
 
 def check_mode(mode, coloring):
     if mode not in MODES:

@@ -150,8 +150,8 @@ def sparsity(f, x, *, max_nonzeros: int = DEFAULT_MAX_NONZEROS):
       >>> P = sparsity(lambda x: x[1:] - x[:-1], jnp.ones(4))
       >>> P.todense()   # [[1 1 0 0] [0 1 1 0] [0 0 1 1]]
     """
-    f_flat, x_flat, _, _ = _checks.flatten(f, x)
-    pattern = detect(f_flat, x_flat, max_nonzeros=max_nonzeros)
+    f_flat, x_flat, _, _, closed = _checks.flatten_traced(f, x)
+    pattern = detect(f_flat, x_flat, max_nonzeros=max_nonzeros, closed=closed)
     if pattern.fallbacks:
         warn(pattern)
     if pattern.csr is None:
