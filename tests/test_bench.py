@@ -273,6 +273,15 @@ def test_malloc_tuned_sets_the_allocator_for_every_contender_and_glibc_clears_it
     assert not any(k in plain for k in _cli.TUNED_MALLOC)
     assert bench.parse_args(["--malloc", "tuned"]).malloc == "tuned"
     assert bench.parse_args([]).malloc == "glibc"
+    # The re-executed process sees its own environment as ready, and runs; anything else
+    # (another core count, the other allocator setting, a partial one) re-executes.
+    assert _cli.environment_ready(tuned, 1, "tuned") and _cli.environment_ready(plain, 1, "glibc")
+    assert not _cli.environment_ready(tuned, 1, "glibc")
+    assert not _cli.environment_ready(plain, 1, "tuned")
+    assert not _cli.environment_ready(plain, 2, "glibc")
+    partial = {**plain, "MALLOC_ARENA_MAX": "1"}
+    assert not _cli.environment_ready(partial, 1, "tuned")
+    assert not _cli.environment_ready(partial, 1, "glibc")
 
 
 def test_the_command_exits_with_status_2_on_a_bad_option():

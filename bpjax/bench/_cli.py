@@ -196,6 +196,16 @@ def pinned_env(threads: int, malloc: str = "glibc") -> dict:
     return env
 
 
+def environment_ready(environ, threads: int, malloc: str) -> bool:
+    """Whether ``environ`` is already :func:`pinned_env`'s for ``threads`` and ``malloc``
+    (then the process runs as it is; otherwise it re-executes itself once)."""
+    if environ.get(PINNED) != str(threads):
+        return False
+    if malloc == "tuned":
+        return all(environ.get(k) == v for k, v in TUNED_MALLOC.items())
+    return not any(k in environ for k in TUNED_MALLOC)
+
+
 def reexec_pinned(threads: int, argv, malloc: str = "glibc") -> None:
     """Restrict this process to ``threads`` cores and re-execute it with the variables set.
 
@@ -216,10 +226,7 @@ def main(argv=None) -> int:
     if len(args.threads) > 1:
         return _sweep(args, argv)
     threads = args.threads[0]
-    tuned = all(os.environ.get(k) == v for k, v in TUNED_MALLOC.items())
-    untouched = not any(k in os.environ for k in TUNED_MALLOC)
-    allocator_set = tuned if args.malloc == "tuned" else untouched
-    if os.environ.get(PINNED) != str(threads) or not allocator_set:
+    if not environment_ready(os.environ, threads, args.malloc):
         reexec_pinned(threads, argv, args.malloc)
     start = time.perf_counter()
     cache = os.environ.get("TORCHINDUCTOR_CACHE_DIR", "")
