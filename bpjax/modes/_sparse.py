@@ -119,20 +119,34 @@ def program(
     n = x_flat.size
     if out_dtype is None:
         out_dtype = jax.eval_shape(f_flat, x_flat).dtype
-    index = None
+    index = flat = None
     if pattern is not None and (sparse_output or method.coloring is not None):
         csr = pattern.csr
         rows = np.repeat(np.arange(m, dtype=np.int32), np.diff(csr.indptr))
         index = np.stack([rows, csr.indices.astype(np.int32)], axis=1)
+        if m * n < 2**31:
+            # Row-major positions: a scatter or gather on the flattened (m*n,) Jacobian
+            # compiles 8-25 ms faster on XLA:CPU than the same on two index columns, and
+            # runs as fast.
+            flat = rows * np.int32(n) + index[:, 1]
 
     def finish(J_or_data, dense_is_J):
         if sparse_output:
-            data = J_or_data[index[:, 0], index[:, 1]] if dense_is_J else J_or_data
+            if not dense_is_J:
+                data = J_or_data
+            elif flat is not None:
+                data = J_or_data.ravel()[flat]
+            else:
+                data = J_or_data[index[:, 0], index[:, 1]]
             return jsparse.BCOO(
                 (data, jnp.asarray(index)), shape=(m, n), indices_sorted=True, unique_indices=True
             )
         if dense_is_J:
             return J_or_data
+        if flat is not None:
+            J = jnp.zeros((m * n,), J_or_data.dtype)
+            J = J.at[flat].set(J_or_data, indices_are_sorted=True, unique_indices=True)
+            return J.reshape(m, n)
         J = jnp.zeros((m, n), J_or_data.dtype)
         return J.at[index[:, 0], index[:, 1]].set(
             J_or_data, indices_are_sorted=True, unique_indices=True
