@@ -98,7 +98,7 @@ def _fake_rates(calls):
     def measure_rates():
         calls.append(1)
         pair = (1e-9 * len(calls), 2e-9)
-        return {name: pair for name in _cost._RATE_NAMES} | {"flop": 1e-11}
+        return {name: pair for name in _cost._RATE_NAMES} | {"flop": 1e-11, "compile": 0.07}
 
     return measure_rates
 
@@ -146,3 +146,64 @@ def test_model_rates_cache_survives_a_corrupt_file_and_can_be_turned_off(tmp_pat
     monkeypatch.setattr(_cost, "_MEMORY", {})
     modes.model_rates()
     assert calls == [1, 1, 1] and _cost.cache_path() is None
+
+
+def _published_rates(monkeypatch):
+    """The rates of results/jacobians.json, so that choices do not depend on this machine."""
+    with open("results/jacobians.json") as f:
+        kept = json.load(f)["data"]["rates"]
+    rates = {k: float(v) if k in _cost._SCALARS else tuple(v) for k, v in kept.items()}
+    rates.setdefault("compile", 0.072)  # TEMP
+    monkeypatch.setattr(_cost, "_MEMORY", {_cost.machine_key(jax.default_backend()): rates})
+    return rates
+
+
+def test_calls_counts_compilation_so_a_few_calls_of_a_small_jacobian_skip_the_bicoloring(
+    monkeypatch,
+):
+    _published_rates(monkeypatch)
+    f, x, _ = examples.family("arrowhead", 256)
+    steady = modes.jacobian_fn(f, x)
+    once = modes.jacobian_fn(f, x, calls=1)
+    many = modes.jacobian_fn(f, x, calls=100_000)
+    # Runs 2-10x faster, compiles ~45 ms slower: worth it for many calls, not for one.
+    assert steady.method == many.method == "bicoloring"
+    assert once.method in ("fwd", "rev")
+    table = once.choice.candidates
+    assert table["bicoloring"]["run_seconds"] < table[once.method]["run_seconds"]
+    assert table["bicoloring"]["compile_seconds"] > table[once.method]["compile_seconds"] == 0
+    assert "over 1 call, compilation included" in once.choice.reason
+    np.testing.assert_allclose(once(x), jax.jacrev(f)(x), rtol=1e-5, atol=1e-6)
+    assert modes.choose_mode(f, x, calls=1).method == once.method
+
+
+def test_compile_model_prices_decompression_and_the_second_linearization():
+    rates = {"compile": _cost._COMPILE_REFERENCE_SECONDS}
+    f, x, pattern = examples.family("arrowhead", 512)
+    methods = {c.name: c for c in modes._plan.plan(f, x, mode="auto").candidates}
+    kw = {"nnz": pattern.nnz, "eqns": 12, "r": rates}
+    dense = {k: _cost.compile_seconds(c, dense_output=True, **kw) for k, c in methods.items()}
+    bcoo = {k: _cost.compile_seconds(c, dense_output=False, **kw) for k, c in methods.items()}
+    assert dense["fwd"] == dense["rev"] == 0 < dense["bicoloring"]
+    # BCOO output: the dense modes gather their nonzeros; a coloring skips the dense scatter.
+    assert bcoo["fwd"] > 0 and bcoo["bicoloring"] < dense["bicoloring"]
+    assert _cost.compile_seconds(
+        methods["fwd"], dense_output=True, **kw | {"r": {"compile": 2 * rates["compile"]}}
+    ) == 0 and _cost.compile_seconds(
+        methods["bicoloring"], dense_output=True, **kw | {"r": {"compile": 2 * rates["compile"]}}
+    ) == pytest.approx(2 * dense["bicoloring"])
+
+
+@pytest.mark.parametrize("calls", [0, -3, 2.5, True, "10"])
+def test_calls_must_be_a_positive_int(calls):
+    f, x, _ = examples.family("tridiagonal", 16)
+    with pytest.raises(ValueError, match=r"calls=.*int >= 1"):
+        modes.jacobian_fn(f, x, calls=calls)
+    with pytest.raises(ValueError, match=r"calls=.*int >= 1"):
+        modes.choose_mode(f, x, calls=calls)
+
+
+def test_calls_needs_a_basis_that_can_price_compilation():
+    f, x, _ = examples.family("tridiagonal", 16)
+    with pytest.raises(ValueError, match="calls= needs basis='model' or 'timing'"):
+        modes.choose_mode(f, x, basis="xla", calls=3)

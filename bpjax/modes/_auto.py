@@ -82,23 +82,44 @@ def _machine_rates(backend: str | None) -> dict:
     return {"flops_per_s": 2 * 512**3 / gemm.median, "bytes_per_s": 2 * v.nbytes / copy.median}
 
 
-def _model_prices(plan, sparse_output):
+def _model_prices(plan, sparse_output, calls=None):
     r = _cost.rates(jax.default_backend())
     closed = plan.closed if plan.closed is not None else jax.make_jaxpr(plan.f_flat)(plan.x_flat)
     work = _cost.profile(closed)
     nnz = plan.pattern.nnz if plan.pattern is not None else plan.n * plan.m
-    return {
+    dense_output = not sparse_output
+    prices = {
         c.name: {
             "seconds": _cost.method_seconds(
-                c, work, n=plan.n, m=plan.m, nnz=nnz, dense_output=not sparse_output, r=r
+                c, work, n=plan.n, m=plan.m, nnz=nnz, dense_output=dense_output, r=r
             )
         }
         for c in plan.candidates
     }
+    if calls:
+        eqns = _cost.equations(closed.jaxpr)
+        extra = {
+            c.name: _cost.compile_seconds(c, nnz=nnz, eqns=eqns, dense_output=dense_output, r=r)
+            for c in plan.candidates
+        }
+        # Only differences count: priced over the fastest-compiling candidate.
+        least = min(extra.values())
+        for name, price in prices.items():
+            prices[name] = _per_call(price["seconds"], extra[name] - least, calls)
+    return prices
 
 
-def _timed_prices(plan, sparse_output):
-    model = _model_prices(plan, sparse_output)
+def _per_call(run, compile_seconds, calls):
+    """Seconds per call over ``calls`` calls, the compilation shared among them."""
+    return {
+        "seconds": run + compile_seconds / calls,
+        "run_seconds": run,
+        "compile_seconds": compile_seconds,
+    }
+
+
+def _timed_prices(plan, sparse_output, calls=None):
+    model = _model_prices(plan, sparse_output, calls)
     best = min(p["seconds"] for p in model.values())
     near = sorted((model[c.name]["seconds"], c.name) for c in plan.candidates)
     names = {name for seconds, name in near[:3] if seconds <= 4 * best}
@@ -114,6 +135,8 @@ def _timed_prices(plan, sparse_output):
         if c.name in names:
             programs[c.name] = (plan.program(c, sparse_output=sparse_output), (plan.x_flat,))
     timed = measure.compare(programs, rounds=3, warmup=1, min_round_seconds=0.005)
+    if calls:  # each candidate's compilation was timed too: the whole of it, not a model
+        return {name: _per_call(t.median, t.compile, calls) for name, t in timed.items()}
     return {name: {"seconds": t.median} for name, t in timed.items()}
 
 
@@ -154,24 +177,30 @@ def _xla_prices(plan):
 
 
 def _pick(candidates, prices, basis):
-    """The cheapest; among those within the basis' uncertainty of it, the one with fewer
-    products, then fewer VJPs (reverse mode keeps a tape, and a JVP costs no more than a
-    VJP in the usual complexity bounds of automatic differentiation)."""
+    """The cheapest; among those within the basis' uncertainty of it, the one that compiles
+    faster (when priced with ``calls=``), then with fewer products, then fewer VJPs
+    (reverse mode keeps a tape, and a JVP costs no more than a VJP in the usual
+    complexity bounds of automatic differentiation)."""
     priced = [c for c in candidates if c.name in prices]
     best = min(prices[c.name]["seconds"] for c in priced)
     band = {"model": 1.25, "timing": 1.02, "xla": 1.0}[basis]
     close = [c for c in priced if prices[c.name]["seconds"] <= band * best]
-    return min(close, key=lambda c: (c.products, c.vjps))
+    # Priced for a few calls (``calls=``), a tie goes to the program that compiles faster.
+    return min(
+        close, key=lambda c: (prices[c.name].get("compile_seconds", 0.0), c.products, c.vjps)
+    )
 
 
 def _fmt(seconds):
     return f"{seconds * 1e3:.3g} ms"
 
 
-def _reason(method, runner_up, prices, basis, forward):
+def _reason(method, runner_up, prices, basis, forward, calls=None):
     t = prices[method.name]["seconds"]
     how = {"model": "predicted", "timing": "measured", "xla": "estimated by XLA"}[basis]
     text = f"{method.describe()}: {how} {_fmt(t)}"
+    if calls:
+        text += f" per call over {calls} call{'s' if calls != 1 else ''}, compilation included"
     if runner_up is not None:
         t2 = prices[runner_up.name]["seconds"]
         if t2 >= 1.02 * t:
@@ -186,16 +215,37 @@ def _reason(method, runner_up, prices, basis, forward):
     return text
 
 
-def decide(plan, *, basis: str = "model", sparse_output: bool = False) -> ModeChoice:
-    """Price ``plan.candidates`` on ``basis`` and pick one (see the module docstring)."""
+def check_calls(calls):
+    """``calls``: ``None`` (steady state) or a positive int; say the fix otherwise."""
+    if calls is None:
+        return
+    if isinstance(calls, bool) or not isinstance(calls, int) or calls < 1:
+        raise ValueError(
+            f"calls={calls!r}: pass the number of times the Jacobian will be evaluated (an "
+            "int >= 1), so that compilation is shared among them, or None to choose by the "
+            "steady-state time per call"
+        )
+
+
+def decide(
+    plan, *, basis: str = "model", sparse_output: bool = False, calls: int | None = None
+) -> ModeChoice:
+    """Price ``plan.candidates`` on ``basis`` and pick one (see the module docstring).
+
+    ``calls``: price each candidate per call over that many calls, its compilation
+    included (modelled on the ``"model"`` basis, timed on ``"timing"``).
+    """
     if basis not in BASES:
         raise ValueError(f"choose_mode: unknown basis {basis!r}; choose one of {BASES}")
+    check_calls(calls)
+    if calls and basis == "xla":
+        raise ValueError("choose_mode: calls= needs basis='model' or 'timing', not 'xla'")
     if basis == "xla":
         prices = _xla_prices(plan)
     elif basis == "timing":
-        prices = _timed_prices(plan, sparse_output)
+        prices = _timed_prices(plan, sparse_output, calls)
     else:
-        prices = _model_prices(plan, sparse_output)
+        prices = _model_prices(plan, sparse_output, calls)
     method = _pick(plan.candidates, prices, basis)
     others = [c for c in plan.candidates if c.name in prices and c.name != method.name]
     runner_up = min(others, key=lambda c: prices[c.name]["seconds"], default=None)
@@ -211,7 +261,7 @@ def decide(plan, *, basis: str = "model", sparse_output: bool = False) -> ModeCh
         fwd=prices.get("fwd"),
         rev=prices.get("rev"),
         basis=basis,
-        reason=_reason(method, runner_up, prices, basis, plan.forward),
+        reason=_reason(method, runner_up, prices, basis, plan.forward, calls),
         method=method.name,
         candidates=table,
     )
@@ -225,6 +275,7 @@ def choose_mode(
     basis: str | None = None,
     sparse_output: bool = False,
     sparse: bool = True,
+    calls: int | None = None,
 ) -> ModeChoice:
     """Which of ``fwd``, ``rev`` and the sparse colorings computes ``J`` fastest, and why.
 
@@ -239,6 +290,11 @@ def choose_mode(
       basis: ``"model"`` (default), ``"timing"`` or ``"xla"``.
       sparse_output: price a ``BCOO`` result instead of a dense one.
       sparse: consider the colorings too (``False``: only ``fwd`` and ``rev``).
+      calls: how many times the Jacobian will be evaluated; the choice then minimizes the
+        time per call with each candidate's compilation shared among the calls (a
+        coloring's program compiles 10-50 ms slower than ``fwd``/``rev``'s, which a few
+        calls of a sub-millisecond Jacobian never earn back). ``None`` (default): the
+        steady-state time per call.
 
     Returns:
       A :class:`ModeChoice`; ``.reason`` says what was picked and by how much.
@@ -251,5 +307,5 @@ def choose_mode(
     # The XLA basis prices the two dense modes only, as it always did.
     sparse = sparse and basis != "xla"
     plan = _plan.plan(f, x, mode="auto", sparse_output=sparse_output, sparse=sparse)
-    choice = decide(plan, basis=basis, sparse_output=sparse_output)
+    choice = decide(plan, basis=basis, sparse_output=sparse_output, calls=calls)
     return choice._replace(decision_seconds=time.perf_counter() - start)

@@ -111,7 +111,7 @@ def rates(backend: str | None = None, *, refresh: bool = False) -> dict:
 
 
 _MEMORY: dict[str, dict] = {}
-_RATES_SCHEMA = 1  # bump when what _measure_rates measures changes
+_RATES_SCHEMA = 2  # bump when what _measure_rates measures changes
 
 
 def machine_key(backend: str) -> str:
@@ -159,7 +159,7 @@ def _load(key: str) -> dict | None:
         return None
     try:
         return {
-            k: float(v) if k == "flop" else (float(v[0]), float(v[1])) for k, v in entry.items()
+            k: float(v) if k in _SCALARS else (float(v[0]), float(v[1])) for k, v in entry.items()
         }
     except (TypeError, ValueError, IndexError):
         return None
@@ -186,7 +186,8 @@ def _store(key: str, value: dict) -> None:
         pass  # a read-only home: the rates stay in memory for this process
 
 
-_RATE_NAMES = ("flop", "write", "gather", "scatter", "transpose", "jvp", "vjp")
+_RATE_NAMES = ("flop", "write", "gather", "scatter", "transpose", "jvp", "vjp", "compile")
+_SCALARS = ("flop", "compile")  # the others are (at 256 KiB, at 16 MiB) pairs
 
 
 def _measure_rates() -> dict:
@@ -202,7 +203,19 @@ def _measure_rates() -> dict:
         out[name] = tuple(_per_element(make, size) for size in (_SMALL, _LARGE))
     for kind in ("jvp", "vjp"):
         out[kind] = tuple(_derivative_rate(kind, size) for size in (_SMALL, _LARGE))
+    out["compile"] = _compile_time()
     return out
+
+
+def _compile_time() -> float:
+    """Seconds to trace, lower and compile ``jax.jacrev`` of the reference function
+    (``n = 64``): the fastest of three, each of a new function object (no cache hit)."""
+    x = jnp.linspace(-1.0, 1.0, 64, dtype=jnp.float32)
+    best = math.inf
+    for _ in range(3):
+        fn = jax.jacrev(lambda x: _reference(x))  # a new object: compiled afresh
+        best = min(best, measure.compile_fn(fn, x)[1])
+    return best
 
 
 def _rate(pair, elements) -> float:
@@ -376,6 +389,57 @@ def method_seconds(method, w: Work, *, n: int, m: int, nnz: int, dense_output: b
     if name not in ("fwd", "rev") or not dense_output:
         t += nnz * _rate(r["gather"], max(written, nnz))
     return t
+
+
+# The compile-time model below was fitted on the 2-core Xeon of results/jacobians.json
+# (8 families x N = 256, 1024, 4096, every method, both outputs, fastest of 3 compiles),
+# where compiling the reference (_compile_time) took this long:
+_COMPILE_REFERENCE_SECONDS = 0.072
+
+
+def compile_seconds(method, *, nnz: int, eqns: int, dense_output: bool, r: dict) -> float:
+    """Predicted extra seconds to compile ``method``'s program, over ``fwd``/``rev``'s.
+
+    What all candidates share (tracing ``f``, compiling its derivative: 45-190 ms on
+    XLA:CPU, and not predictable from the jaxpr to better than ~2x) cancels in a
+    choice; what differs, on the machine the constants were fitted on, is:
+
+    * a coloring's decompression: the seeds and index constants and a scatter into the
+      dense ``J`` (gather for BCOO), ``6 ms + 0.45 ms`` per thousand nonzeros for dense
+      output, 14 ms less for BCOO;
+    * dense modes with BCOO output gather ``J``'s nonzeros: ``8 ms``;
+    * a bicoloring compiles a linearization and its transpose besides: about ``0.6x`` of a
+      whole derivative program, ``0.6 (60 ms + 1.4 ms per equation of f)``.
+
+    Scaled to this machine by the ratio of its reference compile (``r["compile"]``) to
+    the fitting machine's. Used only when the caller says how many times the program
+    will run (``calls=``); it is a rough guide (±10 ms), which is the size of the
+    differences it has to rank.
+    """
+    ms = 0.0
+    c = method.coloring
+    # one color per column (row) builds the plain fwd (rev) program
+    colored = c is not None and not (
+        (c.kind == "columns" and c.jvps == c.column_colors.size)
+        or (c.kind == "rows" and c.vjps == c.row_colors.size)
+    )
+    if not colored:
+        ms += 0.0 if dense_output else 8.0
+    else:
+        ms += 6.0 + 0.45 * nnz / 1000 - (0.0 if dense_output else 14.0)
+    if method.jvps and method.vjps:
+        ms += 0.6 * (60.0 + 1.4 * eqns)
+    return ms * 1e-3 * r["compile"] / _COMPILE_REFERENCE_SECONDS
+
+
+def equations(jaxpr) -> int:
+    """Equations in ``jaxpr``, counting those of nested jaxprs (``pjit``, ``custom_jvp``...)."""
+    total = 0
+    for eqn in jaxpr.eqns:
+        total += 1
+        for sub in jcore.jaxprs_in_params(eqn.params):
+            total += equations(sub)
+    return total
 
 
 def profile(closed_jaxpr) -> Work:
