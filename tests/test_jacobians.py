@@ -23,6 +23,9 @@ def test_every_method_equals_jacrev_on_every_family(name):
         bcoo = modes.jacobian(f, x, mode="sparse", coloring=coloring, sparse_output=True)
         np.testing.assert_allclose(bcoo.todense(), want, rtol=0, atol=1e-10, err_msg=coloring)
     np.testing.assert_allclose(modes.jacobian(f, x), want, rtol=0, atol=1e-10)
+    for mode in ("fwd", "rev"):  # dense modes reading the pattern's nonzeros into a BCOO
+        bcoo = modes.jacobian(f, x, mode=mode, sparse_output=True)
+        np.testing.assert_allclose(bcoo.todense(), want, rtol=0, atol=1e-10, err_msg=mode)
 
 
 def _pytree_f(p):
