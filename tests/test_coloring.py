@@ -93,11 +93,30 @@ def test_banded_patterns_get_the_cyclic_coloring_at_the_bound(width):
         assert _recover(pattern, c, np.random.default_rng(width))
 
 
-def test_stencil_coloring_uses_fewer_colors_than_greedy_alone():
-    _, _, pattern = examples.family("stencil", 4096)  # a 64 x 64 grid
-    c = modes.color_columns(pattern)
-    assert (c.products, c.lower_bound) == (6, 5)  # greedy orders alone: 7
-    assert _recover(pattern, c, np.random.default_rng(4))
+@pytest.mark.parametrize("N", [256, 1024, 4096, 16384])
+def test_stencil_gets_the_lattice_coloring_at_the_bound(N):
+    _, _, pattern = examples.family("stencil", N)  # an s x s grid, s = sqrt(N)
+    for kind in ("columns", "rows"):
+        c = COLORINGS[kind](pattern)
+        # greedy orders alone: 7; cyclic j mod k: 6; the lattice (c + 2r) mod 5: the bound
+        assert (c.products, c.lower_bound) == (5, 5)
+        assert _recover(pattern, c, np.random.default_rng(4))
+
+
+@pytest.mark.parametrize("shape", [(20, 37), (37, 20), (9, 9)])
+def test_nine_and_five_point_stencils_on_rectangular_grids_reach_the_bound(shape):
+    a, b = shape
+    line = [
+        sp.diags_array([np.ones(s - 1), np.ones(s), np.ones(s - 1)], offsets=[-1, 0, 1])
+        for s in (a, b)
+    ]
+    five = sp.kron(line[0], sp.eye_array(b)) + sp.kron(sp.eye_array(a), line[1])
+    nine = sp.kron(line[0], line[1])
+    for pattern, bound in ((five, 5), (nine, 9)):
+        pattern = sp.csr_array(pattern.astype(bool))
+        c = modes.color_columns(pattern)
+        assert (c.products, c.lower_bound) == (bound, bound)
+        assert _recover(pattern, c, np.random.default_rng(a))
 
 
 def test_cyclic_coloring_is_rejected_where_two_columns_of_a_row_collide():

@@ -95,11 +95,7 @@ def _largest_first(degree: np.ndarray) -> np.ndarray:
 
 def _cyclic_is_valid(rows: np.ndarray, cols: np.ndarray, m: int, k: int) -> bool:
     """Whether ``color(j) = j mod k`` gives the columns of each row distinct colors."""
-    key = rows * k + cols % k
-    if m * k <= 1 << 24:
-        return int(np.bincount(key, minlength=m * k).max(initial=0)) <= 1
-    key.sort()
-    return not (key[1:] == key[:-1]).any()
+    return _is_valid(rows, cols % k, m, k)
 
 
 def _cyclic_colors(csr: sp.csr_array, bound: int, tries: int = 8) -> np.ndarray | None:
@@ -118,6 +114,47 @@ def _cyclic_colors(csr: sp.csr_array, bound: int, tries: int = 8) -> np.ndarray 
     return None
 
 
+def _lattice_colors(
+    csr: sp.csr_array, k: int, widths: int = 2, tries: int = 32
+) -> np.ndarray | None:
+    """A valid ``k``-coloring ``color(j) = (j mod w + b · (j div w)) mod k``, or ``None``.
+
+    A stencil on a row-major ``s``-wide grid conflicts column ``(r, c)`` with its
+    neighbours at fixed grid offsets, which no ``j mod k`` separates with the fewest
+    colors; a lattice in the grid's coordinates does: the 5-point stencil's columns by
+    ``(c + 2r) mod 5``, the 9-point stencil's by ``(c + 3r) mod 9`` (both optimal). The
+    grid width ``w`` is not known, so the most frequent gaps ``g`` between neighbouring
+    nonzeros of a row are tried, ``widths`` of them, as ``w = g + 1, g, g + 2``, with
+    ``b = 1, 2, …, k - 1``: at most ``tries`` vectorized checks over the nonzeros.
+    """
+    m, n = csr.shape
+    rows, cols = _coords(csr)
+    same_row = rows[1:] == rows[:-1]
+    gaps = (cols[1:] - cols[:-1])[same_row]
+    gaps = gaps[gaps > 1]
+    if gaps.size == 0:
+        return None
+    values, counts = np.unique(gaps, return_counts=True)
+    candidates = []
+    for g in values[np.argsort(-counts, kind="stable")][:widths]:
+        candidates += [w for w in (g + 1, g, g + 2) if 1 < w < n and w not in candidates]
+    pairs = [(int(w), b) for w in candidates for b in range(1, k)][:tries]
+    for w, b in pairs:
+        if _is_valid(rows, (cols % w + b * (cols // w)) % k, m, k):
+            j = np.arange(n, dtype=np.int64)
+            return (j % w + b * (j // w)) % k
+    return None
+
+
+def _is_valid(rows: np.ndarray, colors_of_nonzeros: np.ndarray, m: int, k: int) -> bool:
+    """Whether no row holds two nonzeros of the same color."""
+    key = rows * k + colors_of_nonzeros
+    if m * k <= 1 << 24:
+        return int(np.bincount(key, minlength=m * k).max(initial=0)) <= 1
+    key.sort()
+    return not (key[1:] == key[:-1]).any()
+
+
 def _column_colors(csr: sp.csr_array) -> tuple[np.ndarray, int]:
     m, n = csr.shape
     row_counts = np.diff(csr.indptr)
@@ -127,6 +164,12 @@ def _column_colors(csr: sp.csr_array) -> tuple[np.ndarray, int]:
     if csr.nnz == 0:
         return np.zeros(n, np.int64), bound
     cyclic = _cyclic_colors(csr, bound)
+    # A pattern that j mod k colors within a few colors of the bound, but not at it, is
+    # often a grid stencil: a lattice coloring may reach the bound.
+    if cyclic is not None and cyclic.max(initial=-1) + 1 > bound:
+        lattice = _lattice_colors(csr, bound)
+        if lattice is not None:  # meets the lower bound: optimal
+            return lattice, bound
     if cyclic is not None and cyclic.max(initial=-1) + 1 <= bound + 1:
         # Optimal, or one color above the bound: a greedy pass (a Python loop over the
         # columns, milliseconds at n = 4096) could save at most that one color.
