@@ -190,15 +190,26 @@ def test_forward_work_counts_only_the_elements_a_gather_reads():
         assert w.pulled == (before + after) * m, m  # == elements for the permutation m = n
 
 
+def _identity_plus_permutation(n=256):
+    """``J = I + P``: two nonzeros per row and column; the permutation's odd cycles need a
+    third color, one-sided, against a bicoloring bound of 2."""
+    perm = jnp.asarray(np.random.default_rng(0).permutation(n))
+    return lambda x: x**2 + jnp.sin(x[perm]), jnp.ones(n)
+
+
 @pytest.mark.parametrize(("name", "mode", "calls"), [
-    ("stencil", "auto", 0),  # 6 colors one-sided vs a bicoloring bound of 5: not worth it
-    ("stencil", "sparse", 1),  # asked for sparse: every coloring is tried
+    ("permutation", "auto", 0),  # 3 colors one-sided vs a bicoloring bound of 2: not worth it
+    ("permutation", "sparse", 1),  # asked for sparse: every coloring is tried
+    ("stencil", "sparse", 0),  # a one-sided coloring at its bound (5) needs no bicoloring
     ("arrowhead", "auto", 1),  # one-sided colorings need n
 ])  # fmt: skip
 def test_auto_tries_the_bicoloring_only_where_it_can_save_a_third(monkeypatch, name, mode, calls):
     seen = []
     bicolor = _coloring.bicolor
     monkeypatch.setattr(_coloring, "bicolor", lambda p: seen.append(1) or bicolor(p))
-    f, x, _ = examples.family(name, 256)
+    if name == "permutation":
+        f, x = _identity_plus_permutation()
+    else:
+        f, x, _ = examples.family(name, 256)
     _plan.plan(f, x, mode=mode)
     assert len(seen) == calls
