@@ -9,7 +9,7 @@ import pytest
 import scipy.sparse as sp
 
 from bpjax import modes
-from bpjax.modes import examples
+from bpjax.modes import _coloring, examples
 
 COLORINGS = {"columns": modes.color_columns, "rows": modes.color_rows, "bicoloring": modes.bicolor}
 
@@ -101,6 +101,16 @@ def test_stencil_gets_the_lattice_coloring_at_the_bound(N):
         # greedy orders alone: 7; cyclic j mod k: 6; the lattice (c + 2r) mod 5: the bound
         assert (c.products, c.lower_bound) == (5, 5)
         assert _recover(pattern, c, np.random.default_rng(4))
+
+
+def test_on_the_stencil_cyclic_and_greedy_colorings_stop_above_the_bound():
+    # What the lattice coloring improves on (the findings page quotes these counts).
+    _, _, pattern = examples.family("stencil", 4096)
+    csr = _coloring.as_csr(pattern)
+    assert _coloring._cyclic_colors(csr, 5).max() + 1 == 6
+    csc = sp.csc_array(csr)
+    csc.sort_indices()
+    assert _coloring._greedy_distance2(csc, np.arange(4096)).max() + 1 == 7
 
 
 @pytest.mark.parametrize("shape", [(20, 37), (37, 20), (9, 9)])

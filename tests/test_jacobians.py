@@ -156,7 +156,6 @@ def _published_rates(monkeypatch):
     with open("results/jacobians.json") as f:
         kept = json.load(f)["data"]["rates"]
     rates = {k: float(v) if k in _cost._SCALARS else tuple(v) for k, v in kept.items()}
-    rates.setdefault("compile", 0.072)  # TEMP
     monkeypatch.setattr(_cost, "_MEMORY", {_cost.machine_key(jax.default_backend()): rates})
     return rates
 
