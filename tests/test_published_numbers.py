@@ -649,9 +649,7 @@ CLAIMS = [
     (
         "modes",
         "reverse mode runs {lo:.1f}-{hi:.0f}× faster",
-        lambda: (
-            lambda r: {"lo": min(r), "hi": max(r)}
-        )(
+        lambda: (lambda r: {"lo": min(r), "hi": max(r)})(
             [
                 p["contenders"]["bpjax fwd"]["median"] / p["contenders"]["bpjax rev"]["median"]
                 for p in _record("jacobians")["data"]["points"]
