@@ -77,9 +77,15 @@ def _block(tree):
 
 
 def compile_fn(fn: Callable, *args, donate_argnums=()) -> tuple[Callable, float]:
-    """``jax.jit(fn)`` lowered and compiled for ``args``; returns ``(compiled, seconds)``."""
+    """``jax.jit(fn)`` lowered and compiled for ``args``; returns ``(compiled, seconds)``.
+
+    A ``fn`` with a ``compiler_options`` attribute (a :class:`bpjax.modes.JacobianFn`) is
+    compiled with those options, as it compiles itself when called.
+    """
     start = time.perf_counter()
-    compiled = jax.jit(fn, donate_argnums=donate_argnums).lower(*args).compile()
+    options = getattr(fn, "compiler_options", None)
+    jitted = jax.jit(fn, donate_argnums=donate_argnums, compiler_options=options)
+    compiled = jitted.lower(*args).compile()
     return compiled, time.perf_counter() - start
 
 

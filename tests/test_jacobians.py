@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bpjax import modes
+from bpjax import measure, modes
 from bpjax.modes import _cost, examples
 
 
@@ -177,6 +177,32 @@ def test_calls_counts_compilation_so_a_few_calls_of_a_small_jacobian_skip_the_bi
     assert "over 1 call, compilation included" in once.choice.reason
     np.testing.assert_allclose(once(x), jax.jacrev(f)(x), rtol=1e-5, atol=1e-6)
     assert modes.choose_mode(f, x, calls=1).method == once.method
+    # One call of a sub-millisecond Jacobian: LLVM at -O0 compiles faster than it loses.
+    if jax.default_backend() == "cpu":
+        assert once.compiler_options == _cost.FAST_COMPILE and "-O0" in once.choice.reason
+    assert steady.compiler_options is None and many.compiler_options is None
+
+
+def test_fast_compile_only_where_the_calls_cannot_lose_what_it_saves():
+    r = {"compile": _cost._COMPILE_REFERENCE_SECONDS}
+    saves, slower = _cost._FAST_COMPILE_SAVES, _cost._FAST_COMPILE_SLOWDOWN - 1
+    assert _cost.fast_compile_pays(0.99 * saves / (10 * slower), 10, r)
+    assert not _cost.fast_compile_pays(1.01 * saves / (10 * slower), 10, r)
+    # a machine that compiles twice as slowly saves twice as much
+    assert _cost.fast_compile_pays(1.5 * saves / (10 * slower), 10, {"compile": 2 * r["compile"]})
+
+
+def test_measure_compiles_a_jacobian_fn_with_its_own_options(monkeypatch):
+    _published_rates(monkeypatch)
+    f, x, _ = examples.family("tridiagonal", 64)
+    jac = modes.jacobian_fn(f, x, calls=1)
+    assert jac.compiler_options is not None or jax.default_backend() != "cpu"
+    compiled, seconds = measure.compile_fn(jac, x)
+    np.testing.assert_allclose(compiled(x), jax.jacrev(f)(x), rtol=1e-5, atol=1e-6)
+    assert seconds > 0
+    # Inside a user's jit (options only go on a top-level jit) it runs with the user's.
+    newton = jax.jit(lambda x: x - 0.1 * jac(x) @ f(x))
+    np.testing.assert_allclose(newton(x), x - 0.1 * jax.jacrev(f)(x) @ f(x), rtol=1e-5, atol=1e-6)
 
 
 def test_compile_model_prices_decompression_and_the_second_linearization():

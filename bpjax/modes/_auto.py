@@ -49,6 +49,9 @@ class ModeChoice(NamedTuple):
       candidates: method → ``{"jvps", "vjps", "seconds"}`` for every candidate priced.
       decision_seconds: wall time of the whole decision (tracing, sparsity, coloring,
         pricing).
+      compiler_options: XLA options for the program (``None``: the defaults). With
+        ``calls=`` on a CPU, LLVM at -O0 where a few calls of a small Jacobian lose less
+        to the slower code than the faster compilation saves.
     """
 
     mode: str
@@ -61,6 +64,7 @@ class ModeChoice(NamedTuple):
     method: str = ""
     candidates: dict | None = None
     decision_seconds: float = 0.0
+    compiler_options: dict | None = None
 
 
 def machine_rates(backend: str | None = None) -> dict:
@@ -247,6 +251,11 @@ def decide(
     else:
         prices = _model_prices(plan, sparse_output, calls)
     method = _pick(plan.candidates, prices, basis)
+    options = None
+    if calls and jax.default_backend() == "cpu":
+        run = prices[method.name].get("run_seconds", prices[method.name]["seconds"])
+        if _cost.fast_compile_pays(run, calls, _cost.rates("cpu")):
+            options = dict(_cost.FAST_COMPILE)
     others = [c for c in plan.candidates if c.name in prices and c.name != method.name]
     runner_up = min(others, key=lambda c: prices[c.name]["seconds"], default=None)
     table = {
@@ -261,9 +270,16 @@ def decide(
         fwd=prices.get("fwd"),
         rev=prices.get("rev"),
         basis=basis,
-        reason=_reason(method, runner_up, prices, basis, plan.forward, calls),
+        reason=_reason(method, runner_up, prices, basis, plan.forward, calls)
+        + (
+            "; compiled with LLVM at -O0: over so few calls the faster compilation saves "
+            "more than the slower code loses"
+            if options
+            else ""
+        ),
         method=method.name,
         candidates=table,
+        compiler_options=options,
     )
 
 

@@ -23,11 +23,17 @@ class JacobianFn:
     * ``pattern``: the detected sparsity (:class:`~bpjax.modes.Pattern`, or ``None`` for
       the dense modes); ``coloring``: the :class:`~bpjax.modes.Coloring` used, if any;
     * ``decision_seconds``: wall time spent deciding (tracing, sparsity, coloring, any
-      timing), not counting the compilation of the Jacobian program itself.
+      timing), not counting the compilation of the Jacobian program itself;
+    * ``compiler_options``: the XLA options the program is compiled with (``None``: the
+      defaults; see ``calls=`` in :func:`jacobian_fn`).
     """
 
     def __init__(self, fn, *, method, choice, pattern, decision_seconds):
-        self._fn = jax.jit(fn)
+        self.compiler_options = choice.compiler_options if choice is not None else None
+        self._fn = jax.jit(fn, compiler_options=self.compiler_options)
+        # JAX takes compiler options on a top-level jit only: inside the caller's jit the
+        # program is traced into theirs and compiled with their options.
+        self._traced = jax.jit(fn) if self.compiler_options else self._fn
         self.method = method.name
         self.mode = method.mode
         self.coloring = method.coloring
@@ -36,6 +42,8 @@ class JacobianFn:
         self.decision_seconds = decision_seconds
 
     def __call__(self, x):
+        if any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(x)):
+            return self._traced(x)
         return self._fn(x)
 
     def __repr__(self):
@@ -104,8 +112,9 @@ def jacobian_fn(
       calls: with ``mode="auto"`` or ``"sparse"``, how many times you will call the result:
         the choice then counts each candidate's compilation, shared among the calls, so a
         few calls of a small Jacobian get the program that compiles fastest rather than
-        the one that runs fastest. ``None`` (default): choose by the time per call, for
-        many calls.
+        the one that runs fastest, and on a CPU, where that pays, LLVM at -O0 (compiles
+        15-20% faster, runs up to 3x slower). ``None`` (default): choose by the time per
+        call, for many calls.
 
     Returns:
       A :class:`JacobianFn`; its output has ``jax.jacrev``'s layout unless ``sparse_output``.
