@@ -320,6 +320,15 @@ def big_run(n):
     return record
 
 
+def _warm_up():
+    """Compile one small Jacobian program before the sweep: the first compilation in a
+    process pays one-off costs that jax.clear_caches() does not bring back (the first
+    grid point's first contender measured 15-25 ms slow without this)."""
+    f, x, _ = examples.family("tridiagonal", 64)
+    jax.block_until_ready(modes.jacobian_fn(f, x)(x))
+    measure.compile_fn(jax.jacrev(f), x)
+
+
 def sweep(grid, families, notes):
     rows = []
     for name in families:
@@ -530,6 +539,7 @@ def main(argv=None):
         if mod is None
     ]
     families = args.families.split(",") if args.families else examples.FAMILIES
+    _warm_up()
     rows = sweep(grid, families, notes)
     big = big_run(args.big_n)
     plot_times(rows, args.out / "jacobians.png")
