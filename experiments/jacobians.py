@@ -12,6 +12,7 @@ n = m = 100,000 tridiagonal in BCOO output (time and peak memory, in a fresh pro
 
 from __future__ import annotations
 
+import gc
 import json
 import resource
 import subprocess
@@ -152,8 +153,15 @@ def measure_point(name, N, out_format, rounds, notes, check=False):
     # program of a new shape pays ~15 ms of JAX's one-off lowering of jnp's inner functions,
     # which would otherwise fall on whichever contender happens to be compiled first.
     jax.block_until_ready(jax.jit(f)(x))
-    ours = bpjax_contenders(f, x, pattern, out_format)
-    peers = peer_contenders(f, x, pattern, out_format, notes)
+    # Setups and decisions are timed once each, so as timeit does, without the garbage
+    # collector (one of its pauses once put 100 ms on a 6 ms decision).
+    gc.collect()
+    gc.disable()
+    try:
+        ours = bpjax_contenders(f, x, pattern, out_format)
+        peers = peer_contenders(f, x, pattern, out_format, notes)
+    finally:
+        gc.enable()
     programs = {k: (v[0], (x,)) for k, v in ours.items()} | {
         k: (v[0], (x,)) for k, v in peers.items()
     }
