@@ -231,7 +231,8 @@ HEADLINES: list[tuple[str, str, str | Callable[[dict], str], Callable]] = [
     ),
     (
         "… its first use told `calls=10` (decision + compilation + 10 calls, every contender "
-        "compiled cold) within 10% of the best contender's, share of all 41 points",
+        "compiled cold; bpjax may then compile at LLVM -O0, peers keep their defaults) within "
+        "10% of the best contender's, share of all 41 points",
         "jacobians",
         "auto (all outputs, calls=10: setup + compile + 10 calls, every contender): within 10% "
         "of the best, fraction of 41",
