@@ -231,6 +231,11 @@ def test_calls_must_be_a_positive_int(calls):
         modes.choose_mode(f, x, calls=calls)
 
 
+def test_calls_takes_numpy_integers():
+    f, x, _ = examples.family("tridiagonal", 16)
+    assert modes.jacobian_fn(f, x, calls=np.int64(3)).choice.reason.count("over 3 calls") == 1
+
+
 def test_calls_needs_a_basis_that_can_price_compilation():
     f, x, _ = examples.family("tridiagonal", 16)
     with pytest.raises(ValueError, match="calls= needs basis='model' or 'timing'"):

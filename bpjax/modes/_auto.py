@@ -17,11 +17,18 @@ Three ways to price the candidates (``basis``):
 
   Kept for comparison: it misses what XLA's estimates do not see (a scatter-add costing
   far more per FLOP than a matrix product).
+
+With ``calls=N`` (model and timing bases) each candidate is priced per call over ``N`` calls
+with its compilation shared among them: modelled as the differences between candidates
+(:func:`bpjax.modes._cost.compile_seconds`) or timed. On a CPU, where ``N`` calls of the
+chosen program lose less to slower code than LLVM at -O0 saves in compilation, the
+choice carries ``compiler_options`` for it.
 """
 
 from __future__ import annotations
 
 import functools
+import numbers
 import time
 from typing import NamedTuple
 
@@ -223,7 +230,7 @@ def check_calls(calls):
     """``calls``: ``None`` (steady state) or a positive int; say the fix otherwise."""
     if calls is None:
         return
-    if isinstance(calls, bool) or not isinstance(calls, int) or calls < 1:
+    if isinstance(calls, bool) or not isinstance(calls, numbers.Integral) or calls < 1:
         raise ValueError(
             f"calls={calls!r}: pass the number of times the Jacobian will be evaluated (an "
             "int >= 1), so that compilation is shared among them, or None to choose by the "
