@@ -362,12 +362,7 @@ def _eqn_work(eqn, flags, read_out) -> Work:
 def method_seconds(method, w: Work, *, n: int, m: int, nnz: int, dense_output: bool, r: dict):
     """Predicted seconds of ``method`` (see the module docstring for the formula)."""
     k_f, k_r = method.jvps, method.vjps
-    if method.coloring is not None and method.coloring.kind == "columns" and k_f == n:
-        name = "fwd"
-    elif method.coloring is not None and method.coloring.kind == "rows" and k_r == m:
-        name = "rev"
-    else:
-        name = method.name
+    name = _sparse.program_name(method)
     t = 0.0
     for k, kind, gathered, scattered in (
         (k_f, "jvp", w.gathered, w.scattered),
@@ -417,13 +412,7 @@ def compile_seconds(method, *, nnz: int, eqns: int, dense_output: bool, r: dict)
     differences it has to rank.
     """
     ms = 0.0
-    c = method.coloring
-    # one color per column (row) builds the plain fwd (rev) program
-    colored = c is not None and not (
-        (c.kind == "columns" and c.jvps == c.column_colors.size)
-        or (c.kind == "rows" and c.vjps == c.row_colors.size)
-    )
-    if not colored:
+    if _sparse.program_name(method) in _sparse.DENSE:
         ms += 0.0 if dense_output else 8.0
     else:
         ms += 6.0 + 0.45 * nnz / 1000 - (0.0 if dense_output else 14.0)
