@@ -93,31 +93,26 @@ def _largest_first(degree: np.ndarray) -> np.ndarray:
     return np.argsort(-degree, kind="stable")
 
 
-def _cyclic_is_valid(rows: np.ndarray, cols: np.ndarray, m: int, k: int) -> bool:
-    """Whether ``color(j) = j mod k`` gives the columns of each row distinct colors."""
-    return _is_valid(rows, cols % k, m, k)
-
-
-def _cyclic_colors(csr: sp.csr_array, bound: int, tries: int = 8) -> np.ndarray | None:
+def _cyclic_colors(rows, cols, m: int, n: int, bound: int, tries: int = 8) -> np.ndarray | None:
     """The first ``k`` in ``bound, bound + 1, …`` (``tries`` of them) for which coloring
-    column ``j`` with ``j mod k`` is valid, as colors; ``None`` if none is.
+    column ``j`` with ``j mod k`` is valid, as colors; ``None`` if none is. ``rows, cols``:
+    the nonzeros' coordinates (:func:`_coords`).
 
     Banded and block-diagonal patterns in their natural order are colored optimally this
     way (a band of width ``w`` by ``j mod w``), in a few vectorized passes over the nonzeros
     instead of a greedy loop over the columns.
     """
-    m, n = csr.shape
-    rows, cols = _coords(csr)
     for k in range(max(bound, 1), min(bound + tries, n) + 1):
-        if _cyclic_is_valid(rows, cols, m, k):
+        if _is_valid(rows, cols % k, m, k):
             return np.arange(n, dtype=np.int64) % k
     return None
 
 
 def _lattice_colors(
-    csr: sp.csr_array, k: int, widths: int = 2, tries: int = 32
+    rows, cols, m: int, n: int, k: int, widths: int = 2, tries: int = 32
 ) -> np.ndarray | None:
-    """A valid ``k``-coloring ``color(j) = (j mod w + b · (j div w)) mod k``, or ``None``.
+    """A valid ``k``-coloring ``color(j) = (j mod w + b · (j div w)) mod k``, or ``None``
+    (``rows, cols``: the nonzeros' coordinates, in row-major order).
 
     A stencil on a row-major ``s``-wide grid conflicts column ``(r, c)`` with its
     neighbours at fixed grid offsets, which no ``j mod k`` separates with the fewest
@@ -127,8 +122,6 @@ def _lattice_colors(
     nonzeros of a row are tried, ``widths`` of them, as ``w = g + 1, g, g + 2``, with
     ``b = 1, 2, …, k - 1``: at most ``tries`` vectorized checks over the nonzeros.
     """
-    m, n = csr.shape
-    rows, cols = _coords(csr)
     same_row = rows[1:] == rows[:-1]
     gaps = (cols[1:] - cols[:-1])[same_row]
     gaps = gaps[gaps > 1]
@@ -163,11 +156,12 @@ def _column_colors(csr: sp.csr_array) -> tuple[np.ndarray, int]:
         return np.arange(n), bound
     if csr.nnz == 0:
         return np.zeros(n, np.int64), bound
-    cyclic = _cyclic_colors(csr, bound)
+    rows, cols = _coords(csr)
+    cyclic = _cyclic_colors(rows, cols, m, n, bound)
     # A pattern that j mod k colors within a few colors of the bound, but not at it, is
     # often a grid stencil: a lattice coloring may reach the bound.
     if cyclic is not None and cyclic.max(initial=-1) + 1 > bound:
-        lattice = _lattice_colors(csr, bound)
+        lattice = _lattice_colors(rows, cols, m, n, bound)
         if lattice is not None:  # meets the lower bound: optimal
             return lattice, bound
     if cyclic is not None and cyclic.max(initial=-1) + 1 <= bound + 1:
