@@ -132,10 +132,10 @@ def compare(
             # Donation consumes the input buffers: give each contender its own copy.
             args = (jax.tree.map(lambda x: x.copy(), args[0]), *args[1:])
         seconds = math.inf
+        donate_argnums = (0,) if donate and carry else ()
         for _ in range(compiles):
             if cold:
                 jax.clear_caches()
-            donate_argnums = (0,) if donate and carry else ()
             compiled, once = compile_fn(fn, *args, donate_argnums=donate_argnums)
             seconds = min(seconds, once)
         steps[name] = _stepper(compiled, list(args), carry)

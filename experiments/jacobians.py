@@ -150,8 +150,9 @@ def measure_point(name, N, out_format, rounds, notes, check=False):
     """
     f, x, pattern = examples.family(name, N)
     # f evaluated once first, as a user would before asking for its Jacobian: the first
-    # program of a new shape pays ~15 ms of JAX's one-off lowering of jnp's inner functions,
-    # which would otherwise fall on whichever contender happens to be compiled first.
+    # trace of a new shape pays ~15 ms of JAX's one-off work on jnp's inner functions, which
+    # would otherwise fall on whichever contender's setup (a decision, asdex's detection)
+    # traces f first. (The compiles below are cold for every contender alike.)
     jax.block_until_ready(jax.jit(f)(x))
     # Setups and decisions are timed once each, so as timeit does, without the garbage
     # collector (one of its pauses once put 100 ms on a 6 ms decision).

@@ -260,7 +260,7 @@ def decide(
     method = _pick(plan.candidates, prices, basis)
     options = None
     if calls and jax.default_backend() == "cpu":
-        run = prices[method.name].get("run_seconds", prices[method.name]["seconds"])
+        run = prices[method.name]["run_seconds"]  # priced with calls: run and compile apart
         if _cost.fast_compile_pays(run, calls, _cost.rates("cpu")):
             options = dict(_cost.FAST_COMPILE)
     others = [c for c in plan.candidates if c.name in prices and c.name != method.name]
