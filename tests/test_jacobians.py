@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from bpjax import measure, modes
-from bpjax.modes import _cost, examples
+from bpjax.modes import _cost, _sparse, examples
 
 
 @pytest.mark.parametrize("name", examples.FAMILIES)
@@ -220,6 +220,36 @@ def test_compile_model_prices_decompression_and_the_second_linearization():
     ) == 0 and _cost.compile_seconds(
         methods["bicoloring"], dense_output=True, **kw | {"r": {"compile": 2 * rates["compile"]}}
     ) == pytest.approx(2 * dense["bicoloring"])
+    # The decompression grows with the nonzeros, the second linearization with f's size.
+    more_nnz = _cost.compile_seconds(
+        methods["bicoloring"], dense_output=True, **kw | {"nnz": pattern.nnz + 1000}
+    )
+    more_eqns = _cost.compile_seconds(methods["bicoloring"], dense_output=True, **kw | {"eqns": 13})
+    assert more_nnz - dense["bicoloring"] == pytest.approx(0.45e-3)
+    assert more_eqns - dense["bicoloring"] == pytest.approx(0.6 * 1.4e-3)
+
+
+def test_equations_counts_the_equations_of_nested_jaxprs():
+    inner = jax.jit(lambda x: jnp.sin(x) * x)  # two equations inside one pjit
+
+    def f(x):
+        return inner(x) + 1.0
+
+    closed = jax.make_jaxpr(f)(jnp.ones(3))
+    assert len(closed.jaxpr.eqns) == 2  # the pjit and the add
+    assert _cost.equations(closed.jaxpr) == 4
+
+
+def test_a_coloring_with_one_color_per_column_or_row_builds_the_dense_program():
+    f, x, pattern = examples.family("arrowhead", 32)  # one dense row and one dense column
+    columns, rows = modes.color_columns(pattern), modes.color_rows(pattern)
+    assert columns.products == rows.products == 32
+    named = {_sparse.program_name(_sparse.colored_method(c)) for c in (columns, rows)} | {
+        _sparse.program_name(_sparse.colored_method(modes.bicolor(pattern)))
+    }
+    assert named == {"fwd", "rev", "bicoloring"}
+    tridiagonal = modes.color_columns(examples.family("tridiagonal", 32)[2])
+    assert _sparse.program_name(_sparse.colored_method(tridiagonal)) == "columns"
 
 
 @pytest.mark.parametrize("calls", [0, -3, 2.5, True, "10"])
