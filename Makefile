@@ -1,6 +1,13 @@
-# Everything a fresh machine needs, from Python 3.10+ and make alone.
+# Everything a fresh machine needs, from Python 3.11+ and make alone.
+# `make test PYTHON=python3.13` (or a path) tests another interpreter in its own venv,
+# .venv-3.13; constraints.txt picks the JAX release for that Python by environment markers.
 PYTHON ?= python3
+PYVER := $(shell $(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null)
+ifeq ($(origin PYTHON),file)
 VENV ?= .venv
+else
+VENV ?= .venv-$(PYVER)
+endif
 PY := $(VENV)/bin/python
 # The extras `make test` and `make reproduce` install; add `peers` for the PyTorch cross-checks
 # (`make test EXTRAS=test,experiments,lint,peers`).
@@ -20,6 +27,10 @@ DOCS_STAMP := $(call stamp,$(DOCS_EXTRAS))
 venv: $(STAMP)
 
 $(VENV)/.installed-%: pyproject.toml constraints.txt
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || { \
+		echo "bpjax needs Python 3.11 or newer; '$(PYTHON)' is $(if $(PYVER),Python $(PYVER),not a working interpreter)."; \
+		echo "JAX dropped Python 3.10 after 0.6.2, six minor releases behind the pins here."; \
+		echo "Run make with PYTHON=python3.11 (or 3.12, 3.13)."; exit 1; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -c constraints.txt -e ".[$(subst -,$(comma),$*)]"
