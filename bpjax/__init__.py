@@ -28,7 +28,13 @@ from __future__ import annotations
 
 import importlib
 
+from bpjax._platform import warn_if_miscompiling
+
 __version__ = "0.1.0"
+
+# Once per process (a module body runs once): a jaxlib that computes wrong numbers
+# silently is worth a line at import, before any Jacobian is trusted.
+warn_if_miscompiling()
 
 __all__ = [
     "bench",
