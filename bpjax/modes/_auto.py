@@ -165,7 +165,7 @@ def _xla_prices(plan):
         "vjp": (_sparse.vjp_rows, plan.m, out_dtype),
     }
     for kind, (rows, size, dtype) in kinds.items():
-        if kind == "jvp" and not plan.forward:
+        if (kind == "jvp" and not plan.forward) or (kind == "vjp" and not plan.reverse):
             continue
         # x is an argument, not a constant: XLA would otherwise fold the primal away.
         program = functools.partial(_batched, rows, f_flat)
@@ -206,7 +206,7 @@ def _fmt(seconds):
     return f"{seconds * 1e3:.3g} ms"
 
 
-def _reason(method, runner_up, prices, basis, forward, calls=None):
+def _reason(method, runner_up, prices, basis, plan, calls=None):
     t = prices[method.name]["seconds"]
     how = {"model": "predicted", "timing": "measured", "xla": "estimated by XLA"}[basis]
     text = f"{method.describe()}: {how} {_fmt(t)}"
@@ -221,8 +221,10 @@ def _reason(method, runner_up, prices, basis, forward, calls=None):
                 f", within the {basis} basis' uncertainty of {runner_up.describe()} "
                 f"({_fmt(t2)}), and preferred for needing fewer products or fewer VJPs"
             )
-    if not forward:
+    if not plan.forward:
         text += "; f contains a custom_vjp, which has no forward mode, so only VJPs were used"
+    if not plan.reverse:
+        text += "; f runs a while_loop, which has no reverse mode, so only JVPs were used"
     return text
 
 
@@ -277,7 +279,7 @@ def decide(
         fwd=prices.get("fwd"),
         rev=prices.get("rev"),
         basis=basis,
-        reason=_reason(method, runner_up, prices, basis, plan.forward, calls)
+        reason=_reason(method, runner_up, prices, basis, plan, calls)
         + (
             "; compiled with LLVM at -O0: over so few calls the faster compilation saves "
             "more than the slower code loses"

@@ -140,6 +140,29 @@ def has_forward_mode(f_flat, x_flat) -> bool:
     return True
 
 
+WHILE_HINT = (
+    "f runs a lax.while_loop (or a fori_loop with traced bounds) on x, which JAX cannot "
+    "differentiate in reverse mode; use mode='fwd', 'sparse' or 'auto' (forward-mode "
+    "products), a lax.scan or fori_loop with static bounds, or bpjax.remat.while_loop"
+)
+
+
+def has_reverse_mode(f_flat, x_flat) -> bool:
+    """False when tracing a VJP of ``f_flat`` fails because of a ``lax.while_loop``."""
+
+    def pulled(x):
+        y, pull = jax.vjp(f_flat, x)
+        return pull(y)
+
+    try:
+        jax.eval_shape(pulled, x_flat)
+    except ValueError as err:
+        if "while_loop" in str(err):
+            return False
+        raise
+    return True
+
+
 def unflatten_jacobian(J, x, out):
     """Arrange a flat ``(m, n)`` Jacobian the way ``jax.jacrev`` does for pytrees."""
     in_leaves, in_tree = jax.tree.flatten(x)

@@ -159,6 +159,7 @@ MOVES = {
     "split": lambda ops, p: _split(ops[0], p["sizes"], p["axis"]),
     "dynamic_slice": lambda ops, p: [_dynamic_slice(*ops, slice_sizes=p["slice_sizes"])],
     "dynamic_update_slice": lambda ops, p: [_dynamic_update_slice(*ops)],
+    "tile": lambda ops, p: [np.tile(ops[0], p["reps"])],
     "copy": lambda ops, p: [ops[0]],
     "copy_p": lambda ops, p: [ops[0]],
 }

@@ -27,6 +27,7 @@ class Plan:
     pattern: _sparsity.Pattern | None
     forward: bool
     candidates: list
+    reverse: bool = True
 
     def program(self, method, *, sparse_output: bool):
         """``fn(x_flat)``: the Jacobian by ``method`` (see :func:`_sparse.program`)."""
@@ -50,8 +51,11 @@ def check_mode(mode, coloring):
         raise ValueError(f"jacobian: coloring={coloring!r} needs mode='sparse', got {mode!r}")
 
 
-def colorings(pattern, forward: bool, only: str | None = None, prune: bool = False) -> list:
-    """The colored methods for ``pattern``; ``forward``: JVPs allowed; ``only``: one kind.
+def colorings(
+    pattern, forward: bool, only: str | None = None, prune: bool = False, reverse: bool = True
+) -> list:
+    """The colored methods for ``pattern``; ``forward``: JVPs allowed; ``reverse``: VJPs
+    allowed; ``only``: one kind.
 
     The bicoloring is skipped when a one-sided coloring already meets its lower bound. With
     ``prune`` (the automatic mode, where ``fwd`` and ``rev`` are candidates too and the
@@ -66,6 +70,11 @@ def colorings(pattern, forward: bool, only: str | None = None, prune: bool = Fal
     wanted = [only] if only else list(COLORINGS)
     if not forward:
         wanted = [w for w in wanted if w == "rows"]
+    if not reverse:
+        wanted = [w for w in wanted if w == "columns"]
+    if only and only not in wanted:
+        hint = _checks.CUSTOM_VJP_HINT if not forward else _checks.WHILE_HINT
+        raise TypeError(f"jacobian(coloring={only!r}): {hint}")
     rows, cols = pattern.row_counts, pattern.col_counts
     bound = _coloring.bicoloring_lower_bound(rows, cols)
     if prune:
@@ -132,9 +141,18 @@ def plan(
         forward = mode != "rev" and _checks.has_forward_mode(f_flat, x_flat)
     if mode == "fwd" and not forward:
         raise TypeError(f"jacobian(mode='fwd'): {_checks.CUSTOM_VJP_HINT}")
-    candidates = [c for c in _sparse.dense_methods(n, m) if forward or c.name != "fwd"]
+    # A while loop on x has no reverse mode in JAX: confirmed by a trace of a VJP (the loop
+    # may sit inside a custom_vjp, whose backward rule JAX runs instead).
+    reverse = pattern is None or not pattern.while_loop or _checks.has_reverse_mode(f_flat, x_flat)
+    if not reverse and (mode == "rev" or not forward):
+        raise TypeError(f"jacobian(mode={mode!r}): {_checks.WHILE_HINT}")
+    candidates = [
+        c
+        for c in _sparse.dense_methods(n, m)
+        if (forward or c.name != "fwd") and (reverse or c.name != "rev")
+    ]
     if mode == "sparse" or (mode == "auto" and sparse):
-        colored = colorings(pattern, forward, coloring, prune=mode == "auto")
+        colored = colorings(pattern, forward, coloring, prune=mode == "auto", reverse=reverse)
         candidates = colored if mode == "sparse" else candidates + colored
     elif mode in ("fwd", "rev"):
         candidates = [c for c in candidates if c.name == mode]
@@ -142,4 +160,4 @@ def plan(
         out_dtype = closed.out_avals[0].dtype
     else:  # ravel_pytree's promotion of the output leaves
         out_dtype = jnp.result_type(*(o.dtype for o in jax.tree.leaves(out)))
-    return Plan(f_flat, x_flat, out, n, m, out_dtype, closed, pattern, forward, candidates)
+    return Plan(f_flat, x_flat, out, n, m, out_dtype, closed, pattern, forward, candidates, reverse)

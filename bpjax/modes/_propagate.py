@@ -13,7 +13,7 @@ import numpy as np
 import scipy.sparse as sp
 from jax.extend import core as jcore
 
-from bpjax.modes import _deps, _index_maps
+from bpjax.modes import _deps, _flow, _index_maps, _structured
 
 _FOLD_MAX_SIZE = 1 << 22
 
@@ -80,6 +80,9 @@ ELEMENTWISE = frozenset(
         "zeta",
         "bessel_i0e",
         "bessel_i1e",
+        "regularized_incomplete_beta",
+        "igamma_grad_a",
+        "random_gamma_grad",
     ]
 )
 REDUCTIONS = frozenset(
@@ -95,6 +98,12 @@ CALLS = {
     "custom_vjp_call": "call_jaxpr",
     "remat2": "jaxpr",
     "checkpoint": "jaxpr",
+}
+# Loops and custom derivative rules, on the differentiation path (see _flow.py).
+_FLOW = {
+    "custom_jvp_call": _flow.custom_jvp,
+    "custom_vjp_call": _flow.custom_vjp,
+    "scan": _flow.scan,
 }
 _INDEXED = frozenset(["gather", "dynamic_slice", "dynamic_update_slice"])
 SCATTERS = frozenset(
@@ -117,6 +126,8 @@ class Interpreter:
         self.n, self.budget = n, budget
         self.notes: list[str] = []
         self.custom_vjp = False
+        self.while_loops = 0  # while loops on the differentiation path (no reverse mode)
+        self.rules = {}  # traced custom derivative rules, by equation
 
     # --- environment ---------------------------------------------------------------
 
@@ -162,12 +173,17 @@ class Interpreter:
     def _eqn(self, eqn, ins, ivals):
         name = eqn.primitive.name
         out_avals = [v.aval for v in eqn.outvars]
+        differentiated = any(d is not None for d in ins)
+        if name == "while":
+            return _flow.while_loop(self, eqn, ins, ivals)
+        if differentiated and name in _FLOW:
+            return _FLOW[name](self, eqn, ins, ivals)
         if name in CALLS:
             return self._call(eqn, ins, ivals)
         if name == "cond":
             return self._cond(eqn, ins, ivals)
         none = [None] * len(out_avals)
-        if all(d is None for d in ins) or not any(_is_float(a) for a in out_avals):
+        if not differentiated or not any(_is_float(a) for a in out_avals):
             return none, self._fold(eqn, ivals, out_avals)
         where = f"{name}"
         if name == "stop_gradient":
@@ -186,22 +202,30 @@ class Interpreter:
             return [self._reduce(eqn, ins[0])], none
         elif name in CUMULATIVE or name == "sort":
             return self._lines(eqn, ins), none
+        elif name in _structured.RULES:
+            return _structured.RULES[name](self, eqn, ins), none
         elif name == "dot_general":
             return [self._dot(eqn, ins, ivals)], none
-        elif name == "while" or name == "scan":
-            where = f"{name} (control flow)"
         reason = (
             "its indices are not known at trace time"
             if name in _INDEXED or name in SCATTERS
             else "no sparsity rule"
         )
+        return self.fallback(eqn, ins, f"{where}: {reason}")
+
+    def fallback(self, eqn, ins, why):
+        """The conservative rule, noted: every output element depends on every input."""
         self.notes.append(
-            f"{where}: {reason}; every output element treated as depending on every input "
-            "of the primitive (conservative)"
+            f"{why}; every output element treated as depending on every input of the "
+            "primitive (conservative)"
         )
-        return [
-            _deps.spread(ins, _size(a), self.n, self.budget, self.notes, where) for a in out_avals
-        ], none
+        outs = [
+            _deps.spread(ins, _size(v.aval), self.n, self.budget, self.notes, why)
+            if _is_float(v.aval)
+            else None
+            for v in eqn.outvars
+        ]
+        return outs, [None] * len(outs)
 
     def _call(self, eqn, ins, ivals):
         name = eqn.primitive.name

@@ -131,7 +131,11 @@ def program(
     if out_dtype is None:
         out_dtype = jax.eval_shape(f_flat, x_flat).dtype
     index = flat = None
-    if pattern is not None and (sparse_output or method.coloring is not None):
+    # Dense products multiply 0 by an infinite local derivative (sqrt at 0, a where whose
+    # untaken branch is infinite) into entries that are structurally zero: keep only the
+    # pattern's entries, so every entry outside it is an exact zero.
+    masked = pattern is not None and pattern.nnz < m * n and pattern.csr is not None
+    if pattern is not None and (sparse_output or masked or method.coloring is not None):
         csr = pattern.csr
         rows = np.repeat(np.arange(m, dtype=np.int32), np.diff(csr.indptr))
         index = np.stack([rows, csr.indices.astype(np.int32)], axis=1)
@@ -142,15 +146,18 @@ def program(
             flat = rows * np.int32(n) + index[:, 1]
 
     def finish(J_or_data, dense_is_J):
-        if sparse_output:
-            if not dense_is_J:
-                data = J_or_data
-            elif flat is not None:
-                data = J_or_data.ravel()[flat]
+        if dense_is_J and (sparse_output or masked):
+            if flat is not None:
+                J_or_data = J_or_data.ravel()[flat]
             else:
-                data = J_or_data[index[:, 0], index[:, 1]]
+                J_or_data = J_or_data[index[:, 0], index[:, 1]]
+            dense_is_J = False
+        if sparse_output:
             return jsparse.BCOO(
-                (data, jnp.asarray(index)), shape=(m, n), indices_sorted=True, unique_indices=True
+                (J_or_data, jnp.asarray(index)),
+                shape=(m, n),
+                indices_sorted=True,
+                unique_indices=True,
             )
         if dense_is_J:
             return J_or_data

@@ -14,9 +14,13 @@ a superset of the nonzeros of ``J(x)`` at every ``x``. The rules, by primitive:
 * reductions, cumulative reductions, sort: the union over the reduced elements;
 * ``dot_general``: the union over the contracted elements, skipping exact zeros of a
   constant operand (``A @ x`` with a constant banded ``A`` gives ``A``'s pattern);
-* ``jit``/``closed_call``/``custom_jvp_call``/``custom_vjp_call``/``remat``: their bodies;
-  ``cond``: the union over branches (the taken branch if its index is a constant);
-* anything else (``scan``, ``while``, convolutions, linear algebra…): every output element
+* ``jit``/``closed_call``/``remat``: their bodies; ``cond``: the union over branches (the
+  taken branch if its index is a constant);
+* ``custom_jvp_call``/``custom_vjp_call``: the rule differentiation runs (the JVP rule; the
+  backward rule), not the primal; ``while``: simulated while its trip count is a constant,
+  else the carry's dependencies to a fixed point; ``scan``: unrolled (see
+  :mod:`bpjax.modes._flow`);
+* anything else (convolutions, linear algebra…): every output element
   depends on every dependency of every operand. This is conservative, never exact, and is
   reported in :attr:`Pattern.fallbacks` (and by :func:`bpjax.modes.sparsity` as a
   :class:`SparsityWarning`) with the primitive's name.
@@ -55,6 +59,8 @@ class Pattern:
       nnz: number of structural nonzeros.
       fallbacks: one line per primitive handled conservatively (name and why).
       custom_vjp: whether ``f`` calls a ``custom_vjp`` function (no forward mode).
+      while_loop: whether a ``lax.while_loop`` is on the differentiation path (JAX has no
+        reverse mode for it).
       csr: ``(m, n)`` boolean SciPy CSR matrix with sorted indices, built on first use;
         ``None`` when it would hold more than ``max_nonzeros`` entries.
       row_counts, col_counts: nonzeros per row ``(m,)`` and per column ``(n,)``.
@@ -64,6 +70,7 @@ class Pattern:
     nnz: int
     fallbacks: tuple[str, ...]
     custom_vjp: bool
+    while_loop: bool = False
     deps: _deps.Deps | None = dataclasses.field(repr=False, default=None)
     max_nonzeros: int = DEFAULT_MAX_NONZEROS
 
@@ -103,7 +110,7 @@ def detect(f_flat, x_flat, *, max_nonzeros: int = DEFAULT_MAX_NONZEROS, closed=N
     (out,), _ = interp.run(closed.jaxpr, closed.consts, [_deps.identity(n)], [None])
     nnz = 0 if out is None else int(out.counts().sum())
     notes = tuple(dict.fromkeys(interp.notes))
-    return Pattern((m, n), nnz, notes, interp.custom_vjp, out, max_nonzeros)
+    return Pattern((m, n), nnz, notes, interp.custom_vjp, interp.while_loops > 0, out, max_nonzeros)
 
 
 def warn(pattern: Pattern) -> None:
