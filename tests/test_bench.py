@@ -316,3 +316,16 @@ def test_quick_profile_runs_and_writes_peers_json(tmp_path):
         assert {r["contender"] for r in data["rows"] if r["size"] == s} == expected
     assert record["environment"]["cpu_isa"] == measure.cpu_info()["cpu_isa"]
     assert (tmp_path / "peers.png").exists()
+
+
+def test_thread_pass_part_files_are_written_atomically(monkeypatch, tmp_path):
+    from bpjax import results
+    from bpjax.bench import _cli
+
+    written = []
+    monkeypatch.setattr(results, "write_atomic", lambda path, text: written.append((path, text)))
+    monkeypatch.setattr(_cli, "environment_ready", lambda *a: True)
+    monkeypatch.setattr(_cli, "run_pass", lambda args, threads, main_pass: {"threads": threads})
+    part = tmp_path / "threads-1.json"
+    assert _cli.main(["--threads", "1", "--part", str(part)]) == 0
+    assert written == [(part, '{"threads": 1}')]

@@ -234,7 +234,10 @@ def main(argv=None) -> int:
         atexit.register(shutil.rmtree, cache, ignore_errors=True)
     record = run_pass(args, threads, main_pass=not args.scaling_pass)
     if args.part is not None:
-        args.part.write_text(json.dumps(record))
+        from bpjax import results
+
+        # Read back by the parent process: all or nothing, as every result file.
+        results.write_atomic(args.part, json.dumps(record))
         return 0
     finish(args, record, {}, time.perf_counter() - start)
     return 0
