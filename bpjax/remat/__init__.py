@@ -53,6 +53,7 @@ Example:
 
 from bpjax.remat._binomial import Binomial
 from bpjax.remat._nested import Nested, segment_sizes
+from bpjax.remat._online import online_checkpoints, online_evaluations
 from bpjax.remat._plan import (
     Measurement,
     Plan,
@@ -72,6 +73,7 @@ from bpjax.remat._revolve import beta, optimal_advances, repetitions, revolve, s
 from bpjax.remat._stack import STRATEGIES, Prepared, prepare, resolve, stack
 from bpjax.remat._stored import Every, StoreAll
 from bpjax.remat._strategy import Strategy
+from bpjax.remat._while import while_loop
 
 __all__ = [
     "STRATEGIES",
@@ -95,6 +97,8 @@ __all__ = [
     "measure_memory",
     "names",
     "offload",
+    "online_checkpoints",
+    "online_evaluations",
     "optimal_advances",
     "plan",
     "predict",
@@ -108,4 +112,5 @@ __all__ = [
     "segment_sizes",
     "stack",
     "stack_loss",
+    "while_loop",
 ]

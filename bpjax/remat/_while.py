@@ -1,0 +1,436 @@
+"""``remat.while_loop``: a ``lax.while_loop`` that reverse mode can differentiate, in c states.
+
+JAX cannot reverse-differentiate ``lax.while_loop`` (jax-ml/jax#2469): the backward pass would
+need every step's residuals, and the number of steps is only known at run time. This loop keeps
+a fixed buffer of c states instead, placed online while the loop runs (``_online.py``: optimal
+in recomputations for L ≤ β(c, 2), optimal in repetition number for every L), and reverses
+each segment between them with revolve once the trip count L is known.
+
+Three passes, each a ``lax.while_loop``:
+
+* **forward** (``_forward``): ``x ← body(x)`` while ``cond(x)``; the state x_{i−1} is kept one
+  step (``prev``) and stored by :func:`~bpjax.remat._online.place` once x_i shows it was not
+  the last input. Carry: the state, ``prev``, the buffer (c states) and int32 bookkeeping.
+* **reverse sweep** (``_reverse``): one body evaluation per iteration: either turn (the
+  ``jax.vjp`` of step t at x_t, the cotangent moves to x_t) or advance one step towards t.
+  Before that, a state is restored from the latest checkpoint ≤ t when none is live, and the
+  live state is stored where revolve's split (:func:`~bpjax.remat._online.split`) says, so each
+  segment is reversed with t(n, free slots + 1) advances.
+* **tangent** (``_tangent``): forward mode, the state and its tangent carried together for L
+  steps (what ``jax.jvp`` runs).
+
+How JAX sees it: a ``custom_jvp`` whose primal is a plain ``lax.while_loop`` (no buffer when no
+derivative is taken) and whose tangent is a linear map (``_linear.apply``) evaluated by the
+tangent loop and transposed by the reverse sweep. So ``jax.jvp``, ``jax.grad``, ``jax.vmap``
+(a batch of loops with different trip counts), ``jax.jit`` and forward-over-reverse
+(``jax.hessian``) all work; reverse-over-reverse raises
+:class:`~bpjax.remat._linear.ReverseOverReverseError` with the fix.
+
+Memory: the c slots, the live and previous states and the cotangent, whatever L turns out to
+be. Body evaluations per gradient: :func:`~bpjax.remat.online_evaluations`.
+
+Known inefficiencies:
+
+* A turn evaluates the body again inside ``jax.vjp``, as every checkpointing scheme that
+  stores states (not residuals) does.
+* Under ``vmap`` the lanes' schedules differ, so the reverse sweep's turn/advance branch
+  becomes a select that computes both, and every lane runs as many iterations as the longest.
+* ``jax.jvp`` runs the forward pass twice: the checkpointed one (the primal of the rule; XLA
+  drops its buffer when nothing reads it) and the tangent loop.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from bpjax.remat import _linear
+from bpjax.remat._online import first_bounds, place, split
+
+__all__ = ["while_loop"]
+
+
+def while_loop(
+    cond_fun: Callable,
+    body_fun: Callable,
+    init_val,
+    *,
+    checkpoints: int,
+    max_steps: int | None = None,
+):
+    """``lax.while_loop`` that ``jax.grad`` can differentiate, keeping ``checkpoints`` states.
+
+    Runs ``val = body_fun(val)`` while ``cond_fun(val)`` is true, exactly as
+    ``lax.while_loop(cond_fun, body_fun, init_val)``. Reverse mode (``grad``, ``vjp``) keeps
+    ``checkpoints`` copies of the state however many steps the loop takes, and recomputes the
+    rest; ``jax.jvp``, ``jit``, ``vmap`` and forward-over-reverse (``jax.hessian``) work too.
+
+    Args:
+      cond_fun: ``cond_fun(val) -> bool[]``, a boolean scalar.
+      body_fun: ``body_fun(val) -> val``, returning the same pytree structure, shapes and
+        dtypes. It may close over arrays, traced ones included (a parameter being
+        differentiated): their gradients are returned.
+      init_val: the initial state, a pytree of arrays (``{"x": (d,), "t": ()}``, say).
+      checkpoints: c ≥ 1, how many states the backward pass may keep (x_0 included).
+        Body evaluations per gradient are ``2L + Σ t(n_i, c − i)`` (see
+        :func:`~bpjax.remat.online_evaluations`): the offline optimum ``t(L, c) + L + 1``
+        while L ≤ (c + 1)(c + 2)/2, and never more than ``r(L, c)`` evaluations of any step.
+      max_steps: if given, stop after this many steps even if ``cond_fun`` still holds.
+
+    Returns:
+      The final state, shaped like ``init_val``.
+
+    Raises:
+      TypeError: ``cond_fun`` does not return a boolean scalar, ``body_fun`` changes the
+        state's structure or dtypes, or ``checkpoints`` / ``max_steps`` is not an int.
+      ValueError: ``body_fun`` changes a shape, ``checkpoints < 1`` or ``max_steps < 0``.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from bpjax import remat
+      >>> def halve(a):  # halve x until it is below 1: the trip count depends on a
+      ...     return remat.while_loop(
+      ...         lambda s: s[0] >= 1.0, lambda s: (s[0] * a, s[1] + 1), (jnp.float32(100.0), 0),
+      ...         checkpoints=4)
+      >>> x, steps = halve(0.5)
+      >>> int(steps), float(x)
+      (7, 0.78125)
+      >>> round(float(jax.grad(lambda a: halve(a)[0])(0.5)), 4)  # d(100 a^7)/da at a = 0.5
+      10.9375
+    """
+    _check_int("checkpoints", checkpoints, minimum=1)
+    if max_steps is not None:
+        _check_int("max_steps", max_steps, minimum=0)
+    init_val = jax.tree.map(_strong_array, init_val)
+    leaves, tree = jax.tree.flatten(init_val)
+    _check_cond(cond_fun, init_val)
+    _check_body(body_fun, init_val)
+    body, body_consts = jax.closure_convert(body_fun, init_val)
+    cond, cond_consts = jax.closure_convert(cond_fun, init_val)
+    spec = _Spec(
+        body=body,
+        cond=cond,
+        tree=tree,
+        checkpoints=int(checkpoints),
+        max_steps=None if max_steps is None else int(max_steps),
+        inexact=tuple(_inexact(x) for x in leaves),
+    )
+    out = _loop(spec, list(cond_consts), list(body_consts), leaves)
+    return jax.tree.unflatten(tree, out)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class _Spec:
+    """What the loops need besides arrays; hashed by identity (a ``custom_jvp`` static arg)."""
+
+    body: Callable  # body(val, *consts) -> val, from jax.closure_convert
+    cond: Callable  # cond(val, *consts) -> bool[]
+    tree: object  # the state's treedef
+    checkpoints: int
+    max_steps: int | None
+    inexact: tuple  # per state leaf: does it carry a tangent
+
+
+# ---------------------------------------------------------------------------------------------
+# Checks: each names the argument and says the fix, before JAX traces the loop.
+
+
+def _check_int(name, value, *, minimum):
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        raise TypeError(
+            f"while_loop: {name} must be an int >= {minimum}, got {value!r} "
+            f"({type(value).__name__}); pass e.g. {name}=10"
+        )
+    if value < minimum:
+        raise ValueError(f"while_loop: {name} must be an int >= {minimum}, got {value}")
+
+
+def _strong_array(x):
+    x = jnp.asarray(x)
+    # A weakly typed leaf (a Python float) would change type when the body returns it.
+    return x.astype(x.dtype) if getattr(x, "weak_type", False) else x
+
+
+def _describe(tree):
+    return jax.tree.map(lambda a: f"{a.dtype}{list(a.shape)}", tree)
+
+
+def _check_cond(cond_fun, init_val):
+    out = jax.eval_shape(cond_fun, init_val)
+    if not (isinstance(out, jax.ShapeDtypeStruct) and out.shape == () and out.dtype == jnp.bool_):
+        raise TypeError(
+            "while_loop: cond_fun must return a boolean scalar (shape (), dtype bool), got "
+            f"{_describe(out)}; reduce it with jnp.all/jnp.any or compare a scalar"
+        )
+
+
+def _check_body(body_fun, init_val):
+    out = jax.eval_shape(body_fun, init_val)
+    want = _describe(init_val)
+    if jax.tree.structure(out) != jax.tree.structure(init_val):
+        raise TypeError(
+            f"while_loop: body_fun must return a state with init_val's structure {want}, got "
+            f"{_describe(out)}; return every field, in the same containers"
+        )
+    for a, b in zip(jax.tree.leaves(out), jax.tree.leaves(init_val), strict=True):
+        if a.dtype != b.dtype:
+            raise TypeError(
+                f"while_loop: body_fun changes a dtype: state {want}, body returns "
+                f"{_describe(out)}; cast with .astype in body_fun"
+            )
+        if a.shape != b.shape:
+            raise ValueError(
+                f"while_loop: body_fun changes a shape: state {want}, body returns "
+                f"{_describe(out)}; a loop state keeps its shapes (pad to a maximum)"
+            )
+
+
+def _inexact(x) -> bool:
+    return jnp.issubdtype(jnp.result_type(x), jnp.inexact)
+
+
+# ---------------------------------------------------------------------------------------------
+# The body and condition on flat leaves, and the body as a function of its inexact leaves.
+
+
+def _step(spec: _Spec, consts, xs):
+    out = spec.body(jax.tree.unflatten(spec.tree, xs), *consts)
+    return [o.astype(x.dtype) for o, x in zip(jax.tree.leaves(out), xs, strict=True)]
+
+
+def _going(spec: _Spec, cond_consts, xs, steps):
+    going = spec.cond(jax.tree.unflatten(spec.tree, xs), *cond_consts)
+    return going if spec.max_steps is None else going & (steps < spec.max_steps)
+
+
+def _pick(values, mask):
+    return [v for v, m in zip(values, mask, strict=True) if m]
+
+
+def _put(values, mask, new):
+    new, out = iter(new), list(values)
+    for i, m in enumerate(mask):
+        if m:
+            out[i] = next(new)
+    return out
+
+
+def _differentiable_step(spec: _Spec, consts, xs):
+    """``g(x_inexact, consts_inexact) -> (out_inexact, out)``, for ``jvp``/``vjp`` with aux.
+
+    Integer and boolean leaves (a step counter) take no tangent; they ride along in ``out``.
+    """
+    const_mask = [_inexact(c) for c in consts]
+
+    def g(x_diff, c_diff):
+        out = _step(spec, _put(consts, const_mask, c_diff), _put(xs, spec.inexact, x_diff))
+        return _pick(out, spec.inexact), out
+
+    return g, const_mask
+
+
+# ---------------------------------------------------------------------------------------------
+# The three loops.
+
+
+def _plain(spec: _Spec, cond_consts, consts, xs):
+    """The primal when nothing is differentiated: ``lax.while_loop`` with a step count."""
+
+    def going(carry):
+        return _going(spec, cond_consts, carry[1], carry[0])
+
+    def advance(carry):
+        return carry[0] + 1, _step(spec, consts, carry[1])
+
+    return lax.while_loop(going, advance, (jnp.int32(0), list(xs)))[1]
+
+
+def _forward(spec: _Spec, sizes: tuple[int, int], args):
+    """The loop, storing checkpoints online. ``args = cond_consts + consts + xs`` (flat lists
+    of ``sizes`` = (len(cond_consts), len(consts)) and the state's leaves).
+
+    Returns ``(x_L, x_{L-1}, buffer, slot_steps, L)``: buffer leaves ``(c, *leaf.shape)``,
+    ``slot_steps`` int32 ``(c,)`` the step stored in each physical slot (-1: free).
+    """
+    n_cond, n_consts = sizes
+    cond_consts, consts = args[:n_cond], args[n_cond : n_cond + n_consts]
+    xs = args[n_cond + n_consts :]
+    c = spec.checkpoints
+    buffer = [jnp.zeros((c, *x.shape), x.dtype) for x in xs]
+    lanes = jnp.arange(c)
+
+    def going(carry):
+        return _going(spec, cond_consts, carry["x"], carry["j"])
+
+    def advance(carry):
+        j, positions, order, count = carry["j"], carry["positions"], carry["order"], carry["count"]
+        # x_{j-1} is not the last input (x_j satisfied cond): it may be stored.
+        q = j - 1
+        store, k, bounds = place(q, positions, count, carry["bounds"])
+        store = store & (j >= 1)
+        bounds = jnp.where(j >= 1, bounds, carry["bounds"])
+        slot = order[k]  # while filling, order[count] == count
+        buffer = [
+            lax.dynamic_update_index_in_dim(b, jnp.where(store, p, b[slot]), slot, 0)
+            for b, p in zip(carry["buffer"], carry["prev"], strict=True)
+        ]
+        # Logical order: evicting index k shifts the later checkpoints down and appends q.
+        later = jnp.minimum(lanes + 1, c - 1)
+        filling = count < c
+        evicted_pos = jnp.where(lanes < k, positions, positions[later]).at[c - 1].set(q)
+        evicted_ord = jnp.where(lanes < k, order, order[later]).at[c - 1].set(slot)
+        filled_pos = positions.at[jnp.minimum(count, c - 1)].set(q)
+        positions = jnp.where(store, jnp.where(filling, filled_pos, evicted_pos), positions)
+        order = jnp.where(store & ~filling, evicted_ord, order)
+        return {
+            "j": j + 1,
+            "x": _step(spec, consts, carry["x"]),
+            "prev": carry["x"],
+            "buffer": buffer,
+            "positions": positions,
+            "order": order,
+            "count": count + (store & filling).astype(jnp.int32),
+            "bounds": bounds,
+        }
+
+    init = {
+        "j": jnp.int32(0),
+        "x": list(xs),
+        "prev": list(xs),
+        "buffer": buffer,
+        "positions": jnp.zeros((c,), jnp.int32),
+        "order": lanes.astype(jnp.int32),
+        "count": jnp.int32(0),
+        "bounds": first_bounds(c),
+    }
+    out = lax.while_loop(going, advance, init)
+    used = jnp.where(lanes < out["count"], out["positions"], -1)
+    slot_steps = jnp.full((c,), -1, jnp.int32).at[out["order"]].set(used)
+    return out["x"], out["prev"], out["buffer"], slot_steps, out["j"]
+
+
+def _reverse(spec: _Spec, res, ct):
+    """Cotangents of (inexact consts, inexact x_0) from the cotangent of x_L's inexact leaves."""
+    consts, _, prev, buffer, slot_steps, n_steps = res
+    const_mask = [_inexact(c) for c in consts]
+    zeros_c = [jnp.zeros_like(c) for c in _pick(consts, const_mask)]
+
+    def turn(x, ct, d_consts):
+        g_x, _ = _differentiable_step(spec, consts, x)
+        _, pullback, _ = jax.vjp(
+            g_x, _pick(x, spec.inexact), _pick(consts, const_mask), has_aux=True
+        )
+        ct, d = pullback(ct)
+        return x, ct, [a + b for a, b in zip(d_consts, d, strict=True)]
+
+    def advance(x, ct, d_consts):
+        return _step(spec, consts, x), ct, d_consts
+
+    def plan(pos, target, free):
+        return jnp.where(free > 0, pos + split(target - pos + 1, free + 1), -1)
+
+    def iteration(carry):
+        target, pos, x = carry["target"], carry["pos"], carry["x"]
+        slots, buf = carry["slots"], carry["buffer"]
+        # Restore: the latest checkpoint at or before the target (later ones are done).
+        slots = jnp.where(slots > target, -1, slots)
+        restore = pos < 0
+        src = jnp.argmax(slots)
+        x = [jnp.where(restore, b[src], v) for b, v in zip(buf, x, strict=True)]
+        pos = jnp.where(restore, slots[src], pos)
+        # Store the live state where revolve's split put the next checkpoint.
+        free = jnp.sum(slots < 0)
+        store = ~restore & (pos == carry["next_store"]) & (free > 0)
+        dst = jnp.argmin(slots)
+        buf = [
+            lax.dynamic_update_index_in_dim(b, jnp.where(store, v, b[dst]), dst, 0)
+            for b, v in zip(buf, x, strict=True)
+        ]
+        slots = slots.at[dst].set(jnp.where(store, pos, slots[dst]))
+        free = free - store.astype(free.dtype)
+        next_store = lax.cond(
+            restore | store,
+            lambda: plan(pos, target, free),
+            lambda: carry["next_store"],
+        )
+        at_target = pos == target
+        x, ct, d_consts = lax.cond(at_target, turn, advance, x, carry["ct"], carry["d_consts"])
+        return {
+            "target": jnp.where(at_target, target - 1, target),
+            "pos": jnp.where(at_target, -1, pos + 1),
+            "x": x,
+            "slots": slots,
+            "buffer": buf,
+            "next_store": next_store,
+            "ct": ct,
+            "d_consts": d_consts,
+        }
+
+    init = {
+        "target": n_steps - 1,
+        "pos": n_steps - 1,
+        "x": list(prev),
+        "slots": slot_steps,
+        "buffer": list(buffer),
+        "next_store": jnp.int32(-1),
+        "ct": list(ct),
+        "d_consts": zeros_c,
+    }
+    out = lax.while_loop(lambda carry: carry["target"] >= 0, iteration, init)
+    return out["d_consts"], out["ct"]
+
+
+def _tangent(spec: _Spec, res, tangents):
+    """Forward mode: the tangent of x_L's inexact leaves, carried beside the state for L steps."""
+    consts, xs, _, _, _, n_steps = res
+    d_consts, d_x = tangents
+    const_mask = [_inexact(c) for c in consts]
+
+    def advance(carry):
+        i, x, dx = carry
+        g, _ = _differentiable_step(spec, consts, x)
+        primals = (_pick(x, spec.inexact), _pick(consts, const_mask))
+        _, dx, x = jax.jvp(g, primals, (dx, list(d_consts)), has_aux=True)
+        return i + 1, x, dx
+
+    carry = (jnp.int32(0), list(xs), list(d_x))
+    return lax.while_loop(lambda carry: carry[0] < n_steps, advance, carry)[2]
+
+
+# ---------------------------------------------------------------------------------------------
+# How JAX sees the loop: a custom_jvp whose tangent is a linear map with a custom transpose.
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0,))
+def _loop(spec: _Spec, cond_consts, consts, xs):
+    return _plain(spec, cond_consts, consts, xs)
+
+
+@_loop.defjvp
+def _loop_jvp(spec: _Spec, primals, tangents):
+    cond_consts, consts, xs = primals
+    _, d_consts, d_xs = tangents
+    sizes = (len(cond_consts), len(consts))
+    forward = _linear.forward_only(functools.partial(_forward, spec, sizes))
+    x_last, prev, buffer, slot_steps, n_steps = forward([*cond_consts, *consts, *xs])
+    const_mask = [_inexact(c) for c in consts]
+    res = (list(consts), list(xs), prev, buffer, slot_steps, n_steps)
+    lin = (_pick(d_consts, const_mask), _pick(d_xs, spec.inexact))
+    d_out = _linear.apply(
+        functools.partial(_tangent, spec),
+        functools.partial(_reverse, spec),
+        res,
+        lin,
+    )
+    d_full = _put([_float0(x) for x in x_last], spec.inexact, d_out)
+    return x_last, d_full
+
+
+def _float0(x):
+    return np.zeros(np.shape(x), dtype=jax.dtypes.float0)
