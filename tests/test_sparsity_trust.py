@@ -196,8 +196,11 @@ def test_a_while_loop_inside_a_custom_vjp_keeps_reverse_mode():
         (lambda x: jnp.tile(x, 2) * jnp.repeat(x, 2), 5, 1.0),
         (lambda x: jnp.linalg.cholesky(jnp.outer(x, x) + jnp.eye(4)), 4, 1.0),
         (lambda x: jax.lax.fori_loop(0, 3, lambda i, v: v + x[i] * v[::-1], x), 5, 1.0),
+        # a start not known at trace time: each output reads one of a band of L - s + 1
+        (lambda x: jax.lax.dynamic_slice(x, (jnp.argmax(x[:3]),), (6,)), 8, 3.0),
+        (lambda x: jax.lax.dynamic_update_slice(x, x[:2] ** 2, (jnp.argmax(x),)), 8, 3.0),
     ],
-    ids=["scan", "reverse scan", "top_k", "tile", "cholesky", "fori_loop"],
+    ids=["scan", "reverse scan", "top_k", "tile", "cholesky", "fori_loop", "dslice", "dupdate"],
 )
 def test_static_structures_have_exact_patterns(f, n, slack):
     x = jnp.linspace(0.3, 1.7, n)

@@ -192,6 +192,8 @@ class Interpreter:
             return [self._elementwise(eqn, ins, out_avals[0])], none
         if name in _index_maps.MOVES or name == "gather":
             moved = self._move(eqn, ins, ivals)
+            if moved is None and name in _structured.TRACED_STARTS:
+                moved = _structured.TRACED_STARTS[name](self, eqn, ins, ivals)
             if moved is not None:
                 return moved, none
         elif name in SCATTERS:

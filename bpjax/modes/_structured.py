@@ -1,6 +1,11 @@
 """Sparsity rules for primitives whose dependency structure is fixed by their shapes.
 
 * ``top_k``: each of the ``k`` largest of a line (the last axis) may be any element of it.
+* ``dynamic_slice`` / ``dynamic_update_slice`` at starts not known at trace time: along an
+  axis of length ``L`` sliced to ``s``, JAX clamps the start to ``[0, L - s]``, so output
+  element ``i`` reads one of the operand elements ``i .. i + L - s`` (a band, not the whole
+  operand); an updated array's element ``j`` is the operand's or one of the update's
+  elements ``j - (L - s) .. j``.
 * ``cholesky``: ``L = chol(A)``, ``L[i, j]`` (``j <= i``) depends on the leading
   ``(i+1) x (i+1)`` block of ``A`` (both triangles: a superset of what the factorization
   reads, which is conservative); the strict upper triangle is zero.
@@ -50,5 +55,70 @@ def cholesky(interp, eqn, ins):
     return [_deps.aggregate(R, ins[0], interp.budget, interp.notes, "cholesky")]
 
 
+def _offsets(length, size, start):
+    """The starts a dynamic slice of ``size`` out of ``length`` may take (JAX clamps)."""
+    if start is None:
+        return np.arange(length - size + 1)
+    return np.array([min(max(int(start), 0), length - size)])
+
+
+def _band(rows, cols, offsets, transpose):
+    """``(rows, cols)`` 0/1 matrix with ``M[i, i + o] = 1`` for each offset ``o`` (or its
+    transpose's pattern, ``M[j, j - o]``, with ``transpose``)."""
+    i = np.repeat(np.arange(rows), offsets.size)
+    j = i + np.tile(offsets, rows) if not transpose else i - np.tile(offsets, rows)
+    keep = (j >= 0) & (j < cols)
+    return _csr(i[keep], j[keep], (rows, cols))
+
+
+def _kron(factors):
+    out = factors[0]
+    for factor in factors[1:]:
+        out = sp.kron(out, factor, format="csr")
+    return sp.csr_array(out)
+
+
+def _starts(ivals, first):
+    return [None if v is None else np.asarray(v).item() for v in ivals[first:]]
+
+
+def _too_big(interp, factors):
+    return math.prod(f.nnz for f in factors) > interp.budget
+
+
+def dynamic_slice(interp, eqn, ins, ivals):
+    shape, sizes = eqn.invars[0].aval.shape, eqn.params["slice_sizes"]
+    starts = _starts(ivals, 1)
+    factors = [
+        _band(s, length, _offsets(length, s, st), transpose=False)
+        for length, s, st in zip(shape, sizes, starts, strict=True)
+    ]
+    if _too_big(interp, factors):
+        return None
+    return [_deps.aggregate(_kron(factors), ins[0], interp.budget, interp.notes, "dynamic_slice")]
+
+
+def dynamic_update_slice(interp, eqn, ins, ivals):
+    shape, sizes = eqn.invars[0].aval.shape, eqn.invars[1].aval.shape
+    starts = _starts(ivals, 2)
+    factors = [
+        _band(length, s, _offsets(length, s, st), transpose=True)
+        for length, s, st in zip(shape, sizes, starts, strict=True)
+    ]
+    if _too_big(interp, factors):
+        return None
+    update = _deps.aggregate(
+        _kron(factors), ins[1], interp.budget, interp.notes, "dynamic_update_slice"
+    )
+    # The operand's element stays wherever the update may not land: conservatively, always.
+    return [_deps.union([d for d in (ins[0], update) if d is not None])]
+
+
 # primitive name -> (interpreter, eqn, operand deps) -> output deps
 RULES = {"top_k": top_k, "cholesky": cholesky}
+# data movement at positions not known at trace time:
+# (interpreter, eqn, operand deps, operand values) -> output deps, or None (too many)
+TRACED_STARTS = {
+    "dynamic_slice": dynamic_slice,
+    "dynamic_update_slice": dynamic_update_slice,
+}
