@@ -111,8 +111,8 @@ def while_loop(
     leaves, tree = jax.tree.flatten(init_val)
     _check_cond(cond_fun, init_val)
     _check_body(body_fun, init_val)
-    body, body_consts = jax.closure_convert(body_fun, init_val)
-    cond, cond_consts = jax.closure_convert(cond_fun, init_val)
+    body, body_consts = _close_over(body_fun, init_val)
+    cond, cond_consts = _close_over(cond_fun, init_val)
     spec = _Spec(
         body=body,
         cond=cond,
@@ -129,7 +129,7 @@ def while_loop(
 class _Spec:
     """What the loops need besides arrays; hashed by identity (a ``custom_jvp`` static arg)."""
 
-    body: Callable  # body(val, *consts) -> val, from jax.closure_convert
+    body: Callable  # body(val, *consts) -> val, from _close_over
     cond: Callable  # cond(val, *consts) -> bool[]
     tree: object  # the state's treedef
     checkpoints: int
@@ -193,6 +193,26 @@ def _check_body(body_fun, init_val):
 
 def _inexact(x) -> bool:
     return jnp.issubdtype(jnp.result_type(x), jnp.inexact)
+
+
+def _close_over(fun: Callable, example) -> tuple[Callable, list]:
+    """``(converted, consts)`` with ``converted(x, *consts) == fun(x)`` and every array ``fun``
+    closes over in ``consts``.
+
+    As ``jax.closure_convert``, except that integer tracers are hoisted too: that one keeps them
+    in the closure (they carry no tangent), and a loop bound from an enclosing ``scan`` would
+    then leak into the traces of the custom derivative rules.
+    """
+    closed, out_shape = jax.make_jaxpr(fun, return_shape=True)(example)
+    out_tree = jax.tree.structure(out_shape)
+
+    def converted(x, *consts):
+        flat = jax.extend.core.jaxpr_as_fun(
+            jax.extend.core.ClosedJaxpr(closed.jaxpr, list(consts))
+        )(*jax.tree.leaves(x))
+        return jax.tree.unflatten(out_tree, flat)
+
+    return converted, list(closed.consts)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,0 +1,355 @@
+"""remat.while_loop: gradients of loops of unknown length, against lax.scan and the schedule."""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+
+from bpjax import remat
+from bpjax.remat import _online, _while
+from bpjax.remat._linear import ReverseOverReverseError
+from bpjax.remat._revolve import beta, optimal_advances, repetitions, revolve
+
+WIDTH = 4
+
+
+def _weights(seed=0):
+    k1, k2 = jax.random.split(jax.random.key(seed))
+    return jax.random.normal(k1, (WIDTH, WIDTH)) / np.sqrt(WIDTH), jax.random.normal(k2, (WIDTH,))
+
+
+def _step(w, a, state):
+    """One step of a pytree state: a tanh map on x, a decaying scalar, an int counter."""
+    return {
+        "x": jnp.tanh(state["x"] @ w * a + 0.1 * state["y"]),
+        "y": 0.9 * state["y"] + 0.01 * jnp.sum(state["x"]),
+        "i": state["i"] + 1,
+    }
+
+
+def _init(x0, y0=0.5):
+    return {"x": x0, "y": jnp.asarray(y0), "i": jnp.int32(0)}
+
+
+def _loss(state):
+    return jnp.sum(jnp.sin(state["x"])) + state["y"] ** 2
+
+
+def _online_loss(w, a, x0, n_steps, checkpoints):
+    # The trip count comes from the state (i < n), so the loop does not know it in advance;
+    # w and a are closed over (traced when differentiated).
+    out = remat.while_loop(
+        lambda s: s["i"] < n_steps,
+        functools.partial(_step, w, a),
+        _init(x0),
+        checkpoints=checkpoints,
+    )
+    return _loss(out)
+
+
+def _scan_loss(w, a, x0, n_steps):
+    out = lax.scan(lambda s, _: (_step(w, a, s), None), _init(x0), None, length=n_steps)[0]
+    return _loss(out)
+
+
+def _rel_err(a, b):
+    a, b = np.asarray(a), np.asarray(b)
+    return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-300))
+
+
+# --- The schedule, apart from JAX -------------------------------------------------------------
+
+
+@functools.cache
+def _brute_advances(n, c):
+    """Minimum forward steps over every split (the reference for t(L, c))."""
+    if n <= 1:
+        return 0
+    if c == 1:
+        return n * (n - 1) // 2
+    return min(m + _brute_advances(n - m, c - 1) + _brute_advances(m, c) for m in range(1, n))
+
+
+@pytest.mark.parametrize("c", range(1, 7))
+def test_optimal_up_to_beta_c_2(c):
+    """Every L ≤ (c+1)(c+2)/2: forward steps equal t(L, c), the brute-force optimum."""
+    for n in range(beta(c, 2) + 1):
+        assert _online.online_advances(n, c) == optimal_advances(n, c) == _brute_advances(n, c)
+        assert remat.online_evaluations(n, c) == _online.offline_evaluations(n, c)
+
+
+@pytest.mark.parametrize("c", range(1, 7))
+def test_repetition_number_optimal_beyond(c):
+    """Every L to β(c, 4): no step evaluated more than r(L, c) times, hence ≤ r·(L−1) steps."""
+    for n in range(2, beta(c, 4) + 1):
+        r = repetitions(n, c)
+        assert _online.repetition_number(n, c) == r
+        assert optimal_advances(n, c) <= _online.online_advances(n, c) <= r * (n - 1)
+    # Past β(c, 2) the placement is not optimal at every L (no online one can be).
+    assert (
+        any(
+            _online.online_advances(n, c) > optimal_advances(n, c)
+            for n in range(beta(c, 2) + 1, beta(c, 3) + 1)
+        )
+        or c == 1
+    )
+
+
+@pytest.mark.parametrize("c", [2, 3, 5])
+def test_phases_end_at_the_tight_revolve_cut(c):
+    """At L = β(c, λ+1) the segments are exactly β(c − i, λ): revolve's own first sweep."""
+    for lam in (1, 2, 3):
+        n = beta(c, lam + 1)
+        cuts = [*remat.online_checkpoints(n, c), n - 1]
+        assert [b - a for a, b in zip(cuts, cuts[1:], strict=False)] == [
+            beta(c - i, lam) for i in range(c)
+        ]
+
+
+def test_checkpoints_examples():
+    assert remat.online_checkpoints(0, 3) == remat.online_checkpoints(1, 3) == ()
+    assert remat.online_checkpoints(4, 3) == (0, 1, 2)  # L ≤ c + 1: every state kept
+    assert remat.online_checkpoints(10, 3) == (0, 4, 7)
+    assert remat.online_checkpoints(100, 1) == (0,)
+
+
+def test_split_matches_revolve():
+    """The jnp split equals the first checkpoint revolve places for n steps and c slots."""
+    split = jax.jit(jax.vmap(_online.split))
+    cases = [(n, c) for c in (2, 3, 4, 7) for n in range(2, 80)]
+    got = split(*(jnp.asarray(v, jnp.int32) for v in zip(*cases, strict=True)))
+    for (n, c), m in zip(cases, got.tolist(), strict=True):
+        events = revolve(n, c)
+        stores = [i for i, e in enumerate(events) if e[0] == "store"]
+        if stores:
+            assert m == events[stores[0] - 1][2], (n, c)
+
+
+def test_jax_placement_equals_reference():
+    """The forward loop's buffer holds exactly the steps of online_checkpoints."""
+    for c in (1, 2, 3, 6):
+        spec = _while._Spec(
+            body=lambda s: s + 1,
+            cond=lambda s, n: s < n,
+            tree=jax.tree.structure(0),
+            checkpoints=c,
+            max_steps=None,
+            inexact=(False,),
+        )
+        run = jax.jit(lambda n, spec=spec: _while._forward(spec, (1, 0), [n, jnp.int32(0)]))
+        for n in [0, 1, 2, 3, 7, 11, 28, 29, 56, 57, 100, 211]:
+            _, _, _, slot_steps, steps = run(jnp.int32(n))
+            assert int(steps) == n
+            stored = tuple(sorted(int(s) for s in slot_steps if s >= 0))
+            assert stored == remat.online_checkpoints(n, c), (n, c)
+
+
+# --- Gradients against lax.scan run for the realized trip count --------------------------------
+
+
+@pytest.mark.parametrize(
+    "seed", [0, pytest.param(1, marks=pytest.mark.slow), pytest.param(2, marks=pytest.mark.slow)]
+)
+def test_gradients_equal_scan_random_trip_counts(seed):
+    """Trip counts 0, 1, 2 and two drawn from [3, 5000], w.r.t. weights, scale and state."""
+    w, x0 = _weights(seed)
+    rng = np.random.default_rng(seed)
+    trips = [0, 1, 2, *rng.integers(3, 5001, size=2).tolist()]
+    grad = jax.jit(jax.grad(_online_loss, argnums=(0, 1, 2)), static_argnums=(4,))
+    for n in trips:
+        want = jax.jit(jax.grad(_scan_loss, argnums=(0, 1, 2)), static_argnums=(3,))(w, 1.1, x0, n)
+        for c in (1, 3) if n < 200 else (4,):
+            got = grad(w, 1.1, x0, n, c)
+            for g, r in zip(got, want, strict=True):
+                assert _rel_err(g, r) <= 1e-12, (n, c)
+
+
+def test_jvp_equals_scan_jvp():
+    w, x0 = _weights()
+    tangents = (jnp.ones_like(w), jnp.float64(0.3), jnp.linspace(-1, 1, WIDTH))
+    for n in (0, 1, 37):
+        got = jax.jvp(lambda *p, n=n: _online_loss(*p, n, 3), (w, 1.1, x0), tangents)
+        want = jax.jvp(lambda *p, n=n: _scan_loss(*p, n), (w, 1.1, x0), tangents)
+        assert _rel_err(got[0], want[0]) <= 1e-12
+        assert _rel_err(got[1], want[1]) <= 1e-12
+
+
+def test_forward_semantics_equal_lax_while_loop():
+    w, x0 = _weights()
+    body = functools.partial(_step, w, 1.1)
+    cond = lambda s: jnp.sum(s["x"] ** 2) > 0.05 * s["i"]  # noqa: E731  (data-dependent)
+    want = lax.while_loop(cond, body, _init(x0))
+    got = remat.while_loop(cond, body, _init(x0), checkpoints=2)
+    assert int(got["i"]) == int(want["i"]) > 0
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_vmap_batch_of_trip_counts():
+    """vmap over trip counts: each lane's gradient is the scan's for its own L."""
+    w, x0 = _weights()
+    trips = jnp.array([0, 5, 23])
+    wants = [jax.grad(_scan_loss, argnums=(1, 2))(w, 1.1, x0, n) for n in trips.tolist()]
+    got = jax.vmap(jax.grad(_online_loss, argnums=(1, 2)), in_axes=(None, None, None, 0, None))(
+        w, 1.1, x0, trips, 3
+    )
+    for lane, want in enumerate(wants):
+        assert _rel_err(got[0][lane], want[0]) <= 1e-12
+        assert _rel_err(got[1][lane], want[1]) <= 1e-12
+    # grad of a vmapped loop: the batched tangent is still transposed by the reverse sweep.
+    total = lambda a: jnp.sum(  # noqa: E731
+        jax.vmap(_online_loss, in_axes=(None, None, None, 0, None))(w, a, x0, trips, 3)
+    )
+    want = sum(want[0] for want in wants)
+    assert _rel_err(jax.grad(total)(1.1), want) <= 1e-12
+
+
+def test_nested_in_scan_and_remat_stack():
+    w, x0 = _weights()
+
+    def outer(a, nest):
+        def layer(p, h):
+            out = remat.while_loop(
+                lambda s: s["i"] < 4 + p.astype(jnp.int32),
+                functools.partial(_step, w, a),
+                _init(h),
+                checkpoints=2,
+            )
+            return out["x"]
+
+        params = jnp.arange(3.0)  # float: Binomial's skipped turn cannot zero an int slice
+        if nest == "scan":
+            return jnp.sum(lax.scan(lambda h, p: (layer(p, h), None), x0, params)[0])
+        return jnp.sum(remat.stack(layer, params, x0, strategy=remat.Binomial(2)))
+
+    def reference(a):
+        h = x0
+        for p in range(3):
+            h = lax.scan(lambda s, _: (_step(w, a, s), None), _init(h), None, length=4 + p)[0]["x"]
+        return jnp.sum(h)
+
+    want = jax.grad(reference)(1.1)
+    for nest in ("scan", "stack"):
+        assert _rel_err(jax.grad(outer)(1.1, nest), want) <= 1e-12
+
+
+@pytest.mark.slow
+def test_hessian_works():
+    """Forward-over-reverse: jax.hessian through the loop equals the scan's."""
+    w, x0 = _weights()
+    got = jax.hessian(_online_loss, argnums=2)(w, 1.1, x0, 5, 2)
+    want = jax.hessian(_scan_loss, argnums=2)(w, 1.1, x0, 5)
+    assert _rel_err(got, want) <= 1e-10
+
+
+def test_grad_of_grad_refuses_with_the_fix():
+    w, x0 = _weights()
+    with pytest.raises(ReverseOverReverseError, match="jax.hessian"):
+        jax.grad(lambda a: jax.grad(_online_loss, argnums=1)(w, a, x0, 9, 2))(1.1)
+
+
+def test_max_steps_stops_the_loop():
+    w, x0 = _weights()
+
+    def loss(a, x0):
+        out = remat.while_loop(
+            lambda s: s["i"] < 50, functools.partial(_step, w, a), _init(x0), checkpoints=3,
+            max_steps=7,
+        )  # fmt: skip
+        return _loss(out)
+
+    got = jax.grad(loss, argnums=(0, 1))(1.1, x0)
+    want = jax.grad(lambda a, x: _scan_loss(w, a, x, 7), argnums=(0, 1))(1.1, x0)
+    for g, r in zip(got, want, strict=True):
+        assert _rel_err(g, r) <= 1e-12
+
+
+def test_counted_evaluations_equal_the_model():
+    """A host callback in the body counts forward and recomputed evaluations at run time."""
+    w, x0 = _weights()
+    calls = [0]
+
+    def tick(_):
+        calls[0] += 1
+
+    def counting(state):
+        jax.debug.callback(tick, state["x"][0])
+        return _step(w, 1.1, state)
+
+    def loss(x0, n, c):
+        out = remat.while_loop(lambda s: s["i"] < n, counting, _init(x0), checkpoints=c)
+        return _loss(out)
+
+    grad = jax.jit(jax.grad(loss), static_argnums=(2,))
+    for c, trips in [(3, (0, 1, 4, 10, 11, 40)), (5, (33,)), (1, (12,))]:
+        for n in trips:
+            grad(x0, n, c).block_until_ready()  # the first call compiles; warm calls count
+            calls[0] = 0
+            jax.block_until_ready(grad(x0, n, c))
+            assert calls[0] == remat.online_evaluations(n, c), (n, c)
+
+
+# --- Memory: bounded by c, whatever L ---------------------------------------------------------
+
+
+def _temp_bytes(n_steps, c):
+    state = jax.ShapeDtypeStruct((64, 64), jnp.float64)
+
+    def loss(x0):
+        out = remat.while_loop(
+            lambda s: s[1] < n_steps,
+            lambda s: (jnp.tanh(s[0] * 1.01), s[1] + 1),
+            (x0, jnp.int32(0)),
+            checkpoints=c,
+        )
+        return jnp.sum(out[0])
+
+    compiled = jax.jit(jax.grad(loss)).lower(state).compile()
+    return compiled.memory_analysis().temp_size_in_bytes
+
+
+def test_memory_independent_of_trip_count_and_grows_with_c():
+    """Differentiated w.r.t. the state (the tape would show there): L = 100 vs 10 000."""
+    small, large = _temp_bytes(100, 4), _temp_bytes(10_000, 4)
+    assert abs(large - small) <= 0.1 * small
+    state_bytes = 64 * 64 * 8
+    more = _temp_bytes(10_000, 12)
+    assert more - large >= 8 * state_bytes * 0.9  # eight more slots
+    assert large < 12 * state_bytes  # c + O(1) states, nothing per step
+
+
+# --- Bad input: named argument, clear fix, before JAX's own errors -----------------------------
+
+
+def _good():
+    return dict(
+        cond_fun=lambda s: s[1] < 3,
+        body_fun=lambda s: (s[0] * 2.0, s[1] + 1),
+        init_val=(jnp.ones(2), jnp.int32(0)),
+        checkpoints=2,
+    )
+
+
+@pytest.mark.parametrize(
+    ("change", "error", "name"),
+    [
+        ({"cond_fun": lambda s: s[0] > 0}, TypeError, "cond_fun"),  # not a scalar
+        ({"cond_fun": lambda s: jnp.float32(s[1])}, TypeError, "cond_fun"),  # not boolean
+        ({"body_fun": lambda s: (s[0] * 2.0,)}, TypeError, "body_fun"),  # structure
+        ({"body_fun": lambda s: (s[0][:1], s[1] + 1)}, ValueError, "body_fun"),  # shape
+        ({"body_fun": lambda s: (s[0].astype(jnp.float32), s[1] + 1)}, TypeError, "body_fun"),
+        ({"checkpoints": 0}, ValueError, "checkpoints"),
+        ({"checkpoints": 2.0}, TypeError, "checkpoints"),
+        ({"checkpoints": True}, TypeError, "checkpoints"),
+        ({"checkpoints": "3"}, TypeError, "checkpoints"),
+        ({"max_steps": -1}, ValueError, "max_steps"),
+    ],
+)
+def test_bad_input_names_the_argument(change, error, name):
+    with pytest.raises(error, match=name):
+        remat.while_loop(**{**_good(), **change})
