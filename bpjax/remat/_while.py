@@ -11,11 +11,11 @@ Three passes, each a ``lax.while_loop``:
 * **forward** (``_forward``): ``x ← body(x)`` while ``cond(x)``; the state x_{i−1} is kept one
   step (``prev``) and stored by :func:`~bpjax.remat._online.place` once x_i shows it was not
   the last input. Carry: the state, ``prev``, the buffer (c states) and int32 bookkeeping.
-* **reverse sweep** (``_reverse``): one body evaluation per iteration: either turn (the
-  ``jax.vjp`` of step t at x_t, the cotangent moves to x_t) or advance one step towards t.
-  Before that, a state is restored from the latest checkpoint ≤ t when none is live, and the
-  live state is stored where revolve's split (:func:`~bpjax.remat._online.split`) says, so each
-  segment is reversed with t(n, free slots + 1) advances.
+* **reverse sweep** (``_reverse``): each iteration restores the latest checkpoint ≤ t when no
+  state is live, advances in a tight inner loop to where revolve's split
+  (:func:`~bpjax.remat._online.split`) stores next or to t, stores there, and turns at t (the
+  ``jax.vjp`` of step t at x_t moves the cotangent to x_t). Each segment is reversed with
+  t(n, free slots + 1) advances; the bookkeeping is paid per store and turn, not per step.
 * **tangent** (``_tangent``): forward mode, the state and its tangent carried together for L
   steps (what ``jax.jvp`` runs).
 
@@ -343,30 +343,31 @@ def _reverse(spec: _Spec, res, ct):
 
     def turn(x, ct, d_consts):
         g_x, _ = _differentiable_step(spec, consts, x)
-        _, pullback, _ = jax.vjp(
-            g_x, _pick(x, spec.inexact), _pick(consts, const_mask), has_aux=True
-        )
+        primals = (_pick(x, spec.inexact), _pick(consts, const_mask))
+        _, pullback, _ = jax.vjp(g_x, *primals, has_aux=True)
         ct, d = pullback(ct)
-        return x, ct, [a + b for a, b in zip(d_consts, d, strict=True)]
-
-    def advance(x, ct, d_consts):
-        return _step(spec, consts, x), ct, d_consts
+        return ct, [a + b for a, b in zip(d_consts, d, strict=True)]
 
     def plan(pos, target, free):
         return jnp.where(free > 0, pos + split(target - pos + 1, free + 1), -1)
 
     def iteration(carry):
         target, pos, x = carry["target"], carry["pos"], carry["x"]
-        slots, buf = carry["slots"], carry["buffer"]
-        # Restore: the latest checkpoint at or before the target (later ones are done).
+        slots, buf, next_store = carry["slots"], carry["buffer"], carry["next_store"]
+        # Restore (after a turn): the latest checkpoint at or before the target; later
+        # ones are done and their slots free.
         slots = jnp.where(slots > target, -1, slots)
         restore = pos < 0
         src = jnp.argmax(slots)
         x = [jnp.where(restore, b[src], v) for b, v in zip(buf, x, strict=True)]
         pos = jnp.where(restore, slots[src], pos)
-        # Store the live state where revolve's split put the next checkpoint.
         free = jnp.sum(slots < 0)
-        store = ~restore & (pos == carry["next_store"]) & (free > 0)
+        next_store = lax.cond(restore, plan, lambda *_: next_store, pos, target, free)
+        # Advance, without bookkeeping, to where revolve stores next or to the target.
+        stop = jnp.where((next_store > pos) & (next_store <= target), next_store, target)
+        x = lax.fori_loop(pos, stop, lambda _, v: _step(spec, consts, v), x)
+        pos = stop
+        store = (pos == next_store) & (pos < target) & (free > 0)
         dst = jnp.argmin(slots)
         buf = [
             lax.dynamic_update_index_in_dim(b, jnp.where(store, v, b[dst]), dst, 0)
@@ -374,16 +375,13 @@ def _reverse(spec: _Spec, res, ct):
         ]
         slots = slots.at[dst].set(jnp.where(store, pos, slots[dst]))
         free = free - store.astype(free.dtype)
-        next_store = lax.cond(
-            restore | store,
-            lambda: plan(pos, target, free),
-            lambda: carry["next_store"],
-        )
+        next_store = lax.cond(store, plan, lambda *_: next_store, pos, target, free)
+        # Turn at the target: the cotangent moves from x_{target+1} to x_target.
         at_target = pos == target
-        x, ct, d_consts = lax.cond(at_target, turn, advance, x, carry["ct"], carry["d_consts"])
+        ct, d_consts = lax.cond(at_target, turn, lambda _, *a: a, x, carry["ct"], carry["d_consts"])
         return {
             "target": jnp.where(at_target, target - 1, target),
-            "pos": jnp.where(at_target, -1, pos + 1),
+            "pos": jnp.where(at_target, -1, pos),
             "x": x,
             "slots": slots,
             "buffer": buf,
