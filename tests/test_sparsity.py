@@ -89,7 +89,7 @@ def test_unknown_primitives_fall_back_conservatively_and_say_which():
 
 def test_data_dependent_indices_fall_back_and_say_so():
     def f(x):
-        return x[jnp.argmax(x)] * x
+        return x[jnp.argsort(x)] * x  # a gather at positions computed from x
 
     with pytest.warns(modes.SparsityWarning, match=r"indices are not known at trace time"):
         got = np.asarray(modes.sparsity(f, jnp.arange(4.0)).todense()).astype(bool)

@@ -240,7 +240,8 @@ def _spread_all(interp, eqn, ins, where):
 
 def scan(interp, eqn, ins, ivals):
     p = eqn.params
-    body, nc, ncar, length = p["jaxpr"], p["num_consts"], p["num_carry"], p["length"]
+    body, length = p["jaxpr"], p["length"]
+    nc, ncar = _scan_groups(p)
     consts, cvals = list(ins[:nc]), list(ivals[:nc])
     carry, vals = list(ins[nc : nc + ncar]), list(ivals[nc : nc + ncar])
     xs, xvals = list(ins[nc + ncar :]), list(ivals[nc + ncar :])
@@ -283,6 +284,15 @@ def scan(interp, eqn, ins, ivals):
         _broadcast_rows(y, a, length, interp.n) for y, a in zip(outs[ncar:], y_avals, strict=True)
     ]
     return final + ys, none
+
+
+def _scan_groups(params):
+    """``(number of consts, number of carried values)`` of a scan equation: explicit params
+    up to jax 0.10, the sizes of the operand groups in ``ft_in`` from 0.12."""
+    if "num_consts" in params:
+        return params["num_consts"], params["num_carry"]
+    consts, carry, _ = params["ft_in"].elts
+    return len(list(consts.vals)), len(list(carry.vals))
 
 
 def _row(d, aval, t, n):

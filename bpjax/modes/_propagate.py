@@ -61,6 +61,7 @@ ELEMENTWISE = frozenset(
         "mul",
         "neg",
         "nextafter",
+        "one_minus_square",
         "polygamma",
         "pow",
         "real",
