@@ -47,6 +47,9 @@ def _record(name: str, folder: str = "") -> dict:
 # rewritten); the lead ties them with tables or claims when rewriting the README.
 PENDING_SECTIONS = {
     "bench",
+    # New this stop (online checkpointing): its claims are not yet recomputed from
+    # results/online_remat.json here.
+    "online_remat",
 }
 
 # Numbers stated in tied sections that results/ does not record: exploding.json keeps the
