@@ -199,8 +199,41 @@ def test_a_while_loop_inside_a_custom_vjp_keeps_reverse_mode():
         # a start not known at trace time: each output reads one of a band of L - s + 1
         (lambda x: jax.lax.dynamic_slice(x, (jnp.argmax(x[:3]),), (6,)), 8, 3.0),
         (lambda x: jax.lax.dynamic_update_slice(x, x[:2] ** 2, (jnp.argmax(x),)), 8, 3.0),
+        (lambda x: jnp.convolve(x, jnp.array([1.0, 0.0, 2.0]), mode="same"), 9, 1.0),
+        (
+            lambda x: jax.lax.conv_general_dilated(
+                x.reshape(2, 4, 4, 4),
+                jnp.arange(1.0, 17.0).reshape(2, 2, 2, 2),
+                (1, 1),
+                [(1, 0), (0, 1)],
+                rhs_dilation=(2, 1),
+                dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                feature_group_count=2,
+            ),
+            128,
+            1.0,
+        ),
+        (
+            lambda x: jax.lax.conv_general_dilated(
+                x[:20].reshape(1, 1, 20), x[20:].reshape(1, 1, 3), (2,), [(1, 1)], (2,)
+            ),
+            23,
+            1.0,
+        ),
     ],
-    ids=["scan", "reverse scan", "top_k", "tile", "cholesky", "fori_loop", "dslice", "dupdate"],
+    ids=[
+        "scan",
+        "reverse scan",
+        "top_k",
+        "tile",
+        "cholesky",
+        "fori_loop",
+        "dslice",
+        "dupdate",
+        "convolve",
+        "conv groups dilation",
+        "conv traced kernel",
+    ],
 )
 def test_static_structures_have_exact_patterns(f, n, slack):
     x = jnp.linspace(0.3, 1.7, n)

@@ -207,6 +207,10 @@ class Interpreter:
             return self._lines(eqn, ins), none
         elif name in _structured.RULES:
             return _structured.RULES[name](self, eqn, ins), none
+        elif name in _structured.VALUED_RULES:
+            out = _structured.VALUED_RULES[name](self, eqn, ins, ivals)
+            if out is not None:
+                return out, none
         elif name == "dot_general":
             return [self._dot(eqn, ins, ivals)], none
         reason = (

@@ -20,7 +20,9 @@ a superset of the nonzeros of ``J(x)`` at every ``x``. The rules, by primitive:
   backward rule), not the primal; ``while``: simulated while its trip count is a constant,
   else the carry's dependencies to a fixed point; ``scan``: unrolled (see
   :mod:`bpjax.modes._flow`);
-* anything else (convolutions, linear algebra…): every output element
+* ``conv_general_dilated``, ``top_k``, ``cholesky``, ``dynamic_slice`` at traced starts: by
+  their structure (:mod:`bpjax.modes._structured`);
+* anything else (FFTs, most linear algebra…): every output element
   depends on every dependency of every operand. This is conservative, never exact, and is
   reported in :attr:`Pattern.fallbacks` (and by :func:`bpjax.modes.sparsity` as a
   :class:`SparsityWarning`) with the primitive's name.

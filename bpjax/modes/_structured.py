@@ -6,6 +6,11 @@
   element ``i`` reads one of the operand elements ``i .. i + L - s`` (a band, not the whole
   operand); an updated array's element ``j`` is the operand's or one of the update's
   elements ``j - (L - s) .. j``.
+* ``conv_general_dilated`` (one batch group): output ``(n, o, s)`` reads the input window of
+  position ``s`` (strides, padding and dilations applied, by JAX's own
+  ``conv_general_dilated_patches`` on element ids) over the input channels of ``o``'s
+  feature group, skipping the taps where a constant kernel is zero, and the kernel
+  elements of feature ``o``.
 * ``cholesky``: ``L = chol(A)``, ``L[i, j]`` (``j <= i``) depends on the leading
   ``(i+1) x (i+1)`` block of ``A`` (both triangles: a superset of what the factorization
   reads, which is conservative); the strict upper triangle is zero.
@@ -18,6 +23,8 @@ from __future__ import annotations
 
 import math
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import scipy.sparse as sp
 
@@ -53,6 +60,54 @@ def cholesky(interp, eqn, ins):
     offsets = (np.arange(batch) * block)[:, None]
     R = _csr((offsets + rows).ravel(), (offsets + cols).ravel(), (batch * block, batch * block))
     return [_deps.aggregate(R, ins[0], interp.budget, interp.notes, "cholesky")]
+
+
+def conv(interp, eqn, ins, ivals):
+    p = eqn.params
+    lhs, rhs, out = eqn.invars[0].aval, eqn.invars[1].aval, eqn.outvars[0].aval
+    lhs_spec, rhs_spec, out_spec = p["dimension_numbers"]
+    size_in = math.prod(lhs.shape)
+    if p["batch_group_count"] != 1 or size_in >= 1 << 24:  # ids travel as float32
+        return None
+    window = [rhs.shape[d] for d in rhs_spec[2:]]
+    N, C = lhs.shape[lhs_spec[0]], lhs.shape[lhs_spec[1]]
+    O, G = out.shape[out_spec[1]], p["feature_group_count"]
+    Cg, Og, W = C // G, O // G, math.prod(window)
+    S = math.prod(out.shape[d] for d in out_spec[2:])
+    if N * O * S * Cg * W > interp.budget:
+        return None
+    ids = jnp.arange(1, size_in + 1, dtype=jnp.float32).reshape(lhs.shape)
+    patches = jax.lax.conv_general_dilated_patches(
+        ids,
+        window,
+        p["window_strides"],
+        p["padding"],
+        p["lhs_dilation"],
+        p["rhs_dilation"],
+        p["dimension_numbers"],
+    )
+    # (N, C*W, spatial…) in the output's layout -> (N, G, Cg, W, S); 0 marks padding.
+    P = np.asarray(patches).transpose(out_spec).reshape(N, G, Cg, W, S).astype(np.int64) - 1
+    out_ids = np.arange(math.prod(out.shape)).reshape(out.shape).transpose(out_spec)
+    out_ids = out_ids.reshape(N, O, 1, 1, S)
+    taps = P[:, np.arange(O) // Og]  # (N, O, Cg, W, S): what output (n, o, s) may read
+    kernel = np.ones((O, Cg, W), bool)
+    if ivals[1] is not None:  # a constant kernel's zeros read nothing
+        kernel = np.asarray(ivals[1]).transpose(rhs_spec).reshape(O, Cg, W) != 0
+    shape = (N, O, Cg, W, S)
+    read = (taps >= 0) & kernel[None, :, :, :, None]
+    rows = np.broadcast_to(out_ids, shape)[read]
+    R_in = _csr(rows, taps[read], (math.prod(out.shape), size_in))
+    parts = [_deps.aggregate(R_in, ins[0], interp.budget, interp.notes, "conv")]
+    if ins[1] is not None:
+        k_ids = np.arange(math.prod(rhs.shape)).reshape(rhs.shape).transpose(rhs_spec)
+        k_ids = np.broadcast_to(k_ids.reshape(1, O, Cg, W, 1), shape)
+        hit = taps >= 0  # a tap on padding or a dilation hole multiplies nothing
+        rows = np.broadcast_to(out_ids, shape)[hit]
+        R_k = _csr(rows, k_ids[hit], (R_in.shape[0], math.prod(rhs.shape)))
+        parts.append(_deps.aggregate(R_k, ins[1], interp.budget, interp.notes, "conv"))
+    parts = [d for d in parts if d is not None]
+    return [_deps.union(parts) if parts else None]
 
 
 def _offsets(length, size, start):
@@ -116,6 +171,8 @@ def dynamic_update_slice(interp, eqn, ins, ivals):
 
 # primitive name -> (interpreter, eqn, operand deps) -> output deps
 RULES = {"top_k": top_k, "cholesky": cholesky}
+# the same, with the operands' values too; None when the rule does not apply (too large)
+VALUED_RULES = {"conv_general_dilated": conv}
 # data movement at positions not known at trace time:
 # (interpreter, eqn, operand deps, operand values) -> output deps, or None (too many)
 TRACED_STARTS = {
