@@ -220,6 +220,14 @@ def test_a_while_loop_inside_a_custom_vjp_keeps_reverse_mode():
             23,
             1.0,
         ),
+        (lambda x: jnp.concatenate([a.ravel() for a in jnp.linalg.qr(x.reshape(4, 3))]), 12, 1.0),
+        (
+            lambda x: jnp.concatenate(
+                [a.ravel() for a in jnp.linalg.qr(x.reshape(2, 3, 3), mode="complete")]
+            ),
+            18,
+            1.0,
+        ),
     ],
     ids=[
         "scan",
@@ -233,6 +241,8 @@ def test_a_while_loop_inside_a_custom_vjp_keeps_reverse_mode():
         "convolve",
         "conv groups dilation",
         "conv traced kernel",
+        "qr",
+        "qr complete batched",
     ],
 )
 def test_static_structures_have_exact_patterns(f, n, slack):

@@ -11,6 +11,9 @@
   ``conv_general_dilated_patches`` on element ids) over the input channels of ``o``'s
   feature group, skipping the taps where a constant kernel is zero, and the kernel
   elements of feature ``o``.
+* ``qr`` (no pivoting): Gram-Schmidt order: column ``j`` of ``Q`` and of ``R`` depend on the
+  columns ``0 .. j`` of ``A`` (the extra columns of a complete ``Q``, on all of them); the
+  strict lower triangle of ``R`` is zero.
 * ``cholesky``: ``L = chol(A)``, ``L[i, j]`` (``j <= i``) depends on the leading
   ``(i+1) x (i+1)`` block of ``A`` (both triangles: a superset of what the factorization
   reads, which is conservative); the strict upper triangle is zero.
@@ -110,6 +113,42 @@ def conv(interp, eqn, ins, ivals):
     return [_deps.union(parts) if parts else None]
 
 
+def _columns_upto(out_shape, a_shape, upto, batch):
+    """0/1 matrix: output ``(…, i, j)`` reads column ``0 .. upto(i, j)`` of ``A`` (``-1``:
+    nothing), per batch element."""
+    (r, c), (m, n) = out_shape, a_shape
+    i, j = np.meshgrid(np.arange(r), np.arange(c), indexing="ij")
+    last = np.minimum(upto(i, j), n - 1).ravel()
+    out_pos = (i * c + j).ravel()
+    cols_per = last + 1
+    rows = np.repeat(out_pos, m * cols_per)
+    cols = (
+        np.concatenate(
+            [(np.arange(m)[:, None] * n + np.arange(k + 1)[None, :]).ravel() for k in last]
+        )
+        if rows.size
+        else np.zeros(0, np.int64)
+    )
+    out_size, in_size = r * c, m * n
+    off_out = (np.arange(batch) * out_size)[:, None]
+    off_in = (np.arange(batch) * in_size)[:, None]
+    return _csr(
+        (off_out + rows).ravel(), (off_in + cols).ravel(), (batch * out_size, batch * in_size)
+    )
+
+
+def qr(interp, eqn, ins, ivals):
+    if eqn.params.get("pivoting"):
+        return None
+    a = eqn.invars[0].aval
+    batch = math.prod(a.shape[:-2])
+    q_shape, r_shape = (v.aval.shape[-2:] for v in eqn.outvars)
+    k = min(a.shape[-2:])
+    Rq = _columns_upto(q_shape, a.shape[-2:], lambda i, j: np.where(j < k, j, k - 1), batch)
+    Rr = _columns_upto(r_shape, a.shape[-2:], lambda i, j: np.where(i <= j, j, -1), batch)
+    return [_deps.aggregate(R, ins[0], interp.budget, interp.notes, "qr") for R in (Rq, Rr)]
+
+
 def _offsets(length, size, start):
     """The starts a dynamic slice of ``size`` out of ``length`` may take (JAX clamps)."""
     if start is None:
@@ -172,7 +211,7 @@ def dynamic_update_slice(interp, eqn, ins, ivals):
 # primitive name -> (interpreter, eqn, operand deps) -> output deps
 RULES = {"top_k": top_k, "cholesky": cholesky}
 # the same, with the operands' values too; None when the rule does not apply (too large)
-VALUED_RULES = {"conv_general_dilated": conv}
+VALUED_RULES = {"conv_general_dilated": conv, "qr": qr}
 # data movement at positions not known at trace time:
 # (interpreter, eqn, operand deps, operand values) -> output deps, or None (too many)
 TRACED_STARTS = {
