@@ -256,3 +256,32 @@ def test_static_structures_have_exact_patterns(f, n, slack):
         true |= _flat_jacobian(jax.jacfwd, f, point) != 0
     assert not (true & ~P).any()
     assert P.sum() <= slack * true.sum(), (P.sum(), true.sum())
+
+
+_MASK = jnp.array([1.0, 0.0, 2.0, 0.0])
+
+
+@pytest.mark.parametrize(
+    "f",
+    [
+        lambda x: x * _MASK,  # a constant zero factor
+        lambda x: jnp.array([0.0, 1.0, 0.0, 3.0]) / x,  # a constant zero numerator
+        lambda x: jax.lax.integer_pow(x, 0) + jnp.floor(x) * x,  # zero derivatives
+        lambda x: jnp.round(x) + jnp.ceil(x) * jnp.sign(x[::-1]),
+        lambda x: jnp.stack([x[:2], x[2:]]).ravel() * jnp.stack([x, x[::-1]], axis=1).sum(1)[0],
+        lambda x: jnp.concatenate(jnp.unstack(x.reshape(2, 2)[::-1], axis=1)),
+        lambda x: jnp.where(jnp.array([True, False, True, False]), x, x[::-1] ** 2),
+    ],
+    ids=["x*mask", "0/x", "x**0, floor", "round, ceil, sign", "stack", "unstack", "where"],
+)
+def test_constant_zeros_and_piecewise_constants_depend_on_nothing(f):
+    x = jnp.array([0.7, 1.3, 2.1, 0.4])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", modes.SparsityWarning)
+        P = np.asarray(modes.sparsity(f, x).todense()).astype(bool)
+    true = np.zeros_like(P)
+    for seed in range(3):
+        # away from (0, 1), where floor(x) * x has a zero derivative by value, not structure
+        point = jax.random.uniform(jax.random.key(seed), (4,), minval=1.2, maxval=3.0)
+        true |= _flat_jacobian(jax.jacfwd, f, point) != 0
+    np.testing.assert_array_equal(P, true)

@@ -160,6 +160,8 @@ MOVES = {
     "dynamic_slice": lambda ops, p: [_dynamic_slice(*ops, slice_sizes=p["slice_sizes"])],
     "dynamic_update_slice": lambda ops, p: [_dynamic_update_slice(*ops)],
     "tile": lambda ops, p: [np.tile(ops[0], p["reps"])],
+    "stack": lambda ops, p: [np.stack(ops, axis=p["axis"])],
+    "unstack": lambda ops, p: list(np.moveaxis(ops[0], p["axis"], 0)),
     "copy": lambda ops, p: [ops[0]],
     "copy_p": lambda ops, p: [ops[0]],
 }

@@ -13,79 +13,11 @@ import numpy as np
 import scipy.sparse as sp
 from jax.extend import core as jcore
 
-from bpjax.modes import _deps, _flow, _index_maps, _structured
+from bpjax.modes import _deps, _elementwise, _flow, _index_maps, _structured
 
 _FOLD_MAX_SIZE = 1 << 22
 
-ELEMENTWISE = frozenset(
-    [
-        "abs",
-        "acos",
-        "acosh",
-        "add",
-        "add_any",
-        "asin",
-        "asinh",
-        "atan",
-        "atan2",
-        "atanh",
-        "cbrt",
-        "ceil",
-        "clamp",
-        "conj",
-        "convert_element_type",
-        "copy",
-        "copy_p",
-        "cos",
-        "cosh",
-        "digamma",
-        "div",
-        "erf",
-        "erf_inv",
-        "erfc",
-        "exp",
-        "exp2",
-        "expm1",
-        "floor",
-        "igamma",
-        "igammac",
-        "imag",
-        "integer_pow",
-        "is_finite",
-        "lgamma",
-        "log",
-        "log1p",
-        "logistic",
-        "max",
-        "min",
-        "mul",
-        "neg",
-        "nextafter",
-        "one_minus_square",
-        "polygamma",
-        "pow",
-        "real",
-        "reduce_precision",
-        "rem",
-        "round",
-        "rsqrt",
-        "select_n",
-        "sign",
-        "sin",
-        "sinh",
-        "sqrt",
-        "square",
-        "sub",
-        "tan",
-        "tanh",
-        "zeta",
-        "bessel_i0e",
-        "bessel_i1e",
-        "regularized_incomplete_beta",
-        "igamma_grad_a",
-        "random_gamma_grad",
-    ]
-)
+ELEMENTWISE = _elementwise.ELEMENTWISE
 REDUCTIONS = frozenset(
     ["reduce_sum", "reduce_max", "reduce_min", "reduce_prod", "argmax", "argmin"]
 )
@@ -190,7 +122,7 @@ class Interpreter:
         if name == "stop_gradient":
             return none, none
         if name in ELEMENTWISE:
-            return [self._elementwise(eqn, ins, out_avals[0])], none
+            return [_elementwise.rule(self, eqn, ins, out_avals[0], ivals)], none
         if name in _index_maps.MOVES or name == "gather":
             moved = self._move(eqn, ins, ivals)
             if moved is None and name in _structured.TRACED_STARTS:
@@ -272,18 +204,6 @@ class Interpreter:
         return none if outs is None else outs
 
     # --- rules -----------------------------------------------------------------------
-
-    def _elementwise(self, eqn, ins, out_aval):
-        parts = []
-        for v, d in zip(eqn.invars, ins, strict=True):
-            if d is None:
-                continue
-            if v.aval.shape != out_aval.shape:  # size-1 axes broadcast, as in NumPy
-                ids = np.arange(d.size).reshape(v.aval.shape)
-                src = np.broadcast_to(ids, out_aval.shape)
-                d = _deps.take([d], [d.size], src, self.n)
-            parts.append(d)
-        return _deps.union(parts)
 
     def _ids(self, eqn, ins, ivals, index_ops):
         """Element ids for data operands (offset per operand), values for index operands."""
