@@ -68,6 +68,7 @@ ELEMENTWISE = frozenset(
         "round",
         "rsqrt",
         "select_n",
+        "select_if_vmap",  # Equinox's vmapped-cond select: an elementwise select
         "sign",
         "sin",
         "sinh",
