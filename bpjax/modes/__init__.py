@@ -7,7 +7,11 @@ that share no row can be seeded together, ``J (e_j + e_k)``, and read back apart
 
 1. :func:`sparsity` finds ``J``'s nonzero pattern from ``f``'s jaxpr (abstract
    interpretation: which inputs each output may depend on), without evaluating a
-   derivative; exact for the common primitives, conservative otherwise.
+   derivative; exact for the common primitives, conservative otherwise (never missing a
+   nonzero: ``custom_jvp``/``custom_vjp`` functions are read through the rules that
+   differentiation runs, loops are simulated or iterated to a fixed point). Every mode
+   that knows the pattern returns exact zeros outside it, and a ``lax.while_loop`` on
+   ``x`` (no reverse mode in JAX) gets forward-mode products only.
 2. :func:`color_columns`, :func:`color_rows` and :func:`bicolor` compress it: ``k``
    column colors give ``J`` from ``k`` JVPs, ``J[i, j] = (J s_color(j))_i``; ``k`` row colors
    from ``k`` VJPs; a star bicoloring mixes both (a dense row by one VJP, a dense column
