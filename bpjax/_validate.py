@@ -102,3 +102,23 @@ def check_labels(op: str, scores_name: str, scores, labels) -> None:
             f"{op}: labels must be integer class ids or floating one-hot/probabilities, "
             f"got dtype {labels.dtype}"
         )
+
+
+def is_int(value) -> bool:
+    """True for a Python or NumPy integer and False for a bool.
+
+    ``bool`` is a subclass of ``int`` in Python, so without this ``depth=True`` would
+    silently mean ``depth=1``.
+    """
+    return isinstance(value, int | np.integer) and not isinstance(value, bool)
+
+
+def is_number(value) -> bool:
+    """True for a Python or NumPy integer or float, and False for a bool."""
+    return is_int(value) or isinstance(value, float | np.floating)
+
+
+def require_int(op: str, name: str, value, *, minimum: int = 1) -> None:
+    """Raise a ValueError unless ``value`` is an integer (not a bool) ``>= minimum``."""
+    if not is_int(value) or value < minimum:
+        raise ValueError(f"{op}: {name} must be an integer >= {minimum}, got {value!r}")
