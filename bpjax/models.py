@@ -9,17 +9,21 @@ differentiated by hand (manual), by hand-written rules (``rev``/``fwd``) and by 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
+from collections.abc import Callable
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bpjax import fwd, ref, remat, rev
+from bpjax import _validate, fwd, ref, remat, rev
 
 __all__ = [
     "MLP",
+    "Block",
+    "register_block",
     "block",
     "init_layers",
     "layers_logits",
@@ -116,7 +120,106 @@ def layers_loss(params, x, labels, *, ops=rev, activation="relu"):
     )
 
 
-ARCHS = ("plain", "residual", "highway", "dense")
+# The hidden blocks of MLP in one registry: models.MLP and nnx.MLP look `arch` up here and
+# nowhere else switch on its name, so a new block is one register_block call.
+@dataclasses.dataclass(frozen=True)
+class Block:
+    """One kind of hidden block: its formula and what it needs from the network.
+
+    Attributes:
+      apply: ``apply(state, *, affine, act, gate, alpha) -> state``, the block's formula.
+        ``state`` is ``h: (batch, width)``, or with ``windowed`` the tuple of the last
+        ``window`` outputs, newest first; ``affine: (batch, fan) -> (batch, width)`` is the
+        block's linear map ``h W + b`` (``fan = window · width``); ``act`` the activation;
+        ``gate: (batch, width) -> (batch, width)`` the gate ``sigmoid(h W_T + b_T)`` (``None``
+        unless ``gated``); ``alpha`` the residual branch scale. Returns the next state,
+        shaped like ``state``.
+      gated: the block has a gate ``W_T: (width, width)``, ``b_T: (width,)``, its bias
+        starting at the config's ``gate_bias``.
+      windowed: the block reads the last ``window = min(dense_cap, depth)`` hidden outputs
+        (zero-padded at the start) and so does the output layer, which sees them
+        concatenated.
+    """
+
+    apply: Callable[..., Any]
+    gated: bool = False
+    windowed: bool = False
+
+
+def _plain(state, *, affine, act, gate, alpha):
+    del gate, alpha
+    return act(affine(state))
+
+
+def _residual(state, *, affine, act, gate, alpha):
+    del gate
+    return state + alpha * act(affine(state))
+
+
+def _highway(state, *, affine, act, gate, alpha):
+    del alpha
+    branch = act(affine(state))
+    t = gate(state)
+    return t * branch + (1 - t) * state
+
+
+def _dense(state, *, affine, act, gate, alpha):
+    del gate, alpha
+    new = act(affine(jnp.concatenate(state, axis=-1)))
+    return (new, *state[:-1])
+
+
+BLOCKS: dict[str, Block] = {
+    "plain": Block(_plain),  # h ← σ(h W + b)
+    "residual": Block(_residual),  # h ← h + α σ(h W + b)
+    "highway": Block(_highway, gated=True),  # h ← T ⊙ σ(h W + b) + (1 − T) ⊙ h
+    "dense": Block(_dense, windowed=True),  # h ← σ([h_l, …, h_{l−K+1}] W + b)
+}
+
+
+def register_block(name: str, block: Block, *, replace: bool = False) -> None:
+    """Make ``block`` available as ``MLP(arch=name)`` in :mod:`bpjax.models` and
+    :mod:`bpjax.nnx`.
+
+    Args:
+      name: the ``arch`` string that selects it.
+      block: its :class:`Block` record.
+      replace: allow ``name`` to be registered already (it then names ``block``).
+
+    >>> def scaled(state, *, affine, act, gate, alpha):
+    ...     del gate
+    ...     return (1 - alpha) * state + alpha * act(affine(state))
+    >>> register_block("scaled", Block(scaled), replace=True)
+    """
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"register_block: name must be a non-empty string, got {name!r}")
+    if not isinstance(block, Block):
+        raise TypeError(
+            f"register_block: block must be a bpjax.models.Block, got {type(block).__name__}; "
+            "wrap its formula as Block(apply, gated=..., windowed=...)"
+        )
+    if not callable(block.apply):
+        raise TypeError(f"register_block: {name!r}: Block.apply must be callable")
+    if name in BLOCKS and not replace:
+        raise ValueError(
+            f"register_block: {name!r} is registered already; pass replace=True to redefine it"
+        )
+    BLOCKS[name] = block
+
+
+def _get_block(name: str, where: str = "MLP") -> Block:
+    """The registered :class:`Block` called ``name``, or a ValueError listing them."""
+    if isinstance(name, str) and name in BLOCKS:
+        return BLOCKS[name]
+    raise ValueError(
+        f"{where}: unknown arch {name!r}; choose one of {tuple(BLOCKS)} or register your own "
+        "with bpjax.models.register_block(name, bpjax.models.Block(apply, gated=..., "
+        "windowed=...))"
+    )
+
+
+# The built-in blocks; MLP accepts any name registered with register_block.
+ARCHS = tuple(BLOCKS)
 ACTIVATIONS = ("sigmoid", "tanh", "relu")
 
 
@@ -125,15 +228,8 @@ def _choice(name, value, allowed) -> None:
         raise ValueError(f"MLP: unknown {name} {value!r}; choose one of {tuple(allowed)}")
 
 
-def _positive_int(name, value, where="MLP") -> None:
-    # bool is an int in Python: depth=True would silently mean depth=1.
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
-        raise ValueError(f"{where}: {name} must be an integer >= 1, got {value!r}")
-
-
 def _finite(name, value, *, positive=False) -> None:
-    ok = not isinstance(value, bool) and isinstance(value, int | float | np.floating)
-    if not ok or not math.isfinite(value) or (positive and value <= 0):
+    if not _validate.is_number(value) or not math.isfinite(value) or (positive and value <= 0):
         kind = "a positive finite number" if positive else "a finite number"
         raise ValueError(f"MLP: {name} must be {kind}, got {value!r}")
 
@@ -141,8 +237,11 @@ def _finite(name, value, *, positive=False) -> None:
 def block(arch: str, state, *, affine, act, gate=None, alpha: float = 1.0):
     """One hidden block of :class:`MLP`: the formula, written once for every implementation.
 
+    The formula is the ``apply`` of the :class:`Block` registered as ``arch``.
+
     Args:
-      arch: ``"plain"``, ``"residual"``, ``"highway"`` or ``"dense"``.
+      arch: ``"plain"``, ``"residual"``, ``"highway"``, ``"dense"`` or a name given to
+        :func:`register_block`.
       state: ``h: (batch, width)``; for ``"dense"`` the tuple of the last ``window`` outputs.
       affine: ``h -> h W + b``, the block's linear map (``(batch, fan) -> (batch, width)``).
       act: the activation.
@@ -152,16 +251,7 @@ def block(arch: str, state, *, affine, act, gate=None, alpha: float = 1.0):
     Returns:
       The next state, shaped like ``state``.
     """
-    if arch == "dense":
-        new = act(affine(jnp.concatenate(state, axis=-1)))
-        return (new, *state[:-1])
-    branch = act(affine(state))
-    if arch == "plain":
-        return branch
-    if arch == "residual":
-        return state + alpha * branch
-    t = gate(state)
-    return t * branch + (1 - t) * state
+    return _get_block(arch, "block").apply(state, affine=affine, act=act, gate=gate, alpha=alpha)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -171,7 +261,8 @@ class MLP:
     Layout: a *stem* ``h¹ = σ(x W₀ + b₀)`` (``d_in → width``), then ``depth − 1`` hidden
     blocks of equal width stacked on a leading axis and run under ``lax.scan`` (so depth 256
     compiles as fast as depth 2), then a linear *output* layer to the logits. ``depth`` is the
-    number of hidden layers, stem included. Block ``l`` by ``arch``:
+    number of hidden layers, stem included. Block ``l`` by ``arch`` (the built-in blocks;
+    :func:`register_block` adds more):
 
     * ``"plain"``: ``h ← σ(h W + b)``.
     * ``"residual"``: ``h ← h + α σ(h W + b)`` (He et al. 2016). The branch scale ``α``
@@ -219,12 +310,12 @@ class MLP:
     checkpoint: Any = "none"
 
     def __post_init__(self):
-        _choice("arch", self.arch, ARCHS)
+        _get_block(self.arch)
         _choice("activation", self.activation, ACTIVATIONS)
         _choice("weight_init", self.weight_init, tuple(INITS))
-        _positive_int("depth", self.depth)
-        _positive_int("width", self.width)
-        _positive_int("dense_cap", self.dense_cap)
+        _validate.require_int("MLP", "depth", self.depth)
+        _validate.require_int("MLP", "width", self.width)
+        _validate.require_int("MLP", "dense_cap", self.dense_cap)
         _finite("gain", self.gain, positive=True)
         _finite("gate_bias", self.gate_bias)
         if self.branch_scale is not None:
@@ -234,19 +325,25 @@ class MLP:
         remat.resolve(self.checkpoint)
 
     @property
+    def block(self) -> Block:
+        """The registered :class:`Block` named by ``arch``."""
+        return _get_block(self.arch)
+
+    @property
     def alpha(self) -> float:
         """The residual branch scale actually used."""
         return 1.0 / math.sqrt(self.depth) if self.branch_scale is None else self.branch_scale
 
     @property
     def window(self) -> int:
-        """How many hidden outputs a dense block (and the output layer) sees."""
-        return min(self.dense_cap, self.depth) if self.arch == "dense" else 1
+        """How many hidden outputs a windowed block such as ``"dense"`` (and the output layer
+        after it) sees; 1 for the others."""
+        return min(self.dense_cap, self.depth) if self.block.windowed else 1
 
     def init(self, key, d_in: int, d_out: int):
         """Parameters for inputs ``(batch, d_in)`` and ``d_out`` classes."""
-        _positive_int("d_in", d_in, "MLP.init")
-        _positive_int("d_out", d_out, "MLP.init")
+        _validate.require_int("MLP.init", "d_in", d_in)
+        _validate.require_int("MLP.init", "d_out", d_out)
         k_stem, k_blocks, k_gates, k_out = jax.random.split(key, 4)
         w, n, fan, dt = self.width, self.depth - 1, self.window * self.width, self.dtype
         inits = self.initializers()
@@ -255,7 +352,7 @@ class MLP:
             return jax.vmap(lambda k: init(k, shape, dt))(jax.random.split(k, n))
 
         blocks = {"W": stacked(inits["block"], k_blocks, (fan, w)), "b": jnp.zeros((n, w), dt)}
-        if self.arch == "highway":
+        if self.block.gated:
             blocks["W_T"] = stacked(inits["gate"], k_gates, (w, w))
             blocks["b_T"] = jnp.full((n, w), self.gate_bias, dt)
         return {
@@ -289,14 +386,17 @@ class MLP:
         act = getattr(ops, self.activation)
         h = act(ops.linear(x, params["stem"]["W"], params["stem"]["b"]))
         state = self.initial_state(h)
+        kind = self.block
 
         def layer(p, state):
-            return block(
-                self.arch,
+            def gate(h):
+                return ops.sigmoid(ops.linear(h, p["W_T"], p["b_T"]))
+
+            return kind.apply(
                 state,
                 affine=lambda h: ops.linear(h, p["W"], p["b"]),
                 act=act,
-                gate=lambda h: ops.sigmoid(ops.linear(h, p["W_T"], p["b_T"])),
+                gate=gate if kind.gated else None,
                 alpha=self.alpha,
             )
 
@@ -306,51 +406,53 @@ class MLP:
 
     def initial_state(self, h):
         """The block scan's input state from the stem's output ``h: (batch, width)``."""
-        if self.arch != "dense":
+        if not self.block.windowed:
             return h
         return (h,) + (jnp.zeros_like(h),) * (self.window - 1)
 
     def top(self, state):
         """What the output layer reads: ``h``, or the dense window concatenated."""
-        return jnp.concatenate(state, axis=-1) if self.arch == "dense" else state
+        return jnp.concatenate(state, axis=-1) if self.block.windowed else state
 
     def check_params(self, params) -> None:
         """Raise a ValueError unless ``params`` have the layout and shapes this config makes.
 
         Catches parameters made by another config (another width, depth, arch or window).
+        The layout and shapes wanted are those :meth:`init` gives (``jax.eval_shape``, for
+        the ``d_in`` and ``d_out`` that ``params`` were made for).
         """
-        w, fan, n = self.width, self.window * self.width, self.depth - 1
-        keys = {"W", "b", "W_T", "b_T"} if self.arch == "highway" else {"W", "b"}
         if not isinstance(params, dict) or set(params) != {"stem", "blocks", "out"}:
             raise ValueError("MLP: params must be a dict with keys 'stem', 'blocks', 'out'")
-        if set(params["blocks"]) != keys:
-            raise ValueError(
-                f"MLP: params['blocks'] has keys {sorted(params['blocks'])} but arch="
-                f"{self.arch!r} needs {sorted(keys)}; were they made by another config?"
-            )
         d_in = np.shape(params["stem"]["W"])[0]
         d_out = np.shape(params["out"]["W"])[-1]
-        want = {
-            ("stem", "W"): (d_in, w),
-            ("stem", "b"): (w,),
-            ("blocks", "W"): (n, fan, w),
-            ("blocks", "b"): (n, w),
-            ("blocks", "W_T"): (n, w, w),
-            ("blocks", "b_T"): (n, w),
-            ("out", "W"): (fan, d_out),
-            ("out", "b"): (d_out,),
-        }
-        for (part, name), shape in want.items():
-            if name not in params[part]:
-                continue
-            got = tuple(np.shape(params[part][name]))
-            if got != shape:
-                raise ValueError(
-                    f"MLP: params[{part!r}][{name!r}].shape={got} but depth={self.depth}, "
-                    f"width={self.width}, arch={self.arch!r} need {shape}; were they made by "
-                    "another config?"
-                )
+        try:
+            want = _param_shapes(self, self.block, d_in, d_out)
+        except TypeError:  # an unhashable checkpoint strategy: no cache
+            want = _param_shapes.__wrapped__(self, self.block, d_in, d_out)
+        if set(params["blocks"]) != set(want["blocks"]):
+            raise ValueError(
+                f"MLP: params['blocks'] has keys {sorted(params['blocks'])} but arch="
+                f"{self.arch!r} needs {sorted(want['blocks'])}; were they made by another config?"
+            )
+        for part, names in want.items():
+            for name, shape in names.items():
+                got = tuple(np.shape(params[part].get(name)))
+                if got != shape:
+                    raise ValueError(
+                        f"MLP: params[{part!r}][{name!r}].shape={got} but depth={self.depth}, "
+                        f"width={self.width}, arch={self.arch!r} need {shape}; were they made "
+                        "by another config?"
+                    )
 
     def loss(self, params, x, labels, *, ops=rev):
         """Mean softmax cross-entropy of :meth:`apply` against ``labels``."""
         return namespace(ops).softmax_cross_entropy(self.apply(params, x, ops=ops), labels)
+
+
+@functools.lru_cache(maxsize=256)
+def _param_shapes(config: MLP, block: Block, d_in: int, d_out: int) -> dict:
+    # Cached because apply checks params on every eager call; block is in the key so that a
+    # block registered anew under the same name is not answered from the cache.
+    del block
+    shapes = jax.eval_shape(lambda key: config.init(key, d_in, d_out), jax.random.key(0))
+    return {part: {n: tuple(a.shape) for n, a in arrays.items()} for part, arrays in shapes.items()}

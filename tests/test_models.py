@@ -125,3 +125,70 @@ def test_bad_config_gives_clear_errors():
         model.apply(params, jnp.ones((2, 6)))
     with pytest.raises(ValueError, match=r"\['W'\].shape=\(2, 4, 4\) but depth=5"):
         dataclasses.replace(model, depth=5).apply(params, jnp.ones((2, 5)))
+
+
+def _gated_residual(state, *, affine, act, gate, alpha):
+    return state + alpha * gate(state) * act(affine(state))
+
+
+@pytest.fixture
+def gated_residual(monkeypatch):
+    """A fifth block, registered from outside the package for one test."""
+    monkeypatch.setattr(models, "BLOCKS", dict(models.BLOCKS))
+    models.register_block("gated_residual", models.Block(_gated_residual, gated=True))
+    return "gated_residual"
+
+
+def test_a_registered_block_runs_its_formula_with_its_gate(gated_residual):
+    model = models.MLP(arch=gated_residual, depth=4, width=5, dtype=jnp.float64)
+    params, x, y = _setup(model)
+    assert sorted(params["blocks"]) == ["W", "W_T", "b", "b_T"]
+    np.testing.assert_array_equal(params["blocks"]["b_T"], model.gate_bias)
+    p = params["blocks"]
+    h = jax.nn.relu(x @ params["stem"]["W"] + params["stem"]["b"])
+    for i in range(3):
+        t = jax.nn.sigmoid(h @ p["W_T"][i] + p["b_T"][i])
+        h = h + model.alpha * t * jax.nn.relu(h @ p["W"][i] + p["b"][i])
+    want = h @ params["out"]["W"] + params["out"]["b"]
+    np.testing.assert_allclose(model.apply(params, x), want, rtol=1e-12)
+
+    def grad(ops):
+        return jax.grad(lambda p: model.loss(p, x, y, ops=ops))(params)
+
+    for ops in (rev, fwd):
+        assert _max_rel(grad(ops), grad(ref)) <= 1e-10
+
+
+def test_registry_errors_say_what_is_registered_and_how_to_register(gated_residual):
+    with pytest.raises(
+        ValueError, match=r"unknown arch 'resnet'.*'gated_residual'.*register_block"
+    ):
+        models.MLP(arch="resnet")
+    with pytest.raises(ValueError, match="registered already; pass replace=True"):
+        models.register_block("plain", models.Block(_gated_residual))
+    with pytest.raises(TypeError, match="must be a bpjax.models.Block"):
+        models.register_block("mine", _gated_residual)
+    with pytest.raises(ValueError, match="unknown arch 'resnet'"):
+        models.block("resnet", jnp.ones(3), affine=jnp.sin, act=jnp.sin)
+
+
+def test_check_params_wants_what_init_makes():
+    plain, highway = models.MLP(depth=3, width=4), models.MLP(arch="highway", depth=3, width=4)
+    for model in (plain, highway, models.MLP(arch="dense", depth=3, width=4, dense_cap=2)):
+        model.check_params(model.init(jax.random.key(0), 5, 2))
+    with pytest.raises(ValueError, match=r"has keys \['W', 'b'\] but arch='highway' needs"):
+        highway.check_params(plain.init(jax.random.key(0), 5, 2))
+    dense = models.MLP(arch="dense", depth=3, width=4, dense_cap=2)
+    with pytest.raises(ValueError, match=r"\['W'\].shape=\(2, 4, 4\) but .* need \(2, 8, 4\)"):
+        dense.check_params(plain.init(jax.random.key(0), 5, 2))
+
+
+def test_a_bool_is_not_an_integer_option():
+    for field in ("depth", "width", "dense_cap"):
+        with pytest.raises(ValueError, match=rf"MLP: {field} must be an integer >= 1, got True"):
+            models.MLP(**{field: True})
+    with pytest.raises(ValueError, match="gain must be a positive finite number, got True"):
+        models.MLP(gain=True)
+    with pytest.raises(ValueError, match="MLP.init: d_out must be an integer >= 1, got False"):
+        models.MLP().init(jax.random.key(0), 3, False)
+    assert models.MLP(depth=np.int64(3), width=np.int32(4)).init(jax.random.key(0), 2, 2)
