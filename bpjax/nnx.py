@@ -4,12 +4,12 @@
 initializers and its key usage, so the two are interchangeable (``nnx.update`` copies one's
 state into the other), but computes ``ops.linear`` from :mod:`bpjax.ref`, :mod:`bpjax.rev`
 (hand-written VJP) or :mod:`bpjax.fwd` (hand-written JVP). :class:`MLP` is
-:class:`bpjax.models.MLP` as a module: the same config (validated by it), the same block
-formula (:func:`bpjax.models.block`), the same initializers, with its blocks stacked by
-``nnx.vmap`` and run by ``nnx.scan``, optionally rematerialized with ``nnx.remat`` or any
-:mod:`bpjax.remat` strategy. ``ops="nnx"`` builds the same network from ``nnx.Linear`` and
-``jax.nn`` activations: the independent reference. :func:`train` runs the training step and
-loop of :mod:`bpjax.train` on a module's parameters.
+:class:`bpjax.models.MLP` as a module: built from its config (validated by it), with the
+same block formula (the :class:`bpjax.models.Block` registered for its ``arch``) and the same
+initializers, its blocks stacked by ``nnx.vmap`` and run by ``nnx.scan``, optionally
+rematerialized with ``nnx.remat`` or any :mod:`bpjax.remat` strategy. ``ops="nnx"`` builds
+the same network from ``nnx.Linear`` and ``jax.nn`` activations: the independent reference.
+:func:`train` runs the training step and loop of :mod:`bpjax.train` on a module's parameters.
 
 >>> import jax.numpy as jnp
 >>> from flax import nnx
@@ -20,6 +20,7 @@ loop of :mod:`bpjax.train` on a module's parameters.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import jax
@@ -43,6 +44,8 @@ __all__ = [
 ]
 
 OPS = ("ref", "rev", "fwd", "nnx")
+# The models.MLP fields that nnx.MLP takes as keywords; its own checkpoint replaces theirs.
+_CONFIG_FIELDS = tuple(f.name for f in dataclasses.fields(models.MLP) if f.name != "checkpoint")
 
 _default_kernel_init = nnx.initializers.lecun_normal()
 _zeros = nnx.initializers.zeros_init()
@@ -125,19 +128,22 @@ class Block(nnx.Module):
         inits, w = config.initializers(), config.width
         make = functools.partial(_linear, ops, dtype=config.dtype, rngs=rngs)
         self.linear = make(config.window * w, w, kernel_init=inits["block"])
-        if config.arch == "highway":
+        if config.block.gated:
             gate_bias = nnx.initializers.constant(config.gate_bias)
             self.gate = make(w, w, kernel_init=inits["gate"], bias_init=gate_bias)
         self.config, self.ops = config, ops
 
     def __call__(self, state):
-        sigmoid = _activation(self.ops, "sigmoid")
-        return models.block(
-            self.config.arch,
+        kind, sigmoid = self.config.block, _activation(self.ops, "sigmoid")
+
+        def gate(h):
+            return sigmoid(self.gate(h))
+
+        return kind.apply(
             state,
             affine=self.linear,
             act=_activation(self.ops, self.config.activation),
-            gate=lambda h: sigmoid(self.gate(h)),
+            gate=gate if kind.gated else None,
             alpha=self.config.alpha,
         )
 
@@ -213,21 +219,14 @@ class MLP(nnx.Module):
     Args:
       d_in: input features.
       d_out: classes.
-      arch: ``"plain"``, ``"residual"``, ``"highway"`` or ``"dense"``. This and the
-        options down to ``dtype`` are the fields of :class:`bpjax.models.MLP`, validated by it.
-      depth: hidden layers, stem included.
-      width: hidden width.
-      activation: ``"sigmoid"``, ``"tanh"`` or ``"relu"``.
-      weight_init: ``"he"``, ``"xavier"`` or ``"lecun"``.
-      gain: scale of the hidden layers' initial weights.
-      branch_scale: residual branch scale α (None: 1/√depth).
-      gate_bias: initial bias of the highway gates.
-      dense_cap: how many earlier hidden outputs a dense block sees.
-      dtype: parameter dtype.
       ops: ``"rev"``, ``"fwd"``, ``"ref"`` (bpjax rules) or ``"nnx"`` (``nnx.Linear`` and
         ``jax.nn``: the reference).
       checkpoint: how the block scan is rematerialized (see :func:`scan_blocks`).
       rngs: ``nnx.Rngs``.
+      **config: the fields of :class:`bpjax.models.MLP` (``arch``, ``depth``, ``width``,
+        ``activation``, ``weight_init``, ``gain``, ``branch_scale``, ``gate_bias``,
+        ``dense_cap``, ``dtype``), with its defaults, validated by it; the module is built
+        from that config. A name that is not a field is refused.
 
     ``__call__(x: (batch, d_in)) -> logits (batch, d_out)``; :func:`to_params` gives the
     pure-function parameters, with which ``self.config.apply`` computes the same logits.
@@ -238,40 +237,26 @@ class MLP(nnx.Module):
         d_in: int,
         d_out: int,
         *,
-        arch: str = "plain",
-        depth: int = 4,
-        width: int = 64,
-        activation: str = "relu",
-        weight_init: str = "he",
-        gain: float = 1.0,
-        branch_scale: float | None = None,
-        gate_bias: float = -2.0,
-        dense_cap: int = 4,
-        dtype=jnp.float32,
         ops: str = "rev",
         checkpoint=None,
         rngs: nnx.Rngs,
+        **config,
     ):
         _check_ops("MLP", ops)
-        config = models.MLP(
-            arch=arch,
-            depth=depth,
-            width=width,
-            activation=activation,
-            weight_init=weight_init,
-            gain=gain,
-            branch_scale=branch_scale,
-            gate_bias=gate_bias,
-            dense_cap=dense_cap,
-            dtype=dtype,
-        )
+        unknown = sorted(set(config) - set(_CONFIG_FIELDS))
+        if unknown:
+            raise TypeError(
+                f"MLP: unknown option(s) {unknown}; besides d_in, d_out, ops, checkpoint and "
+                f"rngs it takes the fields of bpjax.models.MLP: {', '.join(_CONFIG_FIELDS)}"
+            )
+        config = models.MLP(**config)
         if checkpoint not in (None, "nnx"):
             _remat.resolve(checkpoint)
-        inits, fan = config.initializers(), config.window * width
-        make = functools.partial(_linear, ops, dtype=dtype, rngs=rngs)
-        self.stem = make(d_in, width, kernel_init=inits["stem"])
+        inits, fan = config.initializers(), config.window * config.width
+        make = functools.partial(_linear, ops, dtype=config.dtype, rngs=rngs)
+        self.stem = make(d_in, config.width, kernel_init=inits["stem"])
         self.blocks = nnx.data(None)
-        if depth > 1:
+        if config.depth > 1:
             self.blocks = stacked_blocks(config, key=rngs.params(), ops=ops)
         self.out = make(fan, d_out, kernel_init=inits["out"])
         self.config, self.ops, self.checkpoint = config, ops, checkpoint
@@ -292,16 +277,14 @@ def to_params(model: MLP) -> dict:
 
     params = {"stem": linear(model.stem), "out": linear(model.out)}
     if model.blocks is not None:
-        blocks = linear(model.blocks.linear)
-        if model.config.arch == "highway":
-            blocks.update(linear(model.blocks.gate, "W_T", "b_T"))
+        params["blocks"] = linear(model.blocks.linear)
+        if model.config.block.gated:
+            params["blocks"].update(linear(model.blocks.gate, "W_T", "b_T"))
     else:
-        cfg = model.config
-        fan, w, dtype = cfg.window * cfg.width, cfg.width, model.stem.kernel.dtype
-        blocks = {"W": jnp.zeros((0, fan, w), dtype), "b": jnp.zeros((0, w), dtype)}
-        if cfg.arch == "highway":
-            blocks.update(W_T=jnp.zeros((0, w, w), dtype), b_T=jnp.zeros((0, w), dtype))
-    params["blocks"] = blocks
+        d_in, d_out = model.stem.kernel.shape[0], model.out.kernel.shape[1]
+        shapes = jax.eval_shape(lambda k: model.config.init(k, d_in, d_out), jax.random.key(0))
+        dtype = model.stem.kernel.dtype
+        params["blocks"] = {k: jnp.zeros(s.shape, dtype) for k, s in shapes["blocks"].items()}
     return params
 
 

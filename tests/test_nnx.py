@@ -99,3 +99,27 @@ def test_bad_options_and_inputs_are_refused_clearly():
         bnnx.MLP(2, 2, depth=True, rngs=nnx.Rngs(0))  # the pure model's validation, shared
     with pytest.raises(ValueError, match="x has 4 features but the kernel expects 3"):
         bnnx.Linear(3, 2, rngs=nnx.Rngs(0))(jnp.ones((1, 4)))
+
+
+def test_a_block_registered_from_outside_trains_through_both_mlps(monkeypatch):
+    def gated_residual(state, *, affine, act, gate, alpha):
+        return state + alpha * gate(state) * act(affine(state))
+
+    monkeypatch.setattr(models, "BLOCKS", dict(models.BLOCKS))
+    models.register_block("gated_residual", models.Block(gated_residual, gated=True))
+    kwargs = dict(arch="gated_residual", depth=4, width=32)
+    ds = data.digits()
+    module = bnnx.MLP(64, 10, ops="rev", rngs=nnx.Rngs(0), **kwargs)
+    assert sorted(bnnx.to_params(module)["blocks"]) == ["W", "W_T", "b", "b_T"]
+    x = jnp.asarray(ds.x_test[:8])
+    assert _rel(models.MLP(**kwargs).apply(bnnx.to_params(module), x), module(x)) <= 1e-6
+    nnx_acc = bnnx.train(module, ds, steps=150, eval_every=150, seed=0)[-1]
+    pure = train.train(models.MLP(**kwargs), ds, steps=150, eval_every=150, seed=0)
+    assert nnx_acc >= 0.85 and pure.test_acc[-1] >= 0.85
+
+
+def test_mlp_takes_exactly_the_config_fields():
+    model = bnnx.MLP(3, 2, arch="dense", depth=3, width=4, dense_cap=2, rngs=nnx.Rngs(0))
+    assert model.config == models.MLP(arch="dense", depth=3, width=4, dense_cap=2)
+    with pytest.raises(TypeError, match=r"unknown option\(s\) \['widht'\].*arch, depth, width"):
+        bnnx.MLP(3, 2, widht=4, rngs=nnx.Rngs(0))
