@@ -131,10 +131,15 @@ def has_forward_mode(f_flat, x_flat) -> bool:
     def batched_jvp(x):
         return jax.vmap(lambda t: jax.jvp(f_flat, (x,), (t,))[1])(x[None])
 
+    return _traces(batched_jvp, x_flat, TypeError, "custom_vjp")
+
+
+def _traces(fn, x, error, why) -> bool:
+    """Whether ``fn`` traces at ``x``: False for an ``error`` that names ``why``."""
     try:
-        jax.eval_shape(batched_jvp, x_flat)
-    except TypeError as err:
-        if "custom_vjp" in str(err):
+        jax.eval_shape(fn, x)
+    except error as err:
+        if why in str(err):
             return False
         raise
     return True
@@ -154,13 +159,7 @@ def has_reverse_mode(f_flat, x_flat) -> bool:
         y, pull = jax.vjp(f_flat, x)
         return pull(y)
 
-    try:
-        jax.eval_shape(pulled, x_flat)
-    except ValueError as err:
-        if "while_loop" in str(err):
-            return False
-        raise
-    return True
+    return _traces(pulled, x_flat, ValueError, "while_loop")
 
 
 def unflatten_jacobian(J, x, out):

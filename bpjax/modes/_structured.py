@@ -176,34 +176,35 @@ def _starts(ivals, first):
     return [None if v is None else np.asarray(v).item() for v in ivals[first:]]
 
 
-def _too_big(interp, factors):
-    return math.prod(f.nnz for f in factors) > interp.budget
+def _banded(interp, shape, sizes, starts, transpose):
+    """``R`` of a dynamic slice (``transpose=False``: slice element ``i`` reads operand
+    elements ``i + o``) or of its update (``True``: operand element ``j`` may receive update
+    element ``j - o``), ``o`` over the starts each axis may take; ``None`` past the budget."""
+    factors = [
+        _band(length, s, _offsets(length, s, st), transpose=True)
+        if transpose
+        else _band(s, length, _offsets(length, s, st), transpose=False)
+        for length, s, st in zip(shape, sizes, starts, strict=True)
+    ]
+    if math.prod(f.nnz for f in factors) > interp.budget:
+        return None
+    return _kron(factors)
 
 
 def dynamic_slice(interp, eqn, ins, ivals):
     shape, sizes = eqn.invars[0].aval.shape, eqn.params["slice_sizes"]
-    starts = _starts(ivals, 1)
-    factors = [
-        _band(s, length, _offsets(length, s, st), transpose=False)
-        for length, s, st in zip(shape, sizes, starts, strict=True)
-    ]
-    if _too_big(interp, factors):
+    R = _banded(interp, shape, sizes, _starts(ivals, 1), transpose=False)
+    if R is None:
         return None
-    return [_deps.aggregate(_kron(factors), ins[0], interp.budget, interp.notes, "dynamic_slice")]
+    return [_deps.aggregate(R, ins[0], interp.budget, interp.notes, "dynamic_slice")]
 
 
 def dynamic_update_slice(interp, eqn, ins, ivals):
     shape, sizes = eqn.invars[0].aval.shape, eqn.invars[1].aval.shape
-    starts = _starts(ivals, 2)
-    factors = [
-        _band(length, s, _offsets(length, s, st), transpose=True)
-        for length, s, st in zip(shape, sizes, starts, strict=True)
-    ]
-    if _too_big(interp, factors):
+    R = _banded(interp, shape, sizes, _starts(ivals, 2), transpose=True)
+    if R is None:
         return None
-    update = _deps.aggregate(
-        _kron(factors), ins[1], interp.budget, interp.notes, "dynamic_update_slice"
-    )
+    update = _deps.aggregate(R, ins[1], interp.budget, interp.notes, "dynamic_update_slice")
     # The operand's element stays wherever the update may not land: conservatively, always.
     return [_deps.union([d for d in (ins[0], update) if d is not None])]
 
