@@ -285,3 +285,21 @@ def test_constant_zeros_and_piecewise_constants_depend_on_nothing(f):
         point = jax.random.uniform(jax.random.key(seed), (4,), minval=1.2, maxval=3.0)
         true |= _flat_jacobian(jax.jacfwd, f, point) != 0
     np.testing.assert_array_equal(P, true)
+
+
+@jax.custom_jvp
+def _permute(x):
+    return x[jnp.array([2, 0, 1])]
+
+
+# The rule applies the function itself to the tangent: permute is its own linear map.
+_permute.defjvp(lambda p, t: (_permute(p[0]), _permute(t[0])))
+
+
+def test_a_rule_that_calls_its_own_function_reads_it_as_the_linear_map():
+    x = jnp.array([0.5, 1.5, 2.5])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", modes.SparsityWarning)
+        P = np.asarray(modes.sparsity(_permute, x).todense()).astype(bool)
+    np.testing.assert_array_equal(P, np.eye(3, dtype=bool)[[2, 0, 1]])
+    np.testing.assert_allclose(modes.jacobian(_permute, x, mode="sparse"), jax.jacfwd(_permute)(x))

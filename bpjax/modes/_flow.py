@@ -38,6 +38,8 @@ _DebugInfo = type(jax.make_jaxpr(lambda: 0.0)().jaxpr.debug_info)
 SIMULATE_STEPS = 512
 FIXED_POINT_STEPS = 64
 SCAN_UNROLL = 512
+# custom_jvp rules read inside custom_jvp rules, at most (then the primal is read).
+RULE_DEPTH = 4
 
 
 def _size(aval) -> int:
@@ -108,18 +110,27 @@ def _cached_rule(interp, eqn, kind):
 
 def custom_jvp(interp, eqn, ins, ivals):
     """Dependencies of a ``custom_jvp_call``'s outputs, read from its JVP rule."""
+    if interp.rule_depth >= RULE_DEPTH:
+        # A rule that applies the function itself to the tangents (``permute(t)`` in the JVP
+        # of a linear ``permute``) says the function is its own linear map: read its primal
+        # rather than its rule again, which would recurse without end.
+        return interp.primal(eqn, ins, ivals)
     try:
         closed, pos, floats = _cached_rule(interp, eqn, "jvp")
     except Exception as err:  # noqa: BLE001 - any failure to trace the rule: be conservative
         return interp.fallback(eqn, ins, f"custom_jvp (its JVP rule could not be traced: {err})")
     primal_vals = [ivals[k] for k in pos]
     tangent_deps = [ins[pos[i]] for i in floats]
-    outs, _ = interp.run(
-        closed.jaxpr,
-        closed.consts,
-        [None] * len(pos) + tangent_deps,
-        primal_vals + [None] * len(floats),
-    )
+    interp.rule_depth += 1
+    try:
+        outs, _ = interp.run(
+            closed.jaxpr,
+            closed.consts,
+            [None] * len(pos) + tangent_deps,
+            primal_vals + [None] * len(floats),
+        )
+    finally:
+        interp.rule_depth -= 1
     return outs[len(eqn.outvars) :], [None] * len(eqn.outvars)
 
 

@@ -61,6 +61,7 @@ class Interpreter:
         self.custom_vjp = False
         self.while_loops = 0  # while loops on the differentiation path (no reverse mode)
         self.rules = {}  # traced custom derivative rules, by equation
+        self.rule_depth = 0  # custom_jvp rules being read, one inside another
 
     # --- environment ---------------------------------------------------------------
 
@@ -165,6 +166,10 @@ class Interpreter:
             for v in eqn.outvars
         ]
         return outs, [None] * len(outs)
+
+    def primal(self, eqn, ins, ivals):
+        """Read a call's body (a custom rule's primal function)."""
+        return self._call(eqn, ins, ivals)
 
     def _call(self, eqn, ins, ivals):
         name = eqn.primitive.name
