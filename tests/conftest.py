@@ -15,6 +15,7 @@ experiments and ``bpjax bench``, which never run under this flag.
 
 from __future__ import annotations
 
+import functools
 import os
 
 if not os.environ.get("BPJAX_TEST_FULL_OPT"):
@@ -94,3 +95,17 @@ def matmul_shapes(seed: int, m: int, k: int, n: int):
         ((1, m, k), (4, k, n)),
     ]
     return cases[seed % len(cases)]
+
+
+@functools.cache
+def brute_force_advances(n: int, c: int) -> int:
+    """Minimum forward steps to reverse ``n`` steps with ``c`` checkpoints, over every first
+    split (the brute-force reference that revolve's closed form and the online schedule must
+    match)."""
+    if n <= 1:
+        return 0
+    if c == 1:
+        return n * (n - 1) // 2
+    return min(
+        m + brute_force_advances(n - m, c - 1) + brute_force_advances(m, c) for m in range(1, n)
+    )

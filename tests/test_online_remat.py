@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import brute_force_advances
 from jax import lax
 
 from bpjax import remat
@@ -65,21 +66,11 @@ def _rel_err(a, b):
 # --- The schedule, apart from JAX -------------------------------------------------------------
 
 
-@functools.cache
-def _brute_advances(n, c):
-    """Minimum forward steps over every split (the reference for t(L, c))."""
-    if n <= 1:
-        return 0
-    if c == 1:
-        return n * (n - 1) // 2
-    return min(m + _brute_advances(n - m, c - 1) + _brute_advances(m, c) for m in range(1, n))
-
-
 @pytest.mark.parametrize("c", range(1, 7))
 def test_optimal_up_to_beta_c_2(c):
     """Every L ≤ (c+1)(c+2)/2: forward steps equal t(L, c), the brute-force optimum."""
     for n in range(beta(c, 2) + 1):
-        assert _online.online_advances(n, c) == optimal_advances(n, c) == _brute_advances(n, c)
+        assert _online.online_advances(n, c) == optimal_advances(n, c) == brute_force_advances(n, c)
         assert remat.online_evaluations(n, c) == _online.offline_evaluations(n, c)
 
 

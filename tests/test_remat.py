@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import brute_force_advances
 from jax.ad_checkpoint import checkpoint_name
 
 from bpjax import models, remat
@@ -47,16 +48,6 @@ def _unrolled_loss(params, x):
     return jnp.sum(x)
 
 
-@functools.cache
-def _min_advances(n, c):
-    """Brute-force minimum over every split: the reference the closed form must match."""
-    if n <= 1:
-        return 0
-    if c == 1:
-        return n * (n - 1) // 2
-    return min(m + _min_advances(n - m, c - 1) + _min_advances(m, c) for m in range(1, n))
-
-
 def _name(strategy):
     return remat.resolve(strategy).name
 
@@ -74,7 +65,8 @@ def test_revolve_schedule_is_optimal_and_reverses_every_step_once(checkpoints):
     for n in range(1, 41):
         events = remat.revolve(n, checkpoints)
         advances = remat.schedule_advances(events)
-        assert advances == _min_advances(n, checkpoints) == remat.optimal_advances(n, checkpoints)
+        best = remat.optimal_advances(n, checkpoints)
+        assert advances == brute_force_advances(n, checkpoints) == best
         assert [e[1] for e in events if e[0] == "turn"] == list(reversed(range(n)))
         assert all(e[1] < checkpoints for e in events if e[0] in ("store", "restore"))
         # No step is advanced more often than revolve's repetition number allows.
