@@ -24,9 +24,21 @@ dependencies are widened to full rows (still conservative) and a note says where
 from __future__ import annotations
 
 import dataclasses
+import math
 
+import jax.numpy as jnp
 import numpy as np
 import scipy.sparse as sp
+
+
+def aval_size(aval) -> int:
+    """Number of elements of an abstract value (one jaxpr variable)."""
+    return math.prod(aval.shape)
+
+
+def is_float(aval) -> bool:
+    """Whether a variable can carry dependencies: a real or complex floating array."""
+    return jnp.issubdtype(aval.dtype, jnp.inexact)  # bfloat16 too, which NumPy's misses
 
 
 @dataclasses.dataclass(frozen=True)

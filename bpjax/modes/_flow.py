@@ -22,8 +22,6 @@ A rule that cannot be traced falls back to the conservative spread, with its nam
 
 from __future__ import annotations
 
-import math
-
 import jax
 import numpy as np
 import scipy.sparse as sp
@@ -42,12 +40,8 @@ SCAN_UNROLL = 512
 RULE_DEPTH = 4
 
 
-def _size(aval) -> int:
-    return math.prod(aval.shape)
-
-
-def _is_float(aval) -> bool:
-    return jax.numpy.issubdtype(aval.dtype, jax.numpy.inexact)
+_size = _deps.aval_size
+_is_float = _deps.is_float
 
 
 def _struct(aval):

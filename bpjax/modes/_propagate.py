@@ -44,12 +44,8 @@ SCATTERS = frozenset(
 )
 
 
-def _size(aval) -> int:
-    return math.prod(aval.shape)
-
-
-def _is_float(aval) -> bool:
-    return jnp.issubdtype(aval.dtype, jnp.inexact)
+_size = _deps.aval_size
+_is_float = _deps.is_float
 
 
 class Interpreter:
