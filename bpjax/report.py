@@ -26,7 +26,7 @@ import sys
 from pathlib import Path
 
 from bpjax.results import write_atomic
-from bpjax.tables import TABLES
+from bpjax.tables import SOURCES, TABLES, provenance
 
 __all__ = [
     "load",
@@ -136,9 +136,16 @@ def records_by_name(results_dir: Path | str = "results") -> dict[str, dict]:
 
 def readme_tables(results_dir: Path | str = "results") -> dict[str, str]:
     """Every table of :data:`bpjax.tables.TABLES`, computed from the records in
-    ``results_dir`` (:func:`records_by_name`)."""
+    ``results_dir`` (:func:`records_by_name`), each followed by the line naming the JAX,
+    Python and CPU its records were measured with (:data:`bpjax.tables.SOURCES`)."""
     by_name = records_by_name(results_dir)
-    return {name: build(by_name) for name, build in TABLES.items()}
+    tables = {}
+    for name, build in TABLES.items():
+        table = build(by_name)
+        if SOURCES.get(name):
+            table += "\n\n" + provenance(by_name, SOURCES[name])
+        tables[name] = table
+    return tables
 
 
 _BLOCK = re.compile(r"(<!-- table:([\w-]+) -->\n)(.*?)(<!-- /table -->)", re.S)

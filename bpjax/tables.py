@@ -19,6 +19,8 @@ from collections.abc import Callable
 
 __all__ = [
     "TABLES",
+    "SOURCES",
+    "provenance",
     "depth_table",
     "vanishing_table",
     "exploding_growth_table",
@@ -297,8 +299,9 @@ def headlines_table(records: dict) -> str:
         env = records[name]["environment"]
         where = env.get("cpu_model") or env.get("device") or "?"
         page = f"[{_FINDINGS[name]}](docs/findings/{_FINDINGS[name]}.md)"
-        body.append([what, fmt(_summary(records, name, key)), page, f"`{name}`, {where}"])
-    return _table(["finding", "figure", "shown on", "record, CPU"], body)
+        jax = f"jax {env.get('jax', '?')}"
+        body.append([what, fmt(_summary(records, name, key)), page, f"`{name}`, {where}, {jax}"])
+    return _table(["finding", "figure", "shown on", "record, CPU, JAX"], body)
 
 
 # The findings page (docs/findings/<page>.md) that shows each record's figures.
@@ -432,3 +435,37 @@ TABLES: dict[str, Callable[[dict], str]] = {
     "bench": bench_table,
 }
 """README table name → function of the records by name (``{"depth": record, ...}``)."""
+
+# The records each table reads, named under it with the JAX, Python and CPU they were measured
+# with (the headlines table names them per row).
+SOURCES: dict[str, tuple[str, ...]] = {
+    "depth": ("depth",),
+    "vanishing": ("vanishing",),
+    "exploding-growth": ("exploding",),
+    "exploding-training": ("exploding",),
+    "headlines": (),
+    "rules-overhead": ("rules_overhead",),
+    "remat": ("remat_memory",),
+    "jacobians": ("jacobians",),
+    "jacobian-colors": ("jacobians",),
+    "bench": ("full/peers",),
+}
+
+
+def provenance(records: dict, names: tuple[str, ...]) -> str:
+    """One line naming what records ``names`` were measured with: JAX, Python, CPU, date.
+
+    Example: ``Record `depth` (quick profile, 2026-12-03): jax 0.10.1, Python 3.11.7, Intel(R)
+    Xeon(R) Processor, 2 cores.``
+    """
+    parts = []
+    for name in names:
+        rec = records[name]
+        env = rec["environment"]
+        cpu = env.get("cpu_model") or env.get("machine") or "?"
+        parts.append(
+            f"Record `{name}` ({rec.get('profile')} profile, {str(rec.get('created'))[:10]}): "
+            f"jax {env.get('jax', '?')}, Python {env.get('python', '?')}, {cpu}, "
+            f"{env.get('cpu_count', '?')} cores."
+        )
+    return " ".join(parts)

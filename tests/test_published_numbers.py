@@ -68,7 +68,7 @@ UNRECORDED = {
     "rules_overhead": ["10-25%", "about 0.1 ms slower"],
     # depth: the committed quick run is from one CPU; the other CPU's figure is from the
     # previous committed run (AMD EPYC), and the full sweep's seeds are claimed below.
-    "depth": ["0.83 on an AMD EPYC"],
+    "depth": ["0.83 on an AMD EPYC with jax 0.10.2"],
     # Measured by the tests (tests/scripts/parallel_check.py, tests/test_nnx.py), which
     # assert them; results/ has no record of these runs.
     "parallel": ["1-D", "on 4 devices", "6e-7 in float32"],
@@ -138,14 +138,35 @@ MATH = [
 ]
 
 
-def _chance_depth(activation: str) -> int:
-    """The first depth at which the plain net's test accuracy is below 0.2 (10 classes)."""
-    runs = _record("depth")["data"]["runs"]
+def _full_runs() -> list[dict]:
+    return _record("depth", "full")["data"]["runs"]
+
+
+def _full_accs(activation: str, arch: str, depth: int) -> list[float]:
+    """Test accuracies of one cell of the full depth sweep, by seed."""
+    runs = [
+        r
+        for r in _full_runs()
+        if (r["activation"], r["arch"], r["depth"]) == (activation, arch, depth)
+    ]
+    return [r["test_acc"] for r in sorted(runs, key=lambda r: r["seed"])]
+
+
+def _chance_from(activation: str, arch: str) -> int:
+    """The smallest depth from which every deeper cell of the full sweep, every seed, is below
+    0.2 test accuracy (10 classes)."""
+    depths = sorted(_record("depth", "full")["data"]["depths"])
     return min(
-        r["depth"]
-        for r in runs
-        if r["activation"] == activation and r["arch"] == "plain" and r["test_acc"] < 0.2
+        d
+        for d in depths
+        if all(a < 0.2 for e in depths if e >= d for a in _full_accs(activation, arch, e))
     )
+
+
+def _same_setup(name: str) -> bool:
+    """Whether the quick and full records of ``name`` ran on the same JAX and CPU."""
+    quick, full = _record(name)["environment"], _record(name, "full")["environment"]
+    return all(quick.get(k) == full.get(k) for k in ("jax", "jaxlib", "cpu_model", "cpu_id"))
 
 
 def _depth_acc(activation: str, arch: str, depth: int) -> float:
@@ -330,13 +351,72 @@ CLAIMS = [
     ),
     (
         "depth",
-        "(sigmoid by depth {sigmoid}, ReLU by {relu})",
-        lambda: {"sigmoid": _chance_depth("sigmoid"), "relu": _chance_depth("relu")},
+        "(`results/full/depth.json`: depths {lo}-{hi}, {seeds} seeds, {same})",
+        lambda: {
+            "lo": min(_record("depth", "full")["data"]["depths"]),
+            "hi": max(_record("depth", "full")["data"]["depths"]),
+            "seeds": len(_record("depth", "full")["data"]["seeds"]),
+            "same": "same JAX and CPU" if _same_setup("depth") else "other JAX or CPU",
+        },
     ),
     (
         "depth",
-        "Plain sigmoid at depth {depth} still reaches {acc:.0%} under Adam",
-        lambda: {"depth": 8, "acc": _depth_acc("sigmoid", "plain", 8)},
+        "plain sigmoid nets are at chance (test accuracy below 0.2) in every seed from depth "
+        "{depth} on",
+        lambda: {"depth": _chance_from("sigmoid", "plain")},
+    ),
+    (
+        "depth",
+        "plain ReLU nets at depth {depth} in {k} of {n} seeds (between {lo:.2f} and {hi:.2f} "
+        "at depth 32)",
+        lambda: {
+            "depth": 64,
+            "k": sum(a < 0.2 for a in _full_accs("relu", "plain", 64)),
+            "n": len(_full_accs("relu", "plain", 64)),
+            "lo": min(_full_accs("relu", "plain", 32)),
+            "hi": max(_full_accs("relu", "plain", 32)),
+        },
+    ),
+    (
+        "depth",
+        "residual nets reach at least {acc:.2f} at every depth and seed",
+        lambda: {
+            "acc": math.floor(
+                100 * min(r["test_acc"] for r in _full_runs() if r["arch"] == "residual")
+            )
+            / 100
+        },
+    ),
+    (
+        "depth",
+        "Plain sigmoid at depth {depth} still reaches {acc:.0%} under Adam with seed 0 (the "
+        "quick run), but {a:.0%} and {b:.0%} with seeds 1 and 2",
+        lambda: {
+            "depth": 8,
+            "acc": _depth_acc("sigmoid", "plain", 8),
+            "a": _full_accs("sigmoid", "plain", 8)[1],
+            "b": _full_accs("sigmoid", "plain", 8)[2],
+        },
+    ),
+    (
+        "depth",
+        "dense sigmoid nets fail like plain ones from depth {d} on in every seed, and dense "
+        "ReLU nets from depth 32 on reach anything from {lo:.2f} to {hi:.2f}",
+        lambda: {
+            "d": _chance_from("sigmoid", "dense"),
+            "lo": min(a for d in (32, 64) for a in _full_accs("relu", "dense", d)),
+            "hi": max(a for d in (32, 64) for a in _full_accs("relu", "dense", d)),
+        },
+    ),
+    (
+        "depth",
+        "its three seeds reach {a:.2f}, {b:.2f} and {c:.2f}",
+        lambda: dict(zip("abc", _full_accs("relu", "highway", 64), strict=True)),
+    ),
+    (
+        "depth",
+        "where this Intel Xeon gave {acc:.2f}",
+        lambda: {"acc": _depth_acc("relu", "highway", 64)},
     ),
     (
         "depth",
@@ -348,15 +428,6 @@ CLAIMS = [
         "depth",
         "see only the last {window} hidden outputs",
         lambda: {"window": re.search(r"window of (\d+)", _record("depth")["notes"])[1]},
-    ),
-    (
-        "depth",
-        "the `--full` sweep (depths {lo}-{hi}, {seeds} seeds)",
-        lambda: {
-            "lo": min(_record("depth", "full")["data"]["depths"]),
-            "hi": max(_record("depth", "full")["data"]["depths"]),
-            "seeds": len(_record("depth", "full")["data"]["seeds"]),
-        },
     ),
     (
         "remat",
@@ -510,27 +581,6 @@ CLAIMS = [
             "fastest": ", ".join(
                 f"{h['fastest']} at width {h['width']}" for h in _record("mode_cost")["data"]["hvp"]
             ),
-        },
-    ),
-    (
-        "depth",
-        "and {a:.2f} on an Intel Xeon",
-        lambda: (
-            {"a": _depth_acc("relu", "highway", 64)}
-            if "Xeon" in _record("depth")["environment"]["cpu_model"]
-            else {"a": float("nan")}
-        ),
-    ),
-    (
-        "depth",
-        "three seeds reach {seeds} ({cpu})",
-        lambda: {
-            "seeds": _and(
-                f"{r['test_acc']:.2f}"
-                for r in _record("depth", "full")["data"]["runs"]
-                if (r["activation"], r["arch"], r["depth"]) == ("relu", "highway", 64)
-            ),
-            "cpu": _record("depth", "full")["environment"]["cpu_model"],
         },
     ),
     (
