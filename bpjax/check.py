@@ -36,6 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
+from bpjax import _validate
 from bpjax.rules import TABLE
 
 __all__ = [
@@ -172,7 +173,7 @@ def gradients(
         ``reference`` returns a differently shaped output than ``f`` (comparing the two
         flattened would silently compare unrelated numbers).
     """
-    if isinstance(directions, bool) or not isinstance(directions, int) or directions < 1:
+    if not _validate.is_int(directions) or directions < 1:
         raise ValueError(
             f"check.gradients: directions must be an int >= 1 (random directions to compare "
             f"along), got {directions!r}"

@@ -14,6 +14,8 @@ from typing import NamedTuple
 import jax.numpy as jnp
 import numpy as np
 
+from bpjax import _validate
+
 __all__ = [
     "digits",
     "synthetic",
@@ -42,7 +44,7 @@ class Dataset(NamedTuple):
 
 
 def _check_fraction(test_fraction) -> None:
-    if isinstance(test_fraction, bool) or not isinstance(test_fraction, int | float):
+    if not _validate.is_number(test_fraction):
         raise TypeError(f"test_fraction must be a number in (0, 1), got {test_fraction!r}")
     if not 0 < test_fraction < 1:
         raise ValueError(

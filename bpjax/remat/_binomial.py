@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from bpjax import _validate
 from bpjax.remat._layer import close_over, depth, index
 from bpjax.remat._residuals import LayerBytes
 from bpjax.remat._revolve import optimal_advances, split_program
@@ -41,7 +42,7 @@ class Binomial(Strategy):
 
     def __post_init__(self):
         c = self.checkpoints
-        if c is not None and (isinstance(c, bool) or not isinstance(c, int) or c < 1):
+        if c is not None and (not _validate.is_int(c) or c < 1):
             raise ValueError(f"Binomial: checkpoints must be an int >= 1 or None, got {c!r}")
 
     @property

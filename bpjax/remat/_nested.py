@@ -30,6 +30,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from bpjax import _validate
 from bpjax.remat._layer import close_over, depth, index
 from bpjax.remat._residuals import UNIT, LayerBytes
 from bpjax.remat._scan import run_layers
@@ -48,7 +49,7 @@ class Nested(Strategy):
     levels: int = 2
 
     def __post_init__(self):
-        if isinstance(self.levels, bool) or not isinstance(self.levels, int) or self.levels < 2:
+        if not _validate.is_int(self.levels) or self.levels < 2:
             raise ValueError(f"Nested: levels must be an int >= 2, got {self.levels!r}")
 
     @property

@@ -61,9 +61,9 @@ from __future__ import annotations
 import functools
 
 import jax.numpy as jnp
-import numpy as np
 from jax import lax
 
+from bpjax import _validate
 from bpjax.remat._revolve import beta, optimal_advances, repetitions  # noqa: F401
 
 __all__ = [
@@ -200,9 +200,9 @@ def repetition_number(n_steps: int, checkpoints: int) -> int:
 
 
 def _check_counts(n_steps, checkpoints):
-    if isinstance(n_steps, bool) or not isinstance(n_steps, int | np.integer) or n_steps < 0:
+    if not _validate.is_int(n_steps) or n_steps < 0:
         raise ValueError(f"n_steps must be an int >= 0, got {n_steps!r}")
-    if isinstance(checkpoints, bool) or not isinstance(checkpoints, int | np.integer):
+    if not _validate.is_int(checkpoints):
         raise TypeError(f"checkpoints must be an int >= 1, got {checkpoints!r}")
     if checkpoints < 1:
         raise ValueError(f"checkpoints must be an int >= 1, got {checkpoints!r}")

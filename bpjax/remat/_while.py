@@ -50,6 +50,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from bpjax import _validate
 from bpjax.remat import _linear
 from bpjax.remat._online import first_bounds, place, split
 
@@ -142,7 +143,7 @@ class _Spec:
 
 
 def _check_int(name, value, *, minimum):
-    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+    if not _validate.is_int(value):
         raise TypeError(
             f"while_loop: {name} must be an int >= {minimum}, got {value!r} "
             f"({type(value).__name__}); pass e.g. {name}=10"

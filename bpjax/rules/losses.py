@@ -251,7 +251,7 @@ def _xe_validate(probs, labels, *, eps=None, check_labels=False):
     _validate.require_float("cross_entropy", "probs", probs)
     _validate.require_bool("cross_entropy", "check_labels", check_labels)
     if eps is not None:
-        if isinstance(eps, bool) or not isinstance(eps, int | float) or not eps > 0:
+        if not _validate.is_number(eps) or not eps > 0:
             raise ValueError(
                 f"cross_entropy: eps must be a positive number (or None for the dtype's "
                 f"default), got {eps!r}"

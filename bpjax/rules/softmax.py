@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from bpjax import _validate
 from bpjax.rules._rule import Rule
@@ -26,7 +25,7 @@ def _validator(op):
         _validate.require_float(op, "z", z)
         if z.ndim == 0:
             raise ValueError(f"{op}: z must have at least one axis to normalise, got a scalar")
-        if isinstance(axis, bool) or not isinstance(axis, int | np.integer):
+        if not _validate.is_int(axis):
             raise TypeError(
                 f"{op}: axis must be one int (the axis normalised to sum to one), got "
                 f"{axis!r} ({type(axis).__name__}); for several axes, reshape them into one"
