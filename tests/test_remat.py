@@ -113,6 +113,33 @@ def test_nested_gives_the_gradient_of_none_for_any_segments(n_layers, chunks):
     _assert_trees_close(jax.jit(jax.grad(loss, argnums=(0, 1)))(params, x), want, msg=str(chunks))
 
 
+def test_integer_layer_params_and_closures_get_no_gradient_under_every_strategy():
+    """Integer leaves (an index per layer, a closed-over integer table) ride along: their
+    cotangent is float0 as jax.vjp gives it, and the float gradients equal the unrolled ones.
+    Nested and binomial carried JAX's float0 cotangents through scan/cond and failed."""
+    params, x = _problem(9)
+    params = {**params, "shift": jnp.arange(9, dtype=jnp.int32)}
+    table = jnp.arange(3, dtype=jnp.int32)
+
+    def layer(p, h):
+        return _layer({k: v for k, v in p.items() if k != "shift"}, h) + 1e-3 * (
+            p["shift"] + table[p["shift"] % 3]
+        ).astype(h.dtype)
+
+    def unrolled(p, h):
+        for i in range(9):
+            h = layer(jax.tree.map(lambda a, i=i: a[i], p), h)
+        return jnp.sum(h**2)
+
+    want = jax.grad(unrolled, argnums=(0, 1), allow_int=True)(params, x)
+    for strategy in STRATEGIES:
+        loss = lambda p, h, s=strategy: jnp.sum(remat.stack(layer, p, h, strategy=s) ** 2)  # noqa: E731
+        got = jax.jit(jax.grad(loss, argnums=(0, 1), allow_int=True))(params, x)
+        assert got[0]["shift"].dtype == jax.dtypes.float0, _name(strategy)
+        drop = lambda g: ({k: v for k, v in g[0].items() if k != "shift"}, g[1])  # noqa: E731
+        _assert_trees_close(drop(got), drop(want), msg=_name(strategy))
+
+
 def test_every_strategy_agrees_in_float32():
     params, x = _problem(37, batch=8, width=16, dtype=jnp.float32)
     want = jax.jit(functools.partial(remat.gradient, _layer, strategy="none"))(params, x)

@@ -24,7 +24,7 @@ import numpy as np
 from jax import lax
 
 from bpjax import _validate
-from bpjax.remat._layer import close_over, depth, index
+from bpjax.remat._layer import carried, close_over, depth, index, released
 from bpjax.remat._residuals import LayerBytes
 from bpjax.remat._revolve import optimal_advances, split_program
 from bpjax.remat._scan import plain
@@ -106,8 +106,10 @@ def _restore_advance_store(fn, params, consts, row, carry):
 
 def _turn(fn, params, consts, turn, pos, h, ct, grads, dconsts):
     def do_turn(h, ct):
-        _, vjp = jax.vjp(lambda p, v, cs: fn(p, v, *cs), index(params, pos), h, consts)
-        return vjp(ct)
+        p = index(params, pos)
+        _, vjp = jax.vjp(lambda p, v, cs: fn(p, v, *cs), p, h, consts)
+        dp, ct, dc = vjp(ct)
+        return carried(dp, p), ct, carried(dc, consts)
 
     def skip(h, ct):
         zeros = jax.tree.map(jnp.zeros_like, (index(params, pos), consts))
@@ -162,7 +164,7 @@ def _revolve_bwd(fn, c, prefix, suffix, residuals, ct):
     adjoint = (ct, jax.tree.map(jnp.zeros_like, params), jax.tree.map(jnp.zeros_like, consts))
     rows = np.frombuffer(suffix, np.int32).reshape(-1, 4)
     _, (ct, grads, dconsts) = _interpret(fn, params, consts, rows, carry, adjoint)
-    return grads, ct, dconsts
+    return released(grads), ct, released(dconsts)
 
 
 _revolve_call.defvjp(_revolve_fwd, _revolve_bwd)

@@ -13,6 +13,7 @@ import dataclasses
 from collections.abc import Callable
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
@@ -48,6 +49,28 @@ def layer_spec(params):
 def index(tree, i):
     """Slice ``i`` (a traced int is fine) of every leaf's leading axis."""
     return jax.tree.map(lambda a: lax.dynamic_index_in_dim(a, i, keepdims=False), tree)
+
+
+def carried(cotangents, primals):
+    """``cotangents`` with every ``float0`` leaf (what ``jax.vjp`` gives an integer or boolean
+    primal) replaced by zeros of its primal's dtype, so the gradients can be carried through
+    ``scan``/``cond`` and added like the floating ones (:func:`released` undoes it)."""
+    return jax.tree.map(
+        lambda d, p: jnp.zeros(np.shape(p), p.dtype) if d.dtype == jax.dtypes.float0 else d,
+        cotangents,
+        primals,
+    )
+
+
+def released(grads):
+    """Gradients as a ``custom_vjp`` backward pass must return them: ``float0`` zeros for
+    integer and boolean leaves (which have no gradient), the others unchanged."""
+    return jax.tree.map(
+        lambda g: g
+        if jnp.issubdtype(g.dtype, jnp.inexact)
+        else np.zeros(np.shape(g), jax.dtypes.float0),
+        grads,
+    )
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

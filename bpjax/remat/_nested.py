@@ -31,7 +31,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from bpjax import _validate
-from bpjax.remat._layer import close_over, depth, index
+from bpjax.remat._layer import carried, close_over, depth, index, released
 from bpjax.remat._residuals import UNIT, LayerBytes
 from bpjax.remat._scan import run_layers
 from bpjax.remat._strategy import Strategy
@@ -173,7 +173,8 @@ def _apply_vjp(params, consts, i, stored, how, ct):
     inputs = jax.tree.leaves((index(params, i), consts))
     kept = iter(stored)
     leaves = [next(kept) if k is None else inputs[k] for k in sources]
-    return jax.tree.unflatten(treedef, leaves)(ct)
+    dp, ct, dc = jax.tree.unflatten(treedef, leaves)(ct)
+    return carried(dp, index(params, i)), ct, carried(dc, consts)
 
 
 def _reverse_innermost(fn, params, consts, start, n: int, h, adjoint):
@@ -247,7 +248,7 @@ def _nested_bwd(fn, chunks, residuals, ct):
     ct, grads, dconsts = _reverse(
         fn, chunks, params, consts, 0, n, None, (ct, *zeros), stored=(inputs, h_tail)
     )
-    return grads, ct, dconsts
+    return released(grads), ct, released(dconsts)
 
 
 _nested_call.defvjp(_nested_fwd, _nested_bwd)
