@@ -19,9 +19,11 @@ Submodules (each imported on first use, so ``import bpjax`` stays fast):
   optax-style updates that XLA applies in place when the parameters are donated.
 * :mod:`bpjax.nnx`: Flax NNX modules computing through the rules.
 * :mod:`bpjax.measure`: timing, XLA costs, compiled memory, environment.
-* Tooling: :mod:`bpjax.bench` (``bpjax bench``), :mod:`bpjax.results`,
-  :mod:`bpjax.report` and :mod:`bpjax.tables` (result files, the report, the tables of
-  results that the README and the site publish).
+
+Tooling, not in ``__all__`` and imported by no library module (:data:`TOOLING`):
+:mod:`bpjax.bench` (``bpjax bench``), :mod:`bpjax.results`, :mod:`bpjax.report` and
+:mod:`bpjax.tables` (result files, the report, the tables of results that the README and the
+site publish). ``bpjax.bench`` and ``from bpjax import results`` still work.
 """
 
 from __future__ import annotations
@@ -37,7 +39,6 @@ __version__ = "0.1.0"
 warn_if_miscompiling()
 
 __all__ = [
-    "bench",
     "check",
     "data",
     "fwd",
@@ -51,23 +52,23 @@ __all__ = [
     "parallel",
     "ref",
     "remat",
-    "report",
-    "results",
     "rev",
     "rules",
     "steps",
-    "tables",
     "tape",
     "train",
 ]
 
+# The benchmark and publishing machinery: importable, documented, but not the library.
+TOOLING = ("bench", "results", "report", "tables")
+
 
 def __getattr__(name: str):
     # PEP 562: a submodule is imported the first time it is asked for, not with bpjax.
-    if name in __all__:
+    if name in __all__ or name in TOOLING:
         return importlib.import_module(f"bpjax.{name}")
     raise AttributeError(f"module 'bpjax' has no attribute {name!r}")
 
 
 def __dir__():
-    return sorted(set(globals()) | set(__all__))
+    return sorted(set(globals()) | set(__all__) | set(TOOLING))

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
+import bpjax
 from bpjax import measure
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -117,7 +118,7 @@ CORE = ["rules", "ref", "rev", "fwd", "manual", "check", "modes", "remat", "mode
 def test_the_core_imports_without_the_tooling():
     # measure records versions without importing flax or optax; no core module pulls in the
     # benchmark, the result files, matplotlib, PyTorch or Flax.
-    forbidden = ["matplotlib", "torch", "flax", "bpjax.bench", "bpjax.results", "bpjax.report"]
+    forbidden = ["matplotlib", "torch", "flax", *(f"bpjax.{m}" for m in bpjax.TOOLING)]
     code = (
         "import sys, bpjax.measure; "
         "print([m for m in ['optax', *"
