@@ -22,8 +22,9 @@ that share no row can be seeded together, ``J (e_j + e_k)``, and read back apart
 4. :func:`choose_mode` explains the automatic choice: every candidate (``fwd``, ``rev``,
    each coloring) priced by a run-time model with per-machine rates
    (``T = k_f·c_jvp + k_r·c_vjp + output``; see ``bpjax/modes/_cost.py``; the rates,
-   :func:`model_rates`, are measured once per machine and kept), or by timing (``calibrate=True``),
-   or by XLA's estimates (``basis="xla"``).
+   :func:`model_rates`, are measured once per machine and kept), or by timing
+   (``basis="timing"``), or by XLA's estimates (``basis="xla"``), or by a
+   :class:`CostBasis` of your own.
 
 Also :func:`grad_fwd` (a gradient by ``n`` JVPs), :func:`hvp` (``H v`` in three orders) and
 :func:`hessian`.
@@ -43,7 +44,8 @@ ch. 8; A. Gebremedhin, F. Manne & A. Pothen, "What color is your Jacobian?", SIA
 arXiv:2501.17737 (2025).
 """
 
-from bpjax.modes._auto import BASES, ModeChoice, choose_mode, machine_rates
+from bpjax.modes._auto import BASES, ModeChoice, choose_mode
+from bpjax.modes._basis import CostBasis
 from bpjax.modes._coloring import (
     Coloring,
     as_csr,
@@ -52,10 +54,12 @@ from bpjax.modes._coloring import (
     color_columns,
     color_rows,
 )
-from bpjax.modes._cost import rates as model_rates
 from bpjax.modes._hvp import HVP_ORDERS, grad_fwd, hessian, hvp
 from bpjax.modes._jacobian import JacobianFn, jacobian, jacobian_fn
 from bpjax.modes._plan import COLORINGS, MODES
+from bpjax.modes._primitives import PrimitiveRule, register_primitive
+from bpjax.modes._rates import machine_rates
+from bpjax.modes._rates import rates as model_rates
 from bpjax.modes._sparsity import Pattern, SparsityWarning, sparsity
 
 __all__ = [
@@ -64,9 +68,11 @@ __all__ = [
     "HVP_ORDERS",
     "MODES",
     "Coloring",
+    "CostBasis",
     "JacobianFn",
     "ModeChoice",
     "Pattern",
+    "PrimitiveRule",
     "SparsityWarning",
     "as_csr",
     "bicolor",
@@ -81,5 +87,6 @@ __all__ = [
     "jacobian_fn",
     "machine_rates",
     "model_rates",
+    "register_primitive",
     "sparsity",
 ]
