@@ -29,6 +29,17 @@ that share no row can be seeded together, ``J (e_j + e_k)``, and read back apart
 Also :func:`grad_fwd` (a gradient by ``n`` JVPs), :func:`hvp` (``H v`` in three orders) and
 :func:`hessian`.
 
+Extending it: each JAX primitive the engine knows is one :class:`PrimitiveRule` in one table
+(``bpjax/modes/_primitives.py``), read by both the sparsity pass and the run-time model; a
+primitive without one (or listed there as conservative) is handled conservatively and named
+in a :class:`SparsityWarning`. :func:`register_primitive` adds one, here or from your code::
+
+    modes.register_primitive("my_roll", move=lambda ops, p: [np.roll(ops[0], p["shift"])],
+                             pulled=True)   # a data movement: exact patterns, fused cost
+
+A way to price the candidates is a :class:`CostBasis` (one method, ``prices``), passed as
+``basis=`` to :func:`jacobian_fn`, :func:`jacobian` or :func:`choose_mode`.
+
 Example::
 
     f = lambda x: x**3 - jnp.roll(x, 1) * x             # cyclic bidiagonal Jacobian
