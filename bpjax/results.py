@@ -22,7 +22,8 @@ import os
 import tempfile
 from pathlib import Path
 
-from bpjax._files import default_mode, write_atomic
+from bpjax import _files
+from bpjax._files import default_mode
 from bpjax.measure import environment
 
 __all__ = [
@@ -113,6 +114,14 @@ def save_figure(fig, path: Path | str, *, dpi: int = 120) -> None:
 def save_text(path: Path | str, text: str) -> None:
     """Write ``text`` for ``path`` (a ``.mmd``, a ``.md``), staged until the next :func:`save`."""
     staged(path).write_text(text)
+
+
+def write_atomic(path: Path | str, text: str) -> None:
+    """Write ``text`` to ``path`` all or nothing: a temporary file, then ``os.replace``.
+
+    The library's one atomic write (:func:`bpjax._files.write_atomic`), which the core's
+    caches use too."""
+    _files.write_atomic(path, text)
 
 
 def _commit_staged() -> None:
