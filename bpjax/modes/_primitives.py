@@ -78,23 +78,40 @@ class PrimitiveRule:
 TABLE: dict[str, PrimitiveRule] = {}
 
 
-def register_primitive(name: str, **fields) -> PrimitiveRule:
-    """Add or replace the record of primitive ``name`` (fields of :class:`PrimitiveRule`).
+def register_primitive(
+    name: str,
+    *,
+    sparsity: Callable | str | None = None,
+    control: Callable | None = None,
+    move: Callable | None = None,
+    index_operands: slice | None = None,
+    body: str | None = None,
+    cost: str = "elements",
+    pulled: bool = False,
+    why_not: str = "no sparsity rule",
+) -> PrimitiveRule:
+    """Add or replace the record of primitive ``name`` (the fields of :class:`PrimitiveRule`).
 
     ``sparsity="elementwise"`` gives the elementwise rule (``D_out[e] = ∪ D[e]`` over the
     broadcast operands); a ``move`` without ``sparsity`` gives the data-movement rule (the
-    move applied to element ids).
+    move applied to element ids). Neither, nor ``control``: handled conservatively.
 
     Example:
       >>> register_primitive("my_roll", move=lambda ops, p: [np.roll(ops[0], p["shift"])],
       ...                    pulled=True)
     """
-    if fields.get("sparsity") == "elementwise":
-        fields["sparsity"] = _elementwise_rule
-    if fields.get("move") is not None and fields.get("sparsity") is None:
-        index_operands = fields.get("index_operands") or slice(0)
-        fields["sparsity"] = _rules.moved_by(fields["move"], index_operands)
-    record = PrimitiveRule(name, **fields)
+    if sparsity == "elementwise":
+        sparsity = _elementwise_rule
+    elif isinstance(sparsity, str):
+        raise ValueError(
+            f"primitive {name!r}: sparsity={sparsity!r}; pass 'elementwise' or a rule "
+            "(interp, eqn, ins, ivals) -> [output deps]"
+        )
+    if move is not None and sparsity is None:
+        sparsity = _rules.moved_by(move, index_operands or slice(0))
+    record = PrimitiveRule(
+        name, sparsity, control, move, index_operands, body, cost, pulled, why_not
+    )
     TABLE[name] = record
     return record
 
