@@ -22,6 +22,8 @@ import os
 import tempfile
 from pathlib import Path
 
+from bpjax import _files
+from bpjax._files import default_mode
 from bpjax.measure import environment
 
 __all__ = [
@@ -36,14 +38,6 @@ __all__ = [
 
 # Destination -> temporary file written this run, moved into place by the next save().
 _STAGED: dict[Path, Path] = {}
-
-
-def _default_mode() -> int:
-    # mkstemp creates files readable by the owner only; a result file should get the
-    # permissions any other file written here would (0o666 less the umask).
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
 
 
 def parse_args(description: str, argv=None, *, configure=None) -> argparse.Namespace:
@@ -102,7 +96,7 @@ def staged(path: Path | str) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
-    os.fchmod(fd, _default_mode())
+    os.fchmod(fd, default_mode())
     os.close(fd)
     previous = _STAGED.pop(path, None)
     if previous is not None:
@@ -123,19 +117,11 @@ def save_text(path: Path | str, text: str) -> None:
 
 
 def write_atomic(path: Path | str, text: str) -> None:
-    """Write ``text`` to ``path`` all or nothing: a temporary file, then ``os.replace``."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
-    os.fchmod(fd, _default_mode())
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write ``text`` to ``path`` all or nothing: a temporary file, then ``os.replace``.
+
+    The library's one atomic write (:func:`bpjax._files.write_atomic`), which the core's
+    caches use too."""
+    _files.write_atomic(path, text)
 
 
 def _commit_staged() -> None:

@@ -88,7 +88,7 @@ print(history.test_acc, history.diverged_at)
 
 # %% [markdown]
 # Forward or reverse mode, chosen by a run-time cost model (or from timings with
-# `calibrate=True`), and Hessian-vector products in three orders:
+# `basis="timing"`), and Hessian-vector products in three orders:
 
 # %%
 from bpjax import modes

@@ -52,7 +52,7 @@ def jacobian_sweep(name, grid):
             f = family(name, n, m)
             x = jnp.linspace(-1.0, 1.0, n)
             choice = modes.choose_mode(f, x, basis="xla")
-            calibrated = modes.choose_mode(f, x, calibrate=True, sparse=False)
+            calibrated = modes.choose_mode(f, x, basis="timing", sparse=False)
             model = modes.choose_mode(f, x, sparse=False)
             progs = {
                 mode: functools.partial(modes.jacobian, f, mode=mode) for mode in ("fwd", "rev")
@@ -367,7 +367,7 @@ def main(argv=None):
         notes=(
             "Times are medians of interleaved rounds of the jit-compiled Jacobian; the text "
             "in each cell is what `auto` picked from XLA's cost estimates (basis='xla'); the "
-            "summary also scores the run-time model (the default) and timing (calibrate=True), "
+            "summary also scores the run-time model (the default) and timing (basis='timing'), "
             "both restricted to fwd and rev here (experiments/jacobians.py adds the colorings)."
         ),
     )

@@ -107,7 +107,7 @@ def test_on_the_stencil_cyclic_and_greedy_colorings_stop_above_the_bound():
     # What the lattice coloring improves on (the findings page quotes these counts).
     _, _, pattern = examples.family("stencil", 4096)
     csr = _coloring.as_csr(pattern)
-    rows, cols = _coloring._coords(csr)
+    rows, cols = _coloring.coordinates(csr)
     assert _coloring._cyclic_colors(rows, cols, 4096, 4096, 5).max() + 1 == 6
     csc = sp.csc_array(csr)
     csc.sort_indices()

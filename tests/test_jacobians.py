@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from bpjax import measure, modes
-from bpjax.modes import _cost, _sparse, examples
+from bpjax.modes import _cost, _rates, _sparse, examples
 
 
 @pytest.mark.parametrize("name", examples.FAMILIES)
@@ -101,20 +101,20 @@ def _fake_rates(calls):
     def measure_rates():
         calls.append(1)
         pair = (1e-9 * len(calls), 2e-9)
-        return {name: pair for name in _cost._RATE_NAMES} | {"flop": 1e-11, "compile": 0.07}
+        return {name: pair for name in _rates._RATE_NAMES} | {"flop": 1e-11, "compile": 0.07}
 
     return measure_rates
 
 
 def test_model_rates_are_measured_once_per_machine_and_kept_on_disk(tmp_path, monkeypatch):
     monkeypatch.setenv("BPJAX_CACHE_DIR", str(tmp_path))
-    monkeypatch.setattr(_cost, "_MEMORY", {})
+    monkeypatch.setattr(_rates, "_MEMORY", {})
     calls = []
-    monkeypatch.setattr(_cost, "_measure_rates", _fake_rates(calls))
+    monkeypatch.setattr(_rates, "_measure_rates", _fake_rates(calls))
     first = modes.model_rates()
     assert calls == [1] and (tmp_path / "rates.json").exists()
     # A new process: nothing in memory, the file answers.
-    monkeypatch.setattr(_cost, "_MEMORY", {})
+    monkeypatch.setattr(_rates, "_MEMORY", {})
     assert modes.model_rates() == first and calls == [1]
     # Another machine (here: other XLA flags) gets its own entry.
     monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_enable_fast_math=false")
@@ -124,39 +124,39 @@ def test_model_rates_are_measured_once_per_machine_and_kept_on_disk(tmp_path, mo
     # refresh measures again and replaces the kept entry.
     refreshed = modes.model_rates(refresh=True)
     assert calls == [1, 1, 1] and refreshed["write"][0] == pytest.approx(3e-9)
-    monkeypatch.setattr(_cost, "_MEMORY", {})
+    monkeypatch.setattr(_rates, "_MEMORY", {})
     assert modes.model_rates() == refreshed
 
 
 def test_model_rates_cache_survives_a_corrupt_file_and_can_be_turned_off(tmp_path, monkeypatch):
-    monkeypatch.setattr(_cost, "_MEMORY", {})
+    monkeypatch.setattr(_rates, "_MEMORY", {})
     calls = []
-    monkeypatch.setattr(_cost, "_measure_rates", _fake_rates(calls))
+    monkeypatch.setattr(_rates, "_measure_rates", _fake_rates(calls))
     (tmp_path / "rates.json").write_text('{"truncated')
     monkeypatch.setenv("BPJAX_CACHE_DIR", str(tmp_path))
     modes.model_rates()
     assert calls == [1]
     kept = json.loads((tmp_path / "rates.json").read_text())
-    assert list(kept) == [_cost.machine_key(jax.default_backend())]
+    assert list(kept) == [_rates.machine_key(jax.default_backend())]
     # An entry missing a rate is measured again, not half-used.
     key = next(iter(kept))
     del kept[key]["scatter"]
     (tmp_path / "rates.json").write_text(json.dumps(kept))
-    monkeypatch.setattr(_cost, "_MEMORY", {})
+    monkeypatch.setattr(_rates, "_MEMORY", {})
     modes.model_rates()
     assert calls == [1, 1]
     monkeypatch.setenv("BPJAX_CACHE_DIR", "off")
-    monkeypatch.setattr(_cost, "_MEMORY", {})
+    monkeypatch.setattr(_rates, "_MEMORY", {})
     modes.model_rates()
-    assert calls == [1, 1, 1] and _cost.cache_path() is None
+    assert calls == [1, 1, 1] and _rates.cache_path() is None
 
 
 def _published_rates(monkeypatch):
     """The rates of results/jacobians.json, so that choices do not depend on this machine."""
     with open("results/jacobians.json") as f:
         kept = json.load(f)["data"]["rates"]
-    rates = {k: float(v) if k in _cost._SCALARS else tuple(v) for k, v in kept.items()}
-    monkeypatch.setattr(_cost, "_MEMORY", {_cost.machine_key(jax.default_backend()): rates})
+    rates = {k: float(v) if k in _rates._SCALARS else tuple(v) for k, v in kept.items()}
+    monkeypatch.setattr(_rates, "_MEMORY", {_rates.machine_key(jax.default_backend()): rates})
     return rates
 
 

@@ -22,11 +22,23 @@ that share no row can be seeded together, ``J (e_j + e_k)``, and read back apart
 4. :func:`choose_mode` explains the automatic choice: every candidate (``fwd``, ``rev``,
    each coloring) priced by a run-time model with per-machine rates
    (``T = k_f·c_jvp + k_r·c_vjp + output``; see ``bpjax/modes/_cost.py``; the rates,
-   :func:`model_rates`, are measured once per machine and kept), or by timing (``calibrate=True``),
-   or by XLA's estimates (``basis="xla"``).
+   :func:`model_rates`, are measured once per machine and kept), or by timing
+   (``basis="timing"``), or by XLA's estimates (``basis="xla"``), or by a
+   :class:`CostBasis` of your own.
 
 Also :func:`grad_fwd` (a gradient by ``n`` JVPs), :func:`hvp` (``H v`` in three orders) and
 :func:`hessian`.
+
+Extending it: each JAX primitive the engine knows is one :class:`PrimitiveRule` in one table
+(``bpjax/modes/_primitives.py``), read by both the sparsity pass and the run-time model; a
+primitive without one (or listed there as conservative) is handled conservatively and named
+in a :class:`SparsityWarning`. :func:`register_primitive` adds one, here or from your code::
+
+    modes.register_primitive("my_roll", move=lambda ops, p: [np.roll(ops[0], p["shift"])],
+                             pulled=True)   # a data movement: exact patterns, fused cost
+
+A way to price the candidates is a :class:`CostBasis` (one method, ``prices``), passed as
+``basis=`` to :func:`jacobian_fn`, :func:`jacobian` or :func:`choose_mode`.
 
 Example::
 
@@ -43,7 +55,8 @@ ch. 8; A. Gebremedhin, F. Manne & A. Pothen, "What color is your Jacobian?", SIA
 arXiv:2501.17737 (2025).
 """
 
-from bpjax.modes._auto import BASES, ModeChoice, choose_mode, machine_rates
+from bpjax.modes._auto import BASES, ModeChoice, choose_mode
+from bpjax.modes._basis import CostBasis
 from bpjax.modes._coloring import (
     Coloring,
     as_csr,
@@ -52,10 +65,12 @@ from bpjax.modes._coloring import (
     color_columns,
     color_rows,
 )
-from bpjax.modes._cost import rates as model_rates
 from bpjax.modes._hvp import HVP_ORDERS, grad_fwd, hessian, hvp
 from bpjax.modes._jacobian import JacobianFn, jacobian, jacobian_fn
 from bpjax.modes._plan import COLORINGS, MODES
+from bpjax.modes._primitives import PrimitiveRule, register_primitive
+from bpjax.modes._rates import machine_rates
+from bpjax.modes._rates import rates as model_rates
 from bpjax.modes._sparsity import Pattern, SparsityWarning, sparsity
 
 __all__ = [
@@ -64,9 +79,11 @@ __all__ = [
     "HVP_ORDERS",
     "MODES",
     "Coloring",
+    "CostBasis",
     "JacobianFn",
     "ModeChoice",
     "Pattern",
+    "PrimitiveRule",
     "SparsityWarning",
     "as_csr",
     "bicolor",
@@ -81,5 +98,6 @@ __all__ = [
     "jacobian_fn",
     "machine_rates",
     "model_rates",
+    "register_primitive",
     "sparsity",
 ]

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+import numbers
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -196,3 +199,31 @@ def check_single_arrays(x, out) -> None:
                 "jax.flatten_util.ravel_pytree) or use sparse_output=False for jax.jacrev's "
                 "pytree layout"
             )
+
+
+def check_calls(calls) -> None:
+    """``calls``: ``None`` (steady state) or a positive int; say the fix otherwise."""
+    if calls is None:
+        return
+    if isinstance(calls, bool) or not isinstance(calls, numbers.Integral) or calls < 1:
+        raise ValueError(
+            f"calls={calls!r}: pass the number of times the Jacobian will be evaluated (an "
+            "int >= 1), so that compilation is shared among them, or None to choose by the "
+            "steady-state time per call"
+        )
+
+
+def no_calibrate(fn):
+    """``fn`` that refuses the removed ``calibrate=`` with the fix (``basis="timing"``)."""
+
+    @functools.wraps(fn)
+    def checked(*args, **kwargs):
+        if "calibrate" in kwargs:
+            raise TypeError(
+                f'{fn.__name__}: calibrate= was removed; pass basis="timing" to compile and '
+                "time the leading candidates (what calibrate=True did), or leave the default "
+                'basis="model"'
+            )
+        return fn(*args, **kwargs)
+
+    return checked

@@ -68,7 +68,9 @@ class Coloring:
         return self.jvps + self.vjps
 
 
-def _coords(csr: sp.csr_array):
+def coordinates(csr: sp.csr_array) -> tuple[np.ndarray, np.ndarray]:
+    """``(rows, cols)``, each ``(nnz,)`` int64: the stored entries of ``csr`` in its order
+    (row-major when its indices are sorted)."""
     return np.repeat(np.arange(csr.shape[0]), np.diff(csr.indptr)), csr.indices.astype(np.int64)
 
 
@@ -96,7 +98,7 @@ def _largest_first(degree: np.ndarray) -> np.ndarray:
 def _cyclic_colors(rows, cols, m: int, n: int, bound: int, tries: int = 8) -> np.ndarray | None:
     """The first ``k`` in ``bound, bound + 1, …`` (``tries`` of them) for which coloring
     column ``j`` with ``j mod k`` is valid, as colors; ``None`` if none is. ``rows, cols``:
-    the nonzeros' coordinates (:func:`_coords`).
+    the nonzeros' coordinates (:func:`coordinates`).
 
     Banded and block-diagonal patterns in their natural order are colored optimally this
     way (a band of width ``w`` by ``j mod w``), in a few vectorized passes over the nonzeros
@@ -156,7 +158,7 @@ def _column_colors(csr: sp.csr_array) -> tuple[np.ndarray, int]:
         return np.arange(n), bound
     if csr.nnz == 0:
         return np.zeros(n, np.int64), bound
-    rows, cols = _coords(csr)
+    rows, cols = coordinates(csr)
     cyclic = _cyclic_colors(rows, cols, m, n, bound)
     # A pattern that j mod k colors within a few colors of the bound, but not at it, is
     # often a grid stencil: a lattice coloring may reach the bound.
@@ -215,7 +217,7 @@ def color_columns(pattern) -> Coloring:
     csr = as_csr(pattern)
     colors, bound = _column_colors(csr)
     k = int(colors.max(initial=-1)) + 1
-    i, j = _coords(csr)
+    i, j = coordinates(csr)
     m = csr.shape[0]
     return Coloring("columns", colors, np.full(m, -1), k, 0, bound, colors[j] * m + i)
 
@@ -240,7 +242,7 @@ def color_rows(pattern, *, columns: Coloring | None = None) -> Coloring:
     else:
         colors, bound = _column_colors(sp.csr_array(csr.T))
     k = int(colors.max(initial=-1)) + 1
-    i, j = _coords(csr)
+    i, j = coordinates(csr)
     return Coloring("rows", np.full(n, -1), colors, 0, k, bound, colors[i] * n + j)
 
 
@@ -330,7 +332,7 @@ def bicoloring_lower_bound(row_counts: np.ndarray, col_counts: np.ndarray) -> in
 def _bicoloring_from_star(csr, colors, bound) -> Coloring:
     m, n = csr.shape
     k = int(colors.max(initial=0)) + 1
-    i, j = _coords(csr)
+    i, j = coordinates(csr)
     a, b = colors[j], colors[n + i]  # column color, row color of each nonzero
     col_hub = _degree_into(j, b, k) >= 2
     row_hub = _degree_into(i, a, k) >= 2

@@ -22,207 +22,29 @@ Rates depend on the working set (an operation on 16 MiB runs several times slowe
 element than on 256 KiB, out of cache), so each rate is measured at both sizes and
 interpolated in ``log(bytes)``. The model only has to order methods whose costs differ by
 the things that matter (how many products, of which kind, for which output); it is not
-a prediction of milliseconds, and ``calibrate=True`` replaces it by timings.
+a prediction of milliseconds, and ``basis="timing"`` replaces it by timings.
+
+The rates are measured and kept by :mod:`bpjax.modes._rates`; what each primitive costs
+(its ``cost`` and ``pulled``) is its record in :mod:`bpjax.modes._primitives`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
-import os
-import tempfile
 
-import jax
-import jax.numpy as jnp
 from jax.extend import core as jcore
 
-from bpjax import measure
-from bpjax.modes import _propagate, _sparse
+from bpjax.modes import _primitives, _sparse
 
-_SMALL, _LARGE = 1 << 16, 1 << 22  # elements: 256 KiB and 16 MiB of float32
-
-
-def _time(fn, *args) -> float:
-    timing = measure.compare({"f": (fn, args)}, rounds=3, warmup=1, min_round_seconds=0.0)
-    return timing["f"].median
-
-
-def _per_element(make, size):
-    k = 64
-    u = jnp.ones((k, size // k), jnp.float32)
-    return _time(make(size // k), u) / size
-
-
-def _gather(s):
-    perm = (jnp.arange(s) * 4099) % s
-    return lambda u: u[:, perm]
-
-
-def _scatter(s):
-    perm = (jnp.arange(s) * 4099) % s
-    return lambda u: jax.vmap(lambda r: jnp.zeros(s, r.dtype).at[perm].add(r))(u)
-
-
-def _reference(x):
-    """A typical derivative workload for calibration: shifts, products, transcendentals."""
-    p = jnp.pad(x, 1)
-    return jnp.sin(x) * p[:-2] + jnp.exp(-x * x) * p[2:] - 2.0 * x
-
-
-def _derivative_rate(kind, size):
-    """Seconds per element of ``Work.pulled`` (JVPs) or ``Work.elements`` (VJPs) in a batch
-    of 64."""
-    k = 64
-    x = jnp.linspace(-1.0, 1.0, size // k, dtype=jnp.float32)
-    seeds = jnp.ones((k, size // k), jnp.float32)
-    rows = _sparse.jvp_rows if kind == "jvp" else _sparse.vjp_rows
-    w = profile(jax.make_jaxpr(_reference)(x))
-    elements = w.pulled if kind == "jvp" else w.elements
-    return _time(lambda x, s: rows(_reference, x, s), x, seeds) / (k * elements)
-
-
-def rates(backend: str | None = None, *, refresh: bool = False) -> dict:
-    """Seconds per unit of work on this machine, measured once and kept (1-2 s to measure).
-
-    ``flop`` (in a 512² matrix product); per float32 element, each as a pair ``(at 256 KiB,
-    at 16 MiB)`` of working set: ``write``, ``gather``, ``scatter``, ``transpose``, and
-    ``jvp``/``vjp`` (per element of :attr:`Work.elements` in a batch of derivatives of a
-    reference function of shifts, products and transcendentals).
-
-    The rates are kept in memory for the process and in ``rates.json`` under
-    ``$BPJAX_CACHE_DIR`` (default ``~/.cache/bpjax``), keyed by everything they depend on
-    (:func:`machine_key`: backend, device, CPU model, usable cores, JAX version,
-    ``XLA_FLAGS``), so a later process on the same machine does not measure them again.
-    ``BPJAX_CACHE_DIR=off`` keeps them in memory only; ``refresh=True`` measures again and
-    replaces what was kept.
-    """
-    backend = backend or jax.default_backend()
-    key = machine_key(backend)
-    if refresh:
-        _MEMORY.pop(key, None)
-    if key not in _MEMORY:
-        kept = None if refresh else _load(key)
-        if kept is None:
-            kept = _measure_rates()
-            _store(key, kept)
-        _MEMORY[key] = kept
-    return _MEMORY[key]
-
-
-_MEMORY: dict[str, dict] = {}
-_RATES_SCHEMA = 2  # bump when what _measure_rates measures changes
-
-
-def machine_key(backend: str) -> str:
-    """What the rates depend on, as one string: a different machine gets new rates."""
-    device = jax.devices(backend)[0]
-    cpu = measure.cpu_info()
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    parts = (
-        f"schema {_RATES_SCHEMA}",
-        backend,
-        str(getattr(device, "device_kind", device.platform)),
-        cpu["cpu_model"],
-        cpu["cpu_id"],
-        f"{cores} cores",
-        f"jax {jax.__version__}",
-        os.environ.get("XLA_FLAGS", ""),
-    )
-    return " | ".join(parts)
-
-
-def cache_path() -> str | None:
-    """The file the rates are kept in, or ``None`` when ``BPJAX_CACHE_DIR=off``."""
-    root = os.environ.get("BPJAX_CACHE_DIR")
-    if root == "off":
-        return None
-    if not root:
-        home = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-        root = os.path.join(home, "bpjax")
-    return os.path.join(root, "rates.json")
-
-
-def _read_cache(path) -> dict:
-    try:
-        with open(path) as f:
-            kept = json.load(f)
-    except (OSError, ValueError):
-        return {}  # missing or unreadable: measure again
-    return kept if isinstance(kept, dict) else {}
-
-
-def _load(key: str) -> dict | None:
-    path = cache_path()
-    entry = _read_cache(path).get(key) if path else None
-    if not isinstance(entry, dict) or set(entry) != set(_RATE_NAMES):
-        return None
-    try:
-        return {
-            k: float(v) if k in _SCALARS else (float(v[0]), float(v[1])) for k, v in entry.items()
-        }
-    except (TypeError, ValueError, IndexError):
-        return None
-
-
-def _store(key: str, value: dict) -> None:
-    path = cache_path()
-    if path is None:
-        return
-    try:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        kept = _read_cache(path)
-        kept[key] = value
-        # Written whole and renamed, so a reader never sees half a file.
-        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w") as f:
-                json.dump(kept, f, indent=1)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-    except OSError:
-        pass  # a read-only home: the rates stay in memory for this process
-
-
-_RATE_NAMES = ("flop", "write", "gather", "scatter", "transpose", "jvp", "vjp", "compile")
-_SCALARS = ("flop", "compile")  # the others are (at 256 KiB, at 16 MiB) pairs
-
-
-def _measure_rates() -> dict:
-    a = jnp.ones((512, 512), jnp.float32)
-    out = {"flop": _time(lambda a: a @ a, a) / (2 * 512**3)}
-    makers = {
-        "write": lambda s: lambda u: u + 1.0,
-        "gather": _gather,
-        "scatter": _scatter,
-        "transpose": lambda s: lambda u: u.T + 1.0,
-    }
-    for name, make in makers.items():
-        out[name] = tuple(_per_element(make, size) for size in (_SMALL, _LARGE))
-    for kind in ("jvp", "vjp"):
-        out[kind] = tuple(_derivative_rate(kind, size) for size in (_SMALL, _LARGE))
-    out["compile"] = _compile_time()
-    return out
-
-
-def _compile_time() -> float:
-    """Seconds to trace, lower and compile ``jax.jacrev`` of the reference function
-    (``n = 64``): the fastest of three, each of a new function object (no cache hit)."""
-    x = jnp.linspace(-1.0, 1.0, 64, dtype=jnp.float32)
-    best = math.inf
-    for _ in range(3):
-        fn = jax.jacrev(lambda x: _reference(x))  # a new object: compiled afresh
-        best = min(best, measure.compile_fn(fn, x)[1])
-    return best
+SMALL, LARGE = 1 << 16, 1 << 22  # elements: 256 KiB and 16 MiB of float32
 
 
 def _rate(pair, elements) -> float:
     """Per-element seconds for an operation over ``elements`` float32 values."""
     small, large = pair
-    span = math.log(_LARGE) - math.log(_SMALL)
-    t = min(max((math.log(max(elements, _SMALL)) - math.log(_SMALL)) / span, 0.0), 1.0)
+    span = math.log(LARGE) - math.log(SMALL)
+    t = min(max((math.log(max(elements, SMALL)) - math.log(SMALL)) / span, 0.0), 1.0)
     return math.exp((1 - t) * math.log(max(small, 1e-15)) + t * math.log(max(large, 1e-15)))
 
 
@@ -262,28 +84,21 @@ def _size(aval) -> int:
     return math.prod(getattr(aval, "shape", ()))
 
 
-# Equations whose every output element reads one element of each operand (or a window of
-# an operand for the slices): fused with their consumer, they run only where it reads.
-_PULLED = _propagate.ELEMENTWISE | {
-    "broadcast_in_dim",
-    "reshape",
-    "squeeze",
-    "expand_dims",
-    "transpose",
-    "slice",
-    "dynamic_slice",
-    "gather",
-    "pad",
-    "rev",
-    "split",
-    "concatenate",
-}
+def _pulled(name) -> bool:
+    rule = _primitives.lookup(name)
+    return rule is not None and rule.pulled
+
+
+def _cost(name) -> str:
+    rule = _primitives.lookup(name)
+    return rule.cost if rule is not None else "elements"
 
 
 def _read(jaxpr, read_out: list[float]) -> dict:
     """How many elements of each variable of ``jaxpr`` the outputs read, at most its size.
 
-    Walks the equations backwards: a pulled equation reads from each operand as many
+    Walks the equations backwards: a pulled equation (fused with its consumer, see
+    :attr:`~bpjax.modes._primitives.PrimitiveRule.pulled`) reads from each operand as many
     elements as its outputs are read; anything else reads its operands whole.
     """
     read: dict = {}
@@ -299,13 +114,12 @@ def _read(jaxpr, read_out: list[float]) -> dict:
     for eqn in reversed(jaxpr.eqns):
         name = eqn.primitive.name
         wanted = [read.get(v, 0.0) for v in eqn.outvars]
-        if name in _propagate.CALLS:
-            sub = eqn.params[_propagate.CALLS[name]]
-            sub = getattr(sub, "jaxpr", sub)
+        if _cost(name) == "call":
+            sub, _ = _primitives.body(eqn)
             inner = _read(sub, wanted)
             for v, w in zip(eqn.invars, sub.invars, strict=True):
                 add(v, inner.get(w, 0.0))
-        elif name in _PULLED:
+        elif _pulled(name):
             for v in eqn.invars:
                 add(v, sum(wanted))
         else:
@@ -329,34 +143,62 @@ def work(jaxpr, varying: list[bool], read_out: list[float] | None = None) -> Wor
         if not any(flags):
             continue
         vary.update(eqn.outvars)
-        total = total + _eqn_work(eqn, flags, [read.get(v, 0.0) for v in eqn.outvars])
+        total = total + _WORK[_cost(eqn.primitive.name)](
+            eqn, flags, [read.get(v, 0.0) for v in eqn.outvars]
+        )
     return total
 
 
-def _eqn_work(eqn, flags, read_out) -> Work:
-    name = eqn.primitive.name
-    if name in _propagate.CALLS:
-        sub = eqn.params[_propagate.CALLS[name]]
-        return work(getattr(sub, "jaxpr", sub), flags, read_out)
-    if name == "cond":
-        parts = [work(b.jaxpr, flags[1:]) for b in eqn.params["branches"]]
-        return max(parts, key=lambda w: w.flops + w.gathered + w.scattered + w.elements)
-    if name == "scan":
-        return work(eqn.params["jaxpr"].jaxpr, flags).scale(eqn.params["length"])
-    if name == "while":  # the trip count is unknown: priced as one pass of the body
-        skip, nb = eqn.params["cond_nconsts"], eqn.params["body_nconsts"]
-        return work(eqn.params["body_jaxpr"].jaxpr, flags[skip : skip + nb] + flags[skip + nb :])
-    if name == "dot_general":
-        (lc, _), _ = eqn.params["dimension_numbers"]
-        k = math.prod(eqn.invars[0].aval.shape[a] for a in lc)
-        return Work(flops=2.0 * _size(eqn.outvars[0].aval) * k * sum(flags[:2]))
-    if name == "gather":
-        return Work(gathered=_size(eqn.outvars[0].aval))
-    if name in _propagate.SCATTERS:
-        return Work(scattered=_size(eqn.invars[2].aval))
+def _call_work(eqn, flags, read_out) -> Work:
+    return work(_primitives.body(eqn)[0], flags, read_out)
+
+
+def _cond_work(eqn, flags, read_out) -> Work:
+    parts = [work(b.jaxpr, flags[1:]) for b in eqn.params["branches"]]
+    return max(parts, key=lambda w: w.flops + w.gathered + w.scattered + w.elements)
+
+
+def _scan_work(eqn, flags, read_out) -> Work:
+    return work(eqn.params["jaxpr"].jaxpr, flags).scale(eqn.params["length"])
+
+
+def _while_work(eqn, flags, read_out) -> Work:
+    # The trip count is unknown: priced as one pass of the body.
+    skip, nb = eqn.params["cond_nconsts"], eqn.params["body_nconsts"]
+    return work(eqn.params["body_jaxpr"].jaxpr, flags[skip : skip + nb] + flags[skip + nb :])
+
+
+def _dot_work(eqn, flags, read_out) -> Work:
+    (lc, _), _ = eqn.params["dimension_numbers"]
+    k = math.prod(eqn.invars[0].aval.shape[a] for a in lc)
+    return Work(flops=2.0 * _size(eqn.outvars[0].aval) * k * sum(flags[:2]))
+
+
+def _gather_work(eqn, flags, read_out) -> Work:
+    return Work(gathered=_size(eqn.outvars[0].aval))
+
+
+def _scatter_work(eqn, flags, read_out) -> Work:
+    return Work(scattered=_size(eqn.invars[2].aval))
+
+
+def _element_work(eqn, flags, read_out) -> Work:
     produced = sum(_size(v.aval) for v in eqn.outvars)
-    pulled = min(produced, sum(read_out)) if name in _PULLED else produced
+    pulled = min(produced, sum(read_out)) if _pulled(eqn.primitive.name) else produced
     return Work(elements=produced, pulled=pulled)
+
+
+# One entry per kind of _primitives.COSTS.
+_WORK = {
+    "elements": _element_work,
+    "gather": _gather_work,
+    "scatter": _scatter_work,
+    "dot": _dot_work,
+    "call": _call_work,
+    "cond": _cond_work,
+    "scan": _scan_work,
+    "while": _while_work,
+}
 
 
 def method_seconds(method, w: Work, *, n: int, m: int, nnz: int, dense_output: bool, r: dict):

@@ -1,4 +1,4 @@
-"""The sparsity rule of elementwise primitives (used by ``_propagate.Interpreter``).
+"""The sparsity rule of elementwise primitives (the table, :mod:`_primitives`, lists them).
 
 ``D_out[e] = ∪_operands D[e]``, operands broadcast over size-1 axes as in NumPy, except where
 the derivative is zero whatever ``x`` is:
@@ -14,77 +14,6 @@ from __future__ import annotations
 import numpy as np
 
 from bpjax.modes import _deps
-
-ELEMENTWISE = frozenset(
-    [
-        "abs",
-        "acos",
-        "acosh",
-        "add",
-        "add_any",
-        "asin",
-        "asinh",
-        "atan",
-        "atan2",
-        "atanh",
-        "cbrt",
-        "ceil",
-        "clamp",
-        "conj",
-        "convert_element_type",
-        "copy",
-        "copy_p",
-        "cos",
-        "cosh",
-        "digamma",
-        "div",
-        "erf",
-        "erf_inv",
-        "erfc",
-        "exp",
-        "exp2",
-        "expm1",
-        "floor",
-        "igamma",
-        "igammac",
-        "imag",
-        "integer_pow",
-        "is_finite",
-        "lgamma",
-        "log",
-        "log1p",
-        "logistic",
-        "max",
-        "min",
-        "mul",
-        "neg",
-        "nextafter",
-        "one_minus_square",
-        "polygamma",
-        "pow",
-        "real",
-        "reduce_precision",
-        "rem",
-        "round",
-        "rsqrt",
-        "select_n",
-        "select_if_vmap",  # Equinox's vmapped-cond select: an elementwise select
-        "sign",
-        "sin",
-        "sinh",
-        "sqrt",
-        "square",
-        "sub",
-        "tan",
-        "tanh",
-        "zeta",
-        "bessel_i0e",
-        "bessel_i1e",
-        "regularized_incomplete_beta",
-        "igamma_grad_a",
-        "random_gamma_grad",
-    ]
-)
 
 # Piecewise constant: JAX differentiates them to zero everywhere.
 ZERO_DERIVATIVE = frozenset(["floor", "ceil", "round", "sign"])

@@ -7,8 +7,8 @@ functions evaluate the primitive on constant values (index arrays computed insid
 one implementation serves both. Gathers and scatters, whose semantics are too rich to
 rewrite, are evaluated by JAX itself on the ids.
 
-Every function takes the eqn's operands as NumPy arrays and its params, and returns a list
-of outputs (most primitives have one).
+Each function takes NumPy arrays and the primitive's params; the table of primitives
+(:mod:`bpjax.modes._primitives`) wraps them as ``(operands, params) -> list of outputs``.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 
-def _pad(a, value, config):
+def pad(a, value, config):
     """``lax.pad``: per dimension ``(low, high, interior)``; negative low/high crop."""
     out = a
     for axis, (lo, hi, interior) in enumerate(config):
@@ -47,7 +47,7 @@ def _pad(a, value, config):
     return out
 
 
-def _broadcast_in_dim(a, shape, broadcast_dimensions):
+def broadcast_in_dim(a, shape, broadcast_dimensions):
     expanded = [1] * len(shape)
     for src, dst in enumerate(broadcast_dimensions):
         expanded[dst] = a.shape[src]
@@ -62,19 +62,19 @@ def _clamped_starts(operand_shape, sizes, starts):
     ]
 
 
-def _dynamic_slice(a, *starts, slice_sizes):
+def dynamic_slice(a, *starts, slice_sizes):
     begin = _clamped_starts(a.shape, slice_sizes, starts)
     return a[tuple(slice(b, b + z) for b, z in zip(begin, slice_sizes, strict=True))]
 
 
-def _dynamic_update_slice(a, update, *starts):
+def dynamic_update_slice(a, update, *starts):
     begin = _clamped_starts(a.shape, update.shape, starts)
     out = a.copy()
     out[tuple(slice(b, b + z) for b, z in zip(begin, update.shape, strict=True))] = update
     return out
 
 
-def _slice(a, start_indices, limit_indices, strides):
+def slice_(a, start_indices, limit_indices, strides):
     strides = strides or (1,) * a.ndim
     return a[
         tuple(
@@ -83,11 +83,11 @@ def _slice(a, start_indices, limit_indices, strides):
     ]
 
 
-def _split(a, sizes, axis):
+def split(a, sizes, axis):
     return np.split(a, np.cumsum(sizes)[:-1], axis=axis)
 
 
-def _reshape(a, new_sizes, dimensions):
+def reshape(a, new_sizes, dimensions):
     if dimensions is not None:
         a = np.transpose(a, dimensions)
     return a.reshape(new_sizes)
@@ -141,34 +141,6 @@ def gather(operand, indices, params, fill):
     return np.transpose(window, order)
 
 
-# name -> (operands, params) -> list of outputs. Operands are NumPy arrays.
-MOVES = {
-    "reshape": lambda ops, p: [_reshape(ops[0], p["new_sizes"], p.get("dimensions"))],
-    "squeeze": lambda ops, p: [np.squeeze(ops[0], axis=tuple(p["dimensions"]))],
-    "expand_dims": lambda ops, p: [np.expand_dims(ops[0], tuple(p["dimensions"]))],
-    "transpose": lambda ops, p: [np.transpose(ops[0], p["permutation"])],
-    "broadcast_in_dim": lambda ops, p: [
-        _broadcast_in_dim(ops[0], p["shape"], p["broadcast_dimensions"])
-    ],
-    "slice": lambda ops, p: [
-        _slice(ops[0], p["start_indices"], p["limit_indices"], p.get("strides"))
-    ],
-    "rev": lambda ops, p: [np.flip(ops[0], tuple(p["dimensions"]))],
-    "concatenate": lambda ops, p: [np.concatenate(ops, axis=p["dimension"])],
-    "pad": lambda ops, p: [_pad(ops[0], ops[1], p["padding_config"])],
-    "split": lambda ops, p: _split(ops[0], p["sizes"], p["axis"]),
-    "dynamic_slice": lambda ops, p: [_dynamic_slice(*ops, slice_sizes=p["slice_sizes"])],
-    "dynamic_update_slice": lambda ops, p: [_dynamic_update_slice(*ops)],
-    "tile": lambda ops, p: [np.tile(ops[0], p["reps"])],
-    "stack": lambda ops, p: [np.stack(ops, axis=p["axis"])],
-    "unstack": lambda ops, p: list(np.moveaxis(ops[0], p["axis"], 0)),
-    "copy": lambda ops, p: [ops[0]],
-    "copy_p": lambda ops, p: [ops[0]],
-}
-
-# Operands of MOVES that are positions, not data: they must be known constants.
-INDEX_OPERANDS = {"dynamic_slice": slice(1, None), "dynamic_update_slice": slice(2, None)}
-
 # Cheap NumPy evaluation of the integer arithmetic that computes indices inside ``f``
 # (``x[i - 1]``, negative-index wrapping); anything else is evaluated by JAX.
 _UFUNCS = {
@@ -191,13 +163,15 @@ _UFUNCS = {
 }
 
 
-def evaluate_constant(name, operands, params, dtypes):
+def evaluate_constant(name, operands, params, dtypes, move=None):
     """Evaluate one primitive on constant NumPy operands, or return None if not handled here.
 
     ``dtypes`` are the output dtypes; results are cast to them (NumPy promotes differently).
+    ``move``: the primitive's NumPy data-movement function, if it has one
+    (:attr:`bpjax.modes._primitives.PrimitiveRule.move`).
     """
-    if name in MOVES:
-        outs = MOVES[name](operands, params)
+    if move is not None:
+        outs = move(operands, params)
     elif name == "iota":
         outs = [_iota(params["dtype"], params["shape"], params["dimension"])]
     elif name == "convert_element_type":

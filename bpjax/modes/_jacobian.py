@@ -50,17 +50,15 @@ class JacobianFn:
         return f"JacobianFn(method={self.method!r}, decision_seconds={self.decision_seconds:.3g})"
 
 
-def _build(f, x, mode, coloring, sparse_output, calibrate, calls=None):
+def _build(f, x, mode, coloring, sparse_output, basis, calls=None):
     """Plan, decide, and build the program: ``(run, method, choice, pattern)``."""
-    _auto.check_calls(calls)
+    _checks.check_calls(calls)
     plan = _plan.plan(f, x, mode=mode, coloring=coloring, sparse_output=sparse_output)
     choice = None
     if len(plan.candidates) == 1:
         method = plan.candidates[0]
     else:
-        basis = "timing" if calibrate else "model"
-        choice = _auto.decide(plan, basis=basis, sparse_output=sparse_output, calls=calls)
-        method = next(c for c in plan.candidates if c.name == choice.method)
+        method, choice = _auto.decide(plan, basis=basis, sparse_output=sparse_output, calls=calls)
     fn = plan.program(method, sparse_output=sparse_output)
     return _layout(fn, x, plan.out, sparse_output), method, choice, plan.pattern
 
@@ -82,6 +80,7 @@ def _layout(fn, x, out, sparse_output):
     return run
 
 
+@_checks.no_calibrate
 def jacobian_fn(
     f,
     x_example,
@@ -89,7 +88,7 @@ def jacobian_fn(
     mode: str = "auto",
     sparse_output: bool = False,
     coloring: str | None = None,
-    calibrate: bool = False,
+    basis="model",
     calls: int | None = None,
 ) -> JacobianFn:
     """Decide once how to compute the Jacobian of ``f``; return a compiled ``x ↦ J``.
@@ -108,7 +107,10 @@ def jacobian_fn(
         of a dense Jacobian; needs ``x`` and ``f(x)`` to be single arrays (flattened in
         row-major order).
       coloring: with ``mode="sparse"``, force ``"columns"``, ``"rows"`` or ``"bicoloring"``.
-      calibrate: with ``mode="auto"``, time every candidate in full instead of predicting.
+      basis: with ``mode="auto"`` (or ``"sparse"`` with several colorings), how the
+        candidates are priced: ``"model"`` (default: predicted, nothing compiled),
+        ``"timing"`` (the leading candidates compiled and timed), ``"xla"`` (XLA's
+        estimates) or a :class:`~bpjax.modes.CostBasis` of your own.
       calls: with ``mode="auto"`` or ``"sparse"``, how many times you will call the result:
         the choice then counts each candidate's compilation, shared among the calls, so a
         few calls of a small Jacobian get the program that compiles fastest rather than
@@ -125,15 +127,14 @@ def jacobian_fn(
       >>> jac.method, jac.coloring.products     # ('columns', 2)
     """
     start = time.perf_counter()
-    fn, method, choice, pattern = _build(
-        f, x_example, mode, coloring, sparse_output, calibrate, calls
-    )
+    fn, method, choice, pattern = _build(f, x_example, mode, coloring, sparse_output, basis, calls)
     seconds = time.perf_counter() - start
     if choice is not None:
         choice = choice._replace(decision_seconds=seconds)
     return JacobianFn(fn, method=method, choice=choice, pattern=pattern, decision_seconds=seconds)
 
 
+@_checks.no_calibrate
 def jacobian(
     f,
     x,
@@ -141,7 +142,7 @@ def jacobian(
     mode: str = "auto",
     sparse_output: bool = False,
     coloring: str | None = None,
-    calibrate: bool = False,
+    basis="model",
 ):
     """The Jacobian of ``f`` at ``x`` by forward, reverse, sparse or automatic mode.
 
@@ -154,7 +155,7 @@ def jacobian(
       structure with arrays of shape ``out_leaf.shape + in_leaf.shape``; or a ``BCOO``
       ``(m, n)`` with ``sparse_output=True``.
     """
-    fn, *_ = _build(f, x, mode, coloring, sparse_output, calibrate)
+    fn, *_ = _build(f, x, mode, coloring, sparse_output, basis)
     # Not jit-compiled here: a one-off call runs op by op (as jax.jacfwd does), and inside
     # a user's jit it is traced into the caller's program. For repeated calls on the same
     # shapes, jacobian_fn compiles once.

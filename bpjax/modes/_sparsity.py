@@ -3,7 +3,8 @@
 ``f`` is traced once to a jaxpr; each equation maps the dependency sets of its operands
 (:mod:`bpjax.modes._deps`) to those of its outputs. The result, for the flattened
 ``f: R^n → R^m``, is the set of ``(i, k)`` such that output ``i`` may depend on input ``k``:
-a superset of the nonzeros of ``J(x)`` at every ``x``. The rules, by primitive:
+a superset of the nonzeros of ``J(x)`` at every ``x``. Which rule each primitive gets is its
+record in :mod:`bpjax.modes._primitives`; in short:
 
 * elementwise ops (with scalar broadcasting): ``D_out[e] = ∪_operands D[e]``; comparisons and
   other integer/boolean results, ``stop_gradient`` and ``iota`` depend on nothing (their
@@ -22,10 +23,10 @@ a superset of the nonzeros of ``J(x)`` at every ``x``. The rules, by primitive:
   :mod:`bpjax.modes._flow`);
 * ``conv_general_dilated``, ``top_k``, ``cholesky``, ``dynamic_slice`` at traced starts: by
   their structure (:mod:`bpjax.modes._structured`);
-* anything else (FFTs, most linear algebra…): every output element
-  depends on every dependency of every operand. This is conservative, never exact, and is
-  reported in :attr:`Pattern.fallbacks` (and by :func:`bpjax.modes.sparsity` as a
-  :class:`SparsityWarning`) with the primitive's name.
+* anything else (``_primitives.CONSERVATIVE``: FFTs, most linear algebra…; and primitives
+  with no record): every output element depends on every dependency of every operand.
+  This is conservative, never exact, and is reported in :attr:`Pattern.fallbacks` (and
+  by :func:`bpjax.modes.sparsity` as a :class:`SparsityWarning`) with the primitive's name.
 
 Index arrays computed inside ``f`` (``x[i - 1]``) are folded to constants on the way.
 """
@@ -42,7 +43,7 @@ import numpy as np
 import scipy.sparse as sp
 from jax.experimental import sparse as jsparse
 
-from bpjax.modes import _checks, _deps
+from bpjax.modes import _checks, _coloring, _deps
 from bpjax.modes._propagate import Interpreter
 
 DEFAULT_MAX_NONZEROS = 1 << 24
@@ -165,12 +166,10 @@ def sparsity(f, x, *, max_nonzeros: int = DEFAULT_MAX_NONZEROS):
         warn(pattern)
     if pattern.csr is None:
         raise ValueError("sparsity: " + too_dense_message(pattern))
-    m, n = pattern.shape
-    rows = np.repeat(np.arange(m), np.diff(pattern.csr.indptr))
-    indices = np.stack([rows, pattern.csr.indices], axis=1).astype(np.int32)
+    indices = np.stack(_coloring.coordinates(pattern.csr), axis=1).astype(np.int32)
     return jsparse.BCOO(
         (jnp.ones(indices.shape[0], jnp.uint8), jnp.asarray(indices)),
-        shape=(m, n),
+        shape=pattern.shape,
         indices_sorted=True,
         unique_indices=True,
     )

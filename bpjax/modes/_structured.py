@@ -19,7 +19,9 @@
   reads, which is conservative); the strict upper triangle is zero.
 
 Each rule builds the 0/1 matrix ``R`` of which operand elements an output element combines
-and hands it to :func:`bpjax.modes._deps.aggregate`.
+and hands it to :func:`bpjax.modes._deps.aggregate`. Every rule is
+``(interp, eqn, ins, ivals) -> [output deps]``, or ``None`` where it does not apply (too
+large); :mod:`bpjax.modes._primitives` says which primitive uses which.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ def _csr(rows, cols, shape):
     return sp.csr_array((np.ones(len(rows), bool), (rows, cols)), shape=shape)
 
 
-def top_k(interp, eqn, ins):
+def top_k(interp, eqn, ins, ivals):
     shape = eqn.invars[0].aval.shape
     length, k = shape[-1], eqn.outvars[0].aval.shape[-1]
     lines = math.prod(shape[:-1])
@@ -49,7 +51,7 @@ def top_k(interp, eqn, ins):
     return [_deps.aggregate(R, ins[0], interp.budget, interp.notes, "top_k"), None]
 
 
-def cholesky(interp, eqn, ins):
+def cholesky(interp, eqn, ins, ivals):
     shape = eqn.invars[0].aval.shape
     size = shape[-1]
     batch = math.prod(shape[:-2])
@@ -196,7 +198,7 @@ def dynamic_slice(interp, eqn, ins, ivals):
     R = _banded(interp, shape, sizes, _starts(ivals, 1), transpose=False)
     if R is None:
         return None
-    return [_deps.aggregate(R, ins[0], interp.budget, interp.notes, "dynamic_slice")]
+    return [_deps.aggregate(R, ins[0], interp.budget, interp.notes, eqn.primitive.name)]
 
 
 def dynamic_update_slice(interp, eqn, ins, ivals):
@@ -207,15 +209,3 @@ def dynamic_update_slice(interp, eqn, ins, ivals):
     update = _deps.aggregate(R, ins[1], interp.budget, interp.notes, "dynamic_update_slice")
     # The operand's element stays wherever the update may not land: conservatively, always.
     return [_deps.union([d for d in (ins[0], update) if d is not None])]
-
-
-# primitive name -> (interpreter, eqn, operand deps) -> output deps
-RULES = {"top_k": top_k, "cholesky": cholesky}
-# the same, with the operands' values too; None when the rule does not apply (too large)
-VALUED_RULES = {"conv_general_dilated": conv, "qr": qr}
-# data movement at positions not known at trace time:
-# (interpreter, eqn, operand deps, operand values) -> output deps, or None (too many)
-TRACED_STARTS = {
-    "dynamic_slice": dynamic_slice,
-    "dynamic_update_slice": dynamic_update_slice,
-}

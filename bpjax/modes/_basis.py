@@ -1,0 +1,66 @@
+"""The one contract every cost basis meets: how the automatic mode prices its candidates.
+
+A basis is an object that prices every candidate method of a :class:`~bpjax.modes._plan.Plan`
+(``fwd``, ``rev``, the colorings) in seconds, and says how far to trust those prices:
+
+* :meth:`CostBasis.prices`: method name → ``{"seconds": ...}`` (per call); with ``calls=``,
+  also ``"run_seconds"`` and ``"compile_seconds"`` (the price is then
+  ``run + compile / calls``, see :func:`per_call`). A method left out is not a candidate.
+* :attr:`CostBasis.band`: prices within ``band`` times the cheapest are a tie, broken by the
+  faster compilation, then fewer products, then fewer VJPs.
+* :attr:`CostBasis.verb`: how the price was found, for the reason (``"predicted"``).
+* :attr:`CostBasis.prices_calls`: whether it can price compilation over ``calls=``;
+  :attr:`CostBasis.colorings`: whether it prices the colorings too (else ``fwd``/``rev``).
+
+The three built in are ``"model"`` (:mod:`bpjax.modes._basis_model`), ``"timing"``
+(:mod:`bpjax.modes._basis_timing`) and ``"xla"`` (:mod:`bpjax.modes._basis_xla`); a new one
+is one subclass, passed as ``basis=`` to :func:`~bpjax.modes.jacobian_fn`,
+:func:`~bpjax.modes.jacobian` or :func:`~bpjax.modes.choose_mode`.
+"""
+
+from __future__ import annotations
+
+import abc
+
+
+class CostBasis(abc.ABC):
+    """Base class of every cost basis: see the module docstring for the contract.
+
+    Example:
+      >>> class FewestProducts(CostBasis):
+      ...     name, verb = "products", "counted"
+      ...     def prices(self, plan, *, sparse_output, calls):
+      ...         return {c.name: {"seconds": float(c.products)} for c in plan.candidates}
+      >>> jacobian_fn(f, x, basis=FewestProducts())
+    """
+
+    name: str = ""
+    band: float = 1.0
+    verb: str = "priced"
+    prices_calls: bool = False
+    colorings: bool = True
+
+    @abc.abstractmethod
+    def prices(self, plan, *, sparse_output: bool, calls: int | None) -> dict[str, dict]:
+        """Method name → ``{"seconds", ...}`` for the candidates of ``plan`` it prices.
+
+        Args:
+          plan: the :class:`~bpjax.modes._plan.Plan` (``plan.candidates``: the methods, each
+            with ``.name``, ``.jvps``, ``.vjps``, ``.products``; ``plan.n``, ``plan.m``;
+            ``plan.program(method, sparse_output=...)`` builds one).
+          sparse_output: a ``BCOO`` result is wanted, not a dense ``(m, n)`` one.
+          calls: ``None`` (steady state) or how many calls share one compilation (only
+            when :attr:`prices_calls`).
+        """
+
+    def __repr__(self):
+        return f"{type(self).__name__}(name={self.name!r})"
+
+
+def per_call(run: float, compile_seconds: float, calls: int) -> dict:
+    """Seconds per call over ``calls`` calls, the compilation shared among them."""
+    return {
+        "seconds": run + compile_seconds / calls,
+        "run_seconds": run,
+        "compile_seconds": compile_seconds,
+    }

@@ -1,0 +1,51 @@
+"""The default cost basis: the run-time model (:mod:`bpjax.modes._cost`), nothing compiled.
+
+From the product counts, ``f``'s jaxpr and rates measured once per machine and kept on disk
+(:mod:`bpjax.modes._rates`), so the decision costs a trace of ``f`` plus the sparsity pass
+and the coloring. With ``calls=`` the compilation of each candidate is modelled too, as its
+difference from the fastest-compiling one (:func:`bpjax.modes._cost.compile_seconds`).
+"""
+
+from __future__ import annotations
+
+import jax
+
+from bpjax.modes import _cost, _rates
+from bpjax.modes._basis import CostBasis, per_call
+
+
+class ModelBasis(CostBasis):
+    """``basis="model"``: predicted by the run-time model (ties within 25%)."""
+
+    name = "model"
+    band = 1.25
+    verb = "predicted"
+    prices_calls = True
+
+    def prices(self, plan, *, sparse_output, calls):
+        r = _rates.rates(jax.default_backend())
+        closed = plan.closed
+        if closed is None:
+            closed = jax.make_jaxpr(plan.f_flat)(plan.x_flat)
+        work = _cost.profile(closed)
+        nnz = plan.pattern.nnz if plan.pattern is not None else plan.n * plan.m
+        dense_output = not sparse_output
+        prices = {
+            c.name: {
+                "seconds": _cost.method_seconds(
+                    c, work, n=plan.n, m=plan.m, nnz=nnz, dense_output=dense_output, r=r
+                )
+            }
+            for c in plan.candidates
+        }
+        if calls:
+            eqns = _cost.equations(closed.jaxpr)
+            extra = {
+                c.name: _cost.compile_seconds(c, nnz=nnz, eqns=eqns, dense_output=dense_output, r=r)
+                for c in plan.candidates
+            }
+            # Only differences count: priced over the fastest-compiling candidate.
+            least = min(extra.values())
+            for name, price in prices.items():
+                prices[name] = per_call(price["seconds"], extra[name] - least, calls)
+        return prices
