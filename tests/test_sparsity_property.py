@@ -2,7 +2,8 @@
 
 Each program is a random chain of operations on ``(n,)`` float vectors, drawn from the
 primitives the interpreter has rules for (elementwise ops, permutations, gathers and
-scatters with traced indices, ``dynamic_slice`` at a traced start, sort, cumsum, a
+scatters with traced indices, ``dynamic_slice``/``dynamic_update_slice`` at starts computed
+from traced indices (bounded by integer ranges), sort, cumsum, a
 convolution, reductions, ``cond``, ``scan``, ``while_loop``, ``custom_jvp``/``custom_vjp``).
 Its Jacobian at random points, by JAX (forward mode, or reverse mode where a ``custom_vjp``
 has no forward rule), must have no nonzero outside the detected pattern.
@@ -78,6 +79,25 @@ OPS = {
     "dynamic_slice": (
         2,
         lambda a, b: jax.lax.dynamic_slice(jnp.concatenate([a, a]), (jnp.argmin(b),), (N,)),
+    ),
+    # Starts computed from traced indices: bounded by the integer ranges the interpreter
+    # tracks (argmax's axis, then arithmetic, comparisons, clamping).
+    "index_arith": (
+        2,
+        lambda a, b: jax.lax.dynamic_slice(
+            jnp.concatenate([a, a]), ((jnp.argmax(b) * 2 - 1) // 2 + 1,), (N,)
+        ),
+    ),
+    "dus_traced": (
+        2,
+        lambda a, b: jax.lax.dynamic_update_slice(a, b[:3] * 2.0, (jnp.argmax(a) % 4 - 1,)),
+    ),
+    "clamped_take": (2, lambda a, b: a[jnp.clip(jnp.argmax(b) ** 2 - 3, 0, N - 1)] * b),
+    "where_start": (
+        2,
+        lambda a, b: jnp.pad(
+            jax.lax.dynamic_slice(a, (jnp.where(jnp.argmax(b) < 2, 1, 3),), (3,)), (0, N - 3)
+        ),
     ),
     "sort": (1, jnp.sort),
     "cumsum": (1, jnp.cumsum),

@@ -303,3 +303,51 @@ def test_a_rule_that_calls_its_own_function_reads_it_as_the_linear_map():
         P = np.asarray(modes.sparsity(_permute, x).todense()).astype(bool)
     np.testing.assert_array_equal(P, np.eye(3, dtype=bool)[[2, 0, 1]])
     np.testing.assert_allclose(modes.jacobian(_permute, x, mode="sparse"), jax.jacfwd(_permute)(x))
+
+
+# --- Class 4, looser than a peer: starts computed from traced indices ----------------------
+# argmax(x[:2]) lies in [0, 1] whatever x is (and has derivative zero); the interpreter carries
+# that interval through index arithmetic and JAX's negative-index normalisation (its `i < 0`
+# is decided), so the slice reads a band of the starts the index can take, not every start.
+def _argmax_start(x):
+    return jax.lax.dynamic_slice(x, (jnp.argmax(x[:2]) + 1,), (3,))
+
+
+def _argmax_update(x):
+    # Starts 2..3 of a 4-wide update: positions 3, 4 and 5 are overwritten at every start.
+    return jax.lax.dynamic_update_slice(x, jnp.sin(x[:4]), (jnp.argmax(x[:2]) + 2,))
+
+
+def _decided_where(x):
+    i = jnp.argmax(x[:3])  # in [0, 2]: `i > 5` is always False
+    return jax.lax.dynamic_slice(x, (jnp.where(i > 5, 0, 4),), (2,))
+
+
+def _clamped_square(x):
+    return x[jnp.clip(jnp.argmax(x[:3]) ** 2, 1, 3)] * x[6:]
+
+
+@pytest.mark.parametrize(
+    "f, want",
+    [
+        (_argmax_start, [(r, c) for r in range(3) for c in (r + 1, r + 2)]),
+        (_argmax_update, None),
+        (_decided_where, [(0, 4), (1, 5)]),
+        # clip(argmax ** 2, 1, 3) is 1 or 3: the interval [1, 3] also admits 2 (looser, sound)
+        (_clamped_square, [(r, c) for r in range(2) for c in (1, 2, 3, 6 + r)]),
+    ],
+)
+def test_traced_starts_read_only_what_their_bounds_allow(f, want):
+    x = jnp.arange(8.0)
+    pattern = np.asarray(modes.sparsity(f, x).todense()).astype(bool)
+    truth = np.zeros_like(pattern)
+    for k in range(300):
+        point = jax.random.normal(jax.random.key(k), x.shape)
+        truth |= np.asarray(jax.jacfwd(f)(point)) != 0
+    assert not (truth & ~pattern).any(), "missed a nonzero"
+    if want is not None:
+        expected = np.zeros_like(pattern)
+        expected[tuple(np.array(want).T)] = True
+        assert (pattern == expected).all(), np.argwhere(pattern != expected).tolist()
+    else:  # exact: the union of the true patterns over many points
+        assert (pattern == truth).all(), np.argwhere(pattern != truth).tolist()

@@ -25,7 +25,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from bpjax.modes import _elementwise, _flow, _index_maps, _rules, _structured
+from bpjax.modes import _elementwise, _flow, _index_maps, _ranges, _rules, _structured
 
 # What the run-time model counts for one equation's derivative (see _cost.work).
 COSTS = ("elements", "gather", "scatter", "dot", "call", "cond", "scan", "while")
@@ -56,6 +56,9 @@ class PrimitiveRule:
       pulled: every output element reads one element of each operand (or a window), so
         fused with its consumer it runs only where the consumer reads.
       why_not: why the conservative rule ran when ``sparsity`` gave ``None``.
+      bounds: ``(eqn, operand bounds, operand values) -> [output bounds]``: how an interval
+        on integer values (a traced index) flows through it (:mod:`bpjax.modes._ranges`);
+        data movements get one from ``move``. ``None``: outputs unbounded.
     """
 
     name: str
@@ -67,6 +70,7 @@ class PrimitiveRule:
     cost: str = "elements"
     pulled: bool = False
     why_not: str = "no sparsity rule"
+    bounds: Callable | None = None
 
     def __post_init__(self):
         if self.cost not in COSTS:
@@ -89,6 +93,7 @@ def register_primitive(
     cost: str = "elements",
     pulled: bool = False,
     why_not: str = "no sparsity rule",
+    bounds: Callable | None = None,
 ) -> PrimitiveRule:
     """Add or replace the record of primitive ``name`` (the fields of :class:`PrimitiveRule`).
 
@@ -109,8 +114,10 @@ def register_primitive(
         )
     if move is not None and sparsity is None:
         sparsity = _rules.moved_by(move, index_operands or slice(0))
+    if move is not None and bounds is None:
+        bounds = _ranges.moved(index_operands)
     record = PrimitiveRule(
-        name, sparsity, control, move, index_operands, body, cost, pulled, why_not
+        name, sparsity, control, move, index_operands, body, cost, pulled, why_not, bounds
     )
     TABLE[name] = record
     return record
@@ -130,8 +137,9 @@ def _elementwise_rule(interp, eqn, ins, ivals):
     return [_elementwise.rule(interp, eqn, ins, eqn.outvars[0].aval, ivals)]
 
 
-def _call(interp, eqn, ins, ivals):
-    return interp.call(eqn, ins, ivals)
+def plain_call(interp, eqn, ins, ivals):
+    """Read a call's body, passing the operands' integer intervals in and out of it."""
+    return interp.call(eqn, ins, ivals, bounds=interp.operand_bounds)
 
 
 def _cond(interp, eqn, ins, ivals):
@@ -286,7 +294,12 @@ register_primitive(
     why_not=_INDICES_UNKNOWN,
 )
 register_primitive(
-    "gather", sparsity=_rules.gather, cost="gather", pulled=True, why_not=_INDICES_UNKNOWN
+    "gather",
+    sparsity=_rules.gather,
+    cost="gather",
+    pulled=True,
+    why_not=_INDICES_UNKNOWN,
+    bounds=_ranges.moved(slice(1, 2)),
 )
 for _name in ("scatter", "scatter-add", "scatter-mul", "scatter-min", "scatter-max", "scatter-sub"):
     register_primitive(_name, sparsity=_rules.scatter, cost="scatter", why_not=_INDICES_UNKNOWN)
@@ -314,7 +327,7 @@ for _name, _param in {
     "remat2": "jaxpr",
     "checkpoint": "jaxpr",
 }.items():
-    register_primitive(_name, control=_call, body=_param, cost="call")
+    register_primitive(_name, control=plain_call, body=_param, cost="call")
 # On the differentiation path a custom rule is read through the derivative JAX runs.
 register_primitive(
     "custom_jvp_call", control=_differentiated(_flow.custom_jvp), body="call_jaxpr", cost="call"
@@ -350,3 +363,7 @@ CONSERVATIVE = (
 )
 for _name in CONSERVATIVE:
     register_primitive(_name)
+
+# How integer intervals (traced indices) flow through arithmetic (data movements have theirs).
+for _name, _bounds in _ranges.ARITHMETIC.items():
+    TABLE[_name] = dataclasses.replace(TABLE.get(_name) or PrimitiveRule(_name), bounds=_bounds)

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.extend import core as jcore
 
-from bpjax.modes import _deps, _index_maps, _primitives
+from bpjax.modes import _deps, _index_maps, _primitives, _ranges
 
 _FOLD_MAX_SIZE = 1 << 22
 
@@ -29,17 +29,24 @@ class Interpreter:
         self.while_loops = 0  # while loops on the differentiation path (no reverse mode)
         self.rules = {}  # traced custom derivative rules, by equation
         self.rule_depth = 0  # custom_jvp rules being read, one inside another
+        # Integer intervals of the current equation's operands (bpjax.modes._ranges), for
+        # rules that index at traced positions; and those a call's body returned.
+        self.operand_bounds: list = []
+        self.returned_bounds: list = []
 
     # --- environment ---------------------------------------------------------------
 
-    def run(self, jaxpr, consts, in_deps, in_vals):
-        deps, vals = {}, {}
+    def run(self, jaxpr, consts, in_deps, in_vals, in_bounds=None):
+        deps, vals, bounds = {}, {}, {}
         for v, c in zip(jaxpr.constvars, consts, strict=True):
             vals[v] = np.asarray(c)
         for v, d, x in zip(jaxpr.invars, in_deps, in_vals, strict=True):
             deps[v] = d
             if x is not None:
                 vals[v] = x
+        for v, b in zip(jaxpr.invars, in_bounds or (), strict=False):
+            if b is not None:
+                bounds[v] = b
         last_use = {}
         for k, eqn in enumerate(jaxpr.eqns):
             for v in eqn.invars:
@@ -48,16 +55,39 @@ class Interpreter:
         for k, eqn in enumerate(jaxpr.eqns):
             ins = [self._read(deps, v) for v in eqn.invars]
             ivals = [self._read_val(vals, v) for v in eqn.invars]
+            ibounds = [
+                _ranges.of_value(x) if x is not None else self._read(bounds, v)
+                for v, x in zip(eqn.invars, ivals, strict=True)
+            ]
+            self.operand_bounds, self.returned_bounds = ibounds, []
             outs, ovals = self._eqn(eqn, ins, ivals)
-            for v, d, x in zip(eqn.outvars, outs, ovals, strict=True):
+            decided = _ranges.decide(eqn, ibounds)
+            if decided is not None and ovals[0] is None:
+                ovals = [decided]  # a comparison the bounds decide is a constant
+            obounds = self._out_bounds(eqn, ibounds, ivals, ovals)
+            for v, d, x, b in zip(eqn.outvars, outs, ovals, obounds, strict=True):
                 deps[v] = d if _is_float(v.aval) else None
                 if x is not None:
                     vals[v] = x
+                elif b is not None:
+                    bounds[v] = b
             for v in eqn.invars:
                 if isinstance(v, jcore.Var) and last_use.get(v) == k and v not in jaxpr.outvars:
                     deps.pop(v, None)
         outs = [self._read(deps, v) for v in jaxpr.outvars]
+        self.returned_bounds = [self._read(bounds, v) for v in jaxpr.outvars]
         return outs, [self._read_val(vals, v) for v in jaxpr.outvars]
+
+    def _out_bounds(self, eqn, ibounds, ivals, ovals):
+        """The outputs' integer intervals: a call's from its body, others by their rule."""
+        n = len(eqn.outvars)
+        rule = _primitives.lookup(eqn.primitive.name)
+        if rule is not None and rule.control is _primitives.plain_call:
+            returned = self.returned_bounds
+            return returned if len(returned) == n else [None] * n
+        if all(x is not None for x in ovals) or rule is None:
+            return [None] * n
+        return _ranges.propagate(rule.bounds, eqn, ibounds, ivals)
 
     @staticmethod
     def _read(deps, v):
@@ -103,12 +133,14 @@ class Interpreter:
         """Read a call's body (a custom rule's primal function)."""
         return self.call(eqn, ins, ivals)
 
-    def call(self, eqn, ins, ivals):
-        """Read the body of a call (``jit``, ``custom_jvp_call``...)."""
+    def call(self, eqn, ins, ivals, bounds=None):
+        """Read the body of a call (``jit``, ``custom_jvp_call``...); ``bounds``: the
+        operands' integer intervals, given only by a plain call (whose body the outputs'
+        intervals then come from)."""
         if eqn.primitive.name == "custom_vjp_call":
             self.custom_vjp = True
         jaxpr, consts = _primitives.body(eqn)
-        return self.run(jaxpr, consts, ins, ivals)
+        return self.run(jaxpr, consts, ins, ivals, in_bounds=bounds)
 
     def cond(self, eqn, ins, ivals):
         """The union over the branches; the taken branch if its index is a constant."""

@@ -152,10 +152,13 @@ def qr(interp, eqn, ins, ivals):
 
 
 def _offsets(length, size, start):
-    """The starts a dynamic slice of ``size`` out of ``length`` may take (JAX clamps)."""
+    """The starts a dynamic slice of ``size`` out of ``length`` may take (JAX clamps):
+    ``start`` is a known value, an interval ``(lo, hi)`` (a traced index's bounds,
+    :mod:`bpjax.modes._ranges`) or ``None`` (any)."""
     if start is None:
         return np.arange(length - size + 1)
-    return np.array([min(max(int(start), 0), length - size)])
+    lo, hi = start if isinstance(start, tuple) else (int(start), int(start))
+    return np.arange(min(max(lo, 0), length - size), min(max(hi, 0), length - size) + 1)
 
 
 def _band(rows, cols, offsets, transpose):
@@ -174,8 +177,13 @@ def _kron(factors):
     return sp.csr_array(out)
 
 
-def _starts(ivals, first):
-    return [None if v is None else np.asarray(v).item() for v in ivals[first:]]
+def _starts(interp, ivals, first):
+    """Each start operand's value, else its interval, else ``None`` (see ``_offsets``)."""
+    bounds = interp.operand_bounds[first:] or [None] * len(ivals[first:])
+    return [
+        np.asarray(v).item() if v is not None else b
+        for v, b in zip(ivals[first:], bounds, strict=True)
+    ]
 
 
 def _banded(interp, shape, sizes, starts, transpose):
@@ -195,7 +203,7 @@ def _banded(interp, shape, sizes, starts, transpose):
 
 def dynamic_slice(interp, eqn, ins, ivals):
     shape, sizes = eqn.invars[0].aval.shape, eqn.params["slice_sizes"]
-    R = _banded(interp, shape, sizes, _starts(ivals, 1), transpose=False)
+    R = _banded(interp, shape, sizes, _starts(interp, ivals, 1), transpose=False)
     if R is None:
         return None
     return [_deps.aggregate(R, ins[0], interp.budget, interp.notes, eqn.primitive.name)]
@@ -203,9 +211,24 @@ def dynamic_slice(interp, eqn, ins, ivals):
 
 def dynamic_update_slice(interp, eqn, ins, ivals):
     shape, sizes = eqn.invars[0].aval.shape, eqn.invars[1].aval.shape
-    R = _banded(interp, shape, sizes, _starts(ivals, 2), transpose=True)
+    R = _banded(interp, shape, sizes, _starts(interp, ivals, 2), transpose=True)
     if R is None:
         return None
     update = _deps.aggregate(R, ins[1], interp.budget, interp.notes, "dynamic_update_slice")
-    # The operand's element stays wherever the update may not land: conservatively, always.
-    return [_deps.union([d for d in (ins[0], update) if d is not None])]
+    # The operand's element stays wherever the update may not land: everywhere but the
+    # positions every start the update may take covers.
+    operand = ins[0]
+    if operand is not None:
+        starts = _starts(interp, ivals, 2)
+        covered = np.ones((), bool)
+        for length, size, start in zip(shape, sizes, starts, strict=True):
+            o = _offsets(length, size, start)
+            j = np.arange(length)
+            covered = np.multiply.outer(covered, (j >= o.max()) & (j < o.min() + size))
+        kept = np.flatnonzero(~covered.reshape(-1))
+        if kept.size < covered.size:
+            keep = _csr(kept, kept, (covered.size, covered.size))
+            operand = _deps.aggregate(
+                keep, operand, interp.budget, interp.notes, "dynamic_update_slice"
+            )
+    return [_deps.union([d for d in (operand, update) if d is not None])]
