@@ -31,6 +31,8 @@ __all__ = [
     "jacobians_table",
     "jacobian_colors_table",
     "bench_table",
+    "online_remat_table",
+    "online_remat_uses_table",
 ]
 
 
@@ -414,6 +416,51 @@ def jacobian_colors_table(records: dict) -> str:
     return _table(["family", "n×m", "column coloring", "row coloring", "bicoloring"], body)
 
 
+def online_remat_table(records: dict) -> str:
+    """Body evaluations, offline optimum and milliseconds per gradient at each timed (L, c)
+    of ``online_remat``: bpjax's ``remat.while_loop`` against Equinox's checkpointed loop
+    and a scan padded to a known maximum (its one time per L)."""
+    body = []
+    for r in records["online_remat"]["data"]["sweep"]:
+        scan = r.get("scan (padded) seconds")
+        body.append(
+            [
+                str(r["L"]),
+                str(r["c"]),
+                str(r["bpjax evaluations"]),
+                str(r.get("equinox evaluations", "")),
+                str(r["optimum"]),
+                _ms(r["bpjax seconds"]),
+                _ms(r["equinox seconds"]) if "equinox seconds" in r else "",
+                "" if scan is None else _ms(scan),
+            ]
+        )
+    header = ["L", "c", "bpjax evaluations", "Equinox evaluations", "offline optimum"]
+    header += ["bpjax ms", "Equinox ms", "padded scan ms"]
+    return _table(header, body)
+
+
+def online_remat_uses_table(records: dict) -> str:
+    """The two real loops of ``online_remat`` and their gradients against float64 central
+    differences."""
+    what = {
+        "van der pol": "Dormand-Prince 5(4), step rejection, Van der Pol, d y(6)/dμ at μ = 1.5",
+        "fixed point": "fixed point x = tanh(W x + b) to 1e-10, d‖x*‖²/db",
+    }
+    body = [
+        [
+            what.get(name, name),
+            str(use["steps"]),
+            f"{use['grad']:.10g}",
+            f"{use['central difference']:.10g}",
+            f"{use['relative error']:.1e}",
+        ]
+        for name, use in records["online_remat"]["data"]["real_uses"].items()
+    ]
+    header = ["loop", "steps", "gradient", "central difference", "relative error"]
+    return _table(header, body)
+
+
 def bench_table(records: dict) -> str:
     """``bpjax bench --full``'s table (:func:`bpjax.bench.readme_table` of
     ``results/full/peers.json``)."""
@@ -433,6 +480,8 @@ TABLES: dict[str, Callable[[dict], str]] = {
     "jacobians": jacobians_table,
     "jacobian-colors": jacobian_colors_table,
     "bench": bench_table,
+    "online-remat": online_remat_table,
+    "online-remat-uses": online_remat_uses_table,
 }
 """README table name → function of the records by name (``{"depth": record, ...}``)."""
 
@@ -449,6 +498,8 @@ SOURCES: dict[str, tuple[str, ...]] = {
     "jacobians": ("jacobians",),
     "jacobian-colors": ("jacobians",),
     "bench": ("full/peers",),
+    "online-remat": ("online_remat",),
+    "online-remat-uses": ("online_remat",),
 }
 
 
