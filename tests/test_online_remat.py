@@ -121,8 +121,11 @@ def test_split_matches_revolve():
             assert m == events[stores[0] - 1][2], (n, c)
 
 
-def test_jax_placement_equals_reference():
-    """The forward loop's buffer holds exactly the steps of online_checkpoints."""
+@pytest.mark.parametrize("table_steps", [0, 5, _while._TABLE_STEPS])
+def test_jax_placement_equals_reference(table_steps, monkeypatch):
+    """The forward loop's buffer holds exactly the steps of online_checkpoints, whether its
+    decisions come from the precomputed table, the traced rule, or the table then the rule."""
+    monkeypatch.setattr(_while, "_TABLE_STEPS", table_steps)
     for c in (1, 2, 3, 6):
         spec = _while._Spec(
             body=lambda s: s + 1,

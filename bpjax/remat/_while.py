@@ -52,7 +52,7 @@ from jax import lax
 
 from bpjax import _validate
 from bpjax.remat import _linear
-from bpjax.remat._online import first_bounds, place, split
+from bpjax.remat._online import place, placement_table, split
 
 __all__ = ["while_loop"]
 
@@ -272,6 +272,12 @@ def _plain(spec: _Spec, cond_consts, consts, xs):
     return lax.while_loop(going, advance, (jnp.int32(0), list(xs)))[1]
 
 
+# The forward loop looks its first placement decisions up in a table (one gather per step
+# instead of ~20 small integer kernels, which cost more than a small body); from this step
+# on it runs the traced rule (:func:`~bpjax.remat._online.place`). Same decisions either way.
+_TABLE_STEPS = 4096
+
+
 def _forward(spec: _Spec, sizes: tuple[int, int], args):
     """The loop, storing checkpoints online. ``args = cond_consts + consts + xs`` (flat lists
     of ``sizes`` = (len(cond_consts), len(consts)) and the state's leaves).
@@ -283,57 +289,83 @@ def _forward(spec: _Spec, sizes: tuple[int, int], args):
     cond_consts, consts = args[:n_cond], args[n_cond : n_cond + n_consts]
     xs = args[n_cond + n_consts :]
     c = spec.checkpoints
-    buffer = [jnp.zeros((c, *x.shape), x.dtype) for x in xs]
-    lanes = jnp.arange(c)
+    n_table = _TABLE_STEPS
+    table, positions, order, count, bounds = placement_table(c, n_table)
+    # Indexed by j: at step j the loop may store x_{j-1}; nothing at j = 0.
+    table = np.asarray((-1, *table), np.int32)
 
     def going(carry):
         return _going(spec, cond_consts, carry["x"], carry["j"])
 
-    def advance(carry):
-        j, positions, order, count = carry["j"], carry["positions"], carry["order"], carry["count"]
-        # x_{j-1} is not the last input (x_j satisfied cond): it may be stored.
-        q = j - 1
-        store, k, bounds = place(q, positions, count, carry["bounds"])
-        store = store & (j >= 1)
-        bounds = jnp.where(j >= 1, bounds, carry["bounds"])
-        slot = order[k]  # while filling, order[count] == count
+    def store_at(carry, store, slot):
+        q = carry["j"] - 1
         buffer = [
             lax.dynamic_update_index_in_dim(b, jnp.where(store, p, b[slot]), slot, 0)
             for b, p in zip(carry["buffer"], carry["prev"], strict=True)
         ]
+        steps = carry["slot_steps"]
+        steps = lax.dynamic_update_index_in_dim(steps, jnp.where(store, q, steps[slot]), slot, 0)
+        return {
+            "j": carry["j"] + 1,
+            "x": _step(spec, consts, carry["x"]),
+            "prev": carry["x"],
+            "buffer": buffer,
+            "slot_steps": steps,
+        }
+
+    def looked_up(carry):
+        slot = jnp.asarray(table)[carry["j"]]
+        return store_at(carry, slot >= 0, jnp.maximum(slot, 0))
+
+    first = lax.while_loop(
+        lambda carry: going(carry) & (carry["j"] <= n_table),
+        looked_up,
+        {
+            "j": jnp.int32(0),
+            "x": list(xs),
+            "prev": list(xs),
+            "buffer": [jnp.zeros((c, *x.shape), x.dtype) for x in xs],
+            "slot_steps": jnp.full((c,), -1, jnp.int32),
+        },
+    )
+    lanes = jnp.arange(c)
+
+    def traced(carry):
+        # x_{j-1} is not the last input (x_j satisfied cond): it may be stored.
+        q, positions, order, count = (
+            carry["j"] - 1,
+            carry["positions"],
+            carry["order"],
+            carry["count"],
+        )
+        store, k, bounds = place(q, positions, count, carry["bounds"])
+        slot = order[k]  # while filling, order[count] == count
         # Logical order: evicting index k shifts the later checkpoints down and appends q.
         later = jnp.minimum(lanes + 1, c - 1)
         filling = count < c
         evicted_pos = jnp.where(lanes < k, positions, positions[later]).at[c - 1].set(q)
         evicted_ord = jnp.where(lanes < k, order, order[later]).at[c - 1].set(slot)
         filled_pos = positions.at[jnp.minimum(count, c - 1)].set(q)
-        positions = jnp.where(store, jnp.where(filling, filled_pos, evicted_pos), positions)
-        order = jnp.where(store & ~filling, evicted_ord, order)
         return {
-            "j": j + 1,
-            "x": _step(spec, consts, carry["x"]),
-            "prev": carry["x"],
-            "buffer": buffer,
-            "positions": positions,
-            "order": order,
+            **store_at(carry, store, slot),
+            "positions": jnp.where(store, jnp.where(filling, filled_pos, evicted_pos), positions),
+            "order": jnp.where(store & ~filling, evicted_ord, order),
             "count": count + (store & filling).astype(jnp.int32),
             "bounds": bounds,
         }
 
-    init = {
-        "j": jnp.int32(0),
-        "x": list(xs),
-        "prev": list(xs),
-        "buffer": buffer,
-        "positions": jnp.zeros((c,), jnp.int32),
-        "order": lanes.astype(jnp.int32),
-        "count": jnp.int32(0),
-        "bounds": first_bounds(c),
-    }
-    out = lax.while_loop(going, advance, init)
-    used = jnp.where(lanes < out["count"], out["positions"], -1)
-    slot_steps = jnp.full((c,), -1, jnp.int32).at[out["order"]].set(used)
-    return out["x"], out["prev"], out["buffer"], slot_steps, out["j"]
+    out = lax.while_loop(
+        going,
+        traced,
+        {
+            **first,
+            "positions": jnp.asarray(positions, jnp.int32),
+            "order": jnp.asarray(order, jnp.int32),
+            "count": jnp.int32(count),
+            "bounds": jnp.asarray(bounds, jnp.int32),
+        },
+    )
+    return out["x"], out["prev"], out["buffer"], out["slot_steps"], out["j"]
 
 
 def _reverse(spec: _Spec, res, ct):
