@@ -395,7 +395,10 @@ def _reverse(spec: _Spec, res, ct):
         x = [jnp.where(restore, b[src], v) for b, v in zip(buf, x, strict=True)]
         pos = jnp.where(restore, slots[src], pos)
         free = jnp.sum(slots < 0)
-        next_store = lax.cond(restore, plan, lambda *_: next_store, pos, target, free)
+        # Revolve's next store, planned after a restore or a store (one cond per iteration;
+        # none needed when the state at the target is already live).
+        replan = (restore | carry["replan"]) & (pos < target)
+        next_store = lax.cond(replan, plan, lambda *_: next_store, pos, target, free)
         # Advance, without bookkeeping, to where revolve stores next or to the target.
         stop = jnp.where((next_store > pos) & (next_store <= target), next_store, target)
         x = lax.fori_loop(pos, stop, lambda _, v: _step(spec, consts, v), x)
@@ -407,8 +410,6 @@ def _reverse(spec: _Spec, res, ct):
             for b, v in zip(buf, x, strict=True)
         ]
         slots = slots.at[dst].set(jnp.where(store, pos, slots[dst]))
-        free = free - store.astype(free.dtype)
-        next_store = lax.cond(store, plan, lambda *_: next_store, pos, target, free)
         # Turn at the target: the cotangent moves from x_{target+1} to x_target.
         at_target = pos == target
         ct, d_consts = lax.cond(at_target, turn, lambda _, *a: a, x, carry["ct"], carry["d_consts"])
@@ -419,6 +420,7 @@ def _reverse(spec: _Spec, res, ct):
             "slots": slots,
             "buffer": buf,
             "next_store": next_store,
+            "replan": store,
             "ct": ct,
             "d_consts": d_consts,
         }
@@ -430,6 +432,7 @@ def _reverse(spec: _Spec, res, ct):
         "slots": slot_steps,
         "buffer": list(buffer),
         "next_store": jnp.int32(-1),
+        "replan": jnp.bool_(True),
         "ct": list(ct),
         "d_consts": zeros_c,
     }
