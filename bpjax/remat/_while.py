@@ -384,17 +384,35 @@ def _reverse(spec: _Spec, res, ct):
     def plan(pos, target, free):
         return jnp.where(free > 0, pos + split(target - pos + 1, free + 1), -1)
 
+    # The checkpoints are used last in, first out: a restore takes the latest one at or
+    # before the target, stores go above it, and a turn frees at most the one at the old
+    # target. So they are kept as a stack in step order: ``steps[k]`` the k-th stored step,
+    # ``top`` the index of the latest, and ``stack[k]`` its physical slot. Slots above
+    # ``top`` are free; a pop leaves its slot in place for the next push, so ``stack`` (a
+    # permutation of the slots, used slots first in step order) never changes.
+    c = spec.checkpoints
+    key = jnp.where(slot_steps < 0, jnp.iinfo(jnp.int32).max, slot_steps)
+    stack = jnp.argsort(key).astype(jnp.int32)
+    lanes = jnp.arange(c, dtype=jnp.int32)
+    used = jnp.sum(slot_steps >= 0).astype(jnp.int32)
+    steps_init = jnp.where(lanes < used, slot_steps[stack], -1)
+
     def iteration(carry):
         target, pos, x = carry["target"], carry["pos"], carry["x"]
-        slots, buf, next_store = carry["slots"], carry["buffer"], carry["next_store"]
-        # Restore (after a turn): the latest checkpoint at or before the target; later
-        # ones are done and their slots free.
-        slots = jnp.where(slots > target, -1, slots)
+        top, steps, buf, next_store = (
+            carry["top"],
+            carry["steps"],
+            carry["buffer"],
+            carry["next_store"],
+        )
+        # After a turn the checkpoint at the old target (if any) is done: pop it.
+        top = top - ((top >= 0) & (steps[jnp.maximum(top, 0)] > target)).astype(jnp.int32)
+        # Restore (after a turn): the latest checkpoint at or before the target.
         restore = pos < 0
-        src = jnp.argmax(slots)
+        src = stack[jnp.maximum(top, 0)]
         x = [jnp.where(restore, b[src], v) for b, v in zip(buf, x, strict=True)]
-        pos = jnp.where(restore, slots[src], pos)
-        free = jnp.sum(slots < 0)
+        pos = jnp.where(restore, steps[jnp.maximum(top, 0)], pos)
+        free = c - 1 - top
         # Revolve's next store, planned after a restore or a store (one cond per iteration;
         # none needed when the state at the target is already live).
         replan = (restore | carry["replan"]) & (pos < target)
@@ -404,12 +422,15 @@ def _reverse(spec: _Spec, res, ct):
         x = lax.fori_loop(pos, stop, lambda _, v: _step(spec, consts, v), x)
         pos = stop
         store = (pos == next_store) & (pos < target) & (free > 0)
-        dst = jnp.argmin(slots)
+        top = top + store.astype(jnp.int32)
+        dst = stack[jnp.clip(top, 0, c - 1)]
         buf = [
             lax.dynamic_update_index_in_dim(b, jnp.where(store, v, b[dst]), dst, 0)
             for b, v in zip(buf, x, strict=True)
         ]
-        slots = slots.at[dst].set(jnp.where(store, pos, slots[dst]))
+        steps = steps.at[jnp.clip(top, 0, c - 1)].set(
+            jnp.where(store, pos, steps[jnp.clip(top, 0, c - 1)])
+        )
         # Turn at the target: the cotangent moves from x_{target+1} to x_target.
         at_target = pos == target
         ct, d_consts = lax.cond(at_target, turn, lambda _, *a: a, x, carry["ct"], carry["d_consts"])
@@ -417,7 +438,8 @@ def _reverse(spec: _Spec, res, ct):
             "target": jnp.where(at_target, target - 1, target),
             "pos": jnp.where(at_target, -1, pos),
             "x": x,
-            "slots": slots,
+            "top": top,
+            "steps": steps,
             "buffer": buf,
             "next_store": next_store,
             "replan": store,
@@ -429,7 +451,8 @@ def _reverse(spec: _Spec, res, ct):
         "target": n_steps - 1,
         "pos": n_steps - 1,
         "x": list(prev),
-        "slots": slot_steps,
+        "top": used - 1,
+        "steps": steps_init,
         "buffer": list(buffer),
         "next_store": jnp.int32(-1),
         "replan": jnp.bool_(True),
