@@ -242,18 +242,18 @@ def _put(values, mask, new):
     return out
 
 
-def _differentiable_step(spec: _Spec, consts, xs):
-    """``g(x_inexact, consts_inexact) -> (out_inexact, out)``, for ``jvp``/``vjp`` with aux.
+def _differentiable_step(spec: _Spec, consts, xs, const_mask):
+    """``g(x_inexact, consts_masked) -> (out_inexact, out)``, for ``jvp``/``vjp`` with aux.
 
-    Integer and boolean leaves (a step counter) take no tangent; they ride along in ``out``.
+    Integer and boolean leaves (a step counter) take no tangent; they ride along in ``out``,
+    as do the consts outside ``const_mask`` (integer ones and those nothing differentiates).
     """
-    const_mask = [_inexact(c) for c in consts]
 
     def g(x_diff, c_diff):
         out = _step(spec, _put(consts, const_mask, c_diff), _put(xs, spec.inexact, x_diff))
         return _pick(out, spec.inexact), out
 
-    return g, const_mask
+    return g
 
 
 # ---------------------------------------------------------------------------------------------
@@ -368,14 +368,13 @@ def _forward(spec: _Spec, sizes: tuple[int, int], args):
     return out["x"], out["prev"], out["buffer"], out["slot_steps"], out["j"]
 
 
-def _reverse(spec: _Spec, res, ct):
+def _reverse(spec: _Spec, const_mask, res, ct):
     """Cotangents of (inexact consts, inexact x_0) from the cotangent of x_L's inexact leaves."""
     consts, _, prev, buffer, slot_steps, n_steps = res
-    const_mask = [_inexact(c) for c in consts]
     zeros_c = [jnp.zeros_like(c) for c in _pick(consts, const_mask)]
 
     def turn(x, ct, d_consts):
-        g_x, _ = _differentiable_step(spec, consts, x)
+        g_x = _differentiable_step(spec, consts, x, const_mask)
         primals = (_pick(x, spec.inexact), _pick(consts, const_mask))
         _, pullback, _ = jax.vjp(g_x, *primals, has_aux=True)
         ct, d = pullback(ct)
@@ -463,15 +462,14 @@ def _reverse(spec: _Spec, res, ct):
     return out["d_consts"], out["ct"]
 
 
-def _tangent(spec: _Spec, res, tangents):
+def _tangent(spec: _Spec, const_mask, res, tangents):
     """Forward mode: the tangent of x_L's inexact leaves, carried beside the state for L steps."""
     consts, xs, _, _, _, n_steps = res
     d_consts, d_x = tangents
-    const_mask = [_inexact(c) for c in consts]
 
     def advance(carry):
         i, x, dx = carry
-        g, _ = _differentiable_step(spec, consts, x)
+        g = _differentiable_step(spec, consts, x, const_mask)
         primals = (_pick(x, spec.inexact), _pick(consts, const_mask))
         _, dx, x = jax.jvp(g, primals, (dx, list(d_consts)), has_aux=True)
         return i + 1, x, dx
@@ -489,24 +487,35 @@ def _loop(spec: _Spec, cond_consts, consts, xs):
     return _plain(spec, cond_consts, consts, xs)
 
 
-@_loop.defjvp
+@functools.partial(_loop.defjvp, symbolic_zeros=True)
 def _loop_jvp(spec: _Spec, primals, tangents):
     cond_consts, consts, xs = primals
     _, d_consts, d_xs = tangents
+    # Cotangents only for the consts JAX differentiates: a weight held fixed (the gradient
+    # taken w.r.t. the state) costs no weight-gradient product per turn of the reverse sweep.
+    const_mask = tuple(
+        _inexact(c) and not _is_zero(d) for c, d in zip(consts, d_consts, strict=True)
+    )
+    d_xs = [
+        jnp.zeros(np.shape(x), x.dtype) if _is_zero(d) else d for x, d in zip(xs, d_xs, strict=True)
+    ]
     sizes = (len(cond_consts), len(consts))
     forward = _linear.forward_only(functools.partial(_forward, spec, sizes))
     x_last, prev, buffer, slot_steps, n_steps = forward([*cond_consts, *consts, *xs])
-    const_mask = [_inexact(c) for c in consts]
     res = (list(consts), list(xs), prev, buffer, slot_steps, n_steps)
     lin = (_pick(d_consts, const_mask), _pick(d_xs, spec.inexact))
     d_out = _linear.apply(
-        functools.partial(_tangent, spec),
-        functools.partial(_reverse, spec),
+        functools.partial(_tangent, spec, const_mask),
+        functools.partial(_reverse, spec, const_mask),
         res,
         lin,
     )
     d_full = _put([_float0(x) for x in x_last], spec.inexact, d_out)
     return x_last, d_full
+
+
+def _is_zero(tangent) -> bool:
+    return isinstance(tangent, jax.custom_derivatives.SymbolicZero)
 
 
 def _float0(x):
