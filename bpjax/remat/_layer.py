@@ -66,9 +66,9 @@ def released(grads):
     """Gradients as a ``custom_vjp`` backward pass must return them: ``float0`` zeros for
     integer and boolean leaves (which have no gradient), the others unchanged."""
     return jax.tree.map(
-        lambda g: g
-        if jnp.issubdtype(g.dtype, jnp.inexact)
-        else np.zeros(np.shape(g), jax.dtypes.float0),
+        lambda g: (
+            g if jnp.issubdtype(g.dtype, jnp.inexact) else np.zeros(np.shape(g), jax.dtypes.float0)
+        ),
         grads,
     )
 

@@ -11,11 +11,16 @@ Three passes, each a ``lax.while_loop``:
 * **forward** (``_forward``): ``x ← body(x)`` while ``cond(x)``; the state x_{i−1} is kept one
   step (``prev``) and stored by :func:`~bpjax.remat._online.place` once x_i shows it was not
   the last input. Carry: the state, ``prev``, the buffer (c states) and int32 bookkeeping.
+  The first ``_TABLE_STEPS`` decisions are looked up in a table precomputed by the same rule
+  (:func:`~bpjax.remat._online.placement_table`), so a step costs the body, one lookup and
+  the buffer write; the traced rule takes over after them.
 * **reverse sweep** (``_reverse``): each iteration restores the latest checkpoint ≤ t when no
   state is live, advances in a tight inner loop to where revolve's split
   (:func:`~bpjax.remat._online.split`) stores next or to t, stores there, and turns at t (the
   ``jax.vjp`` of step t at x_t moves the cotangent to x_t). Each segment is reversed with
-  t(n, free slots + 1) advances; the bookkeeping is paid per store and turn, not per step.
+  t(n, free slots + 1) advances; the bookkeeping (the checkpoints as a stack: they are used
+  last in, first out) is paid per store and turn, not per step. Only the closed-over arrays
+  JAX differentiates get cotangents (symbolic zeros in the ``custom_jvp`` rule).
 * **tangent** (``_tangent``): forward mode, the state and its tangent carried together for L
   steps (what ``jax.jvp`` runs).
 
@@ -50,9 +55,16 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from bpjax import _validate
 from bpjax.remat import _linear
 from bpjax.remat._online import place, placement_table, split
+from bpjax.remat._while_args import (
+    check_body,
+    check_cond,
+    check_int,
+    close_over,
+    inexact,
+    strong_array,
+)
 
 __all__ = ["while_loop"]
 
@@ -105,22 +117,22 @@ def while_loop(
       >>> round(float(jax.grad(lambda a: halve(a)[0])(0.5)), 4)  # d(100 a^7)/da at a = 0.5
       10.9375
     """
-    _check_int("checkpoints", checkpoints, minimum=1)
+    check_int("checkpoints", checkpoints, minimum=1)
     if max_steps is not None:
-        _check_int("max_steps", max_steps, minimum=0)
-    init_val = jax.tree.map(_strong_array, init_val)
+        check_int("max_steps", max_steps, minimum=0)
+    init_val = jax.tree.map(strong_array, init_val)
     leaves, tree = jax.tree.flatten(init_val)
-    _check_cond(cond_fun, init_val)
-    _check_body(body_fun, init_val)
-    body, body_consts = _close_over(body_fun, init_val)
-    cond, cond_consts = _close_over(cond_fun, init_val)
+    check_cond(cond_fun, init_val)
+    check_body(body_fun, init_val)
+    body, body_consts = close_over(body_fun, init_val)
+    cond, cond_consts = close_over(cond_fun, init_val)
     spec = _Spec(
         body=body,
         cond=cond,
         tree=tree,
         checkpoints=int(checkpoints),
         max_steps=None if max_steps is None else int(max_steps),
-        inexact=tuple(_inexact(x) for x in leaves),
+        inexact=tuple(inexact(x) for x in leaves),
     )
     out = _loop(spec, list(cond_consts), list(body_consts), leaves)
     return jax.tree.unflatten(tree, out)
@@ -136,84 +148,6 @@ class _Spec:
     checkpoints: int
     max_steps: int | None
     inexact: tuple  # per state leaf: does it carry a tangent
-
-
-# ---------------------------------------------------------------------------------------------
-# Checks: each names the argument and says the fix, before JAX traces the loop.
-
-
-def _check_int(name, value, *, minimum):
-    if not _validate.is_int(value):
-        raise TypeError(
-            f"while_loop: {name} must be an int >= {minimum}, got {value!r} "
-            f"({type(value).__name__}); pass e.g. {name}=10"
-        )
-    if value < minimum:
-        raise ValueError(f"while_loop: {name} must be an int >= {minimum}, got {value}")
-
-
-def _strong_array(x):
-    x = jnp.asarray(x)
-    # A weakly typed leaf (a Python float) would change type when the body returns it.
-    return x.astype(x.dtype) if getattr(x, "weak_type", False) else x
-
-
-def _describe(tree):
-    return jax.tree.map(lambda a: f"{a.dtype}{list(a.shape)}", tree)
-
-
-def _check_cond(cond_fun, init_val):
-    out = jax.eval_shape(cond_fun, init_val)
-    if not (isinstance(out, jax.ShapeDtypeStruct) and out.shape == () and out.dtype == jnp.bool_):
-        raise TypeError(
-            "while_loop: cond_fun must return a boolean scalar (shape (), dtype bool), got "
-            f"{_describe(out)}; reduce it with jnp.all/jnp.any or compare a scalar"
-        )
-
-
-def _check_body(body_fun, init_val):
-    out = jax.eval_shape(body_fun, init_val)
-    want = _describe(init_val)
-    if jax.tree.structure(out) != jax.tree.structure(init_val):
-        raise TypeError(
-            f"while_loop: body_fun must return a state with init_val's structure {want}, got "
-            f"{_describe(out)}; return every field, in the same containers"
-        )
-    for a, b in zip(jax.tree.leaves(out), jax.tree.leaves(init_val), strict=True):
-        if a.dtype != b.dtype:
-            raise TypeError(
-                f"while_loop: body_fun changes a dtype: state {want}, body returns "
-                f"{_describe(out)}; cast with .astype in body_fun"
-            )
-        if a.shape != b.shape:
-            raise ValueError(
-                f"while_loop: body_fun changes a shape: state {want}, body returns "
-                f"{_describe(out)}; a loop state keeps its shapes (pad to a maximum)"
-            )
-
-
-def _inexact(x) -> bool:
-    return jnp.issubdtype(jnp.result_type(x), jnp.inexact)
-
-
-def _close_over(fun: Callable, example) -> tuple[Callable, list]:
-    """``(converted, consts)`` with ``converted(x, *consts) == fun(x)`` and every array ``fun``
-    closes over in ``consts``.
-
-    As ``jax.closure_convert``, except that integer tracers are hoisted too: that one keeps them
-    in the closure (they carry no tangent), and a loop bound from an enclosing ``scan`` would
-    then leak into the traces of the custom derivative rules.
-    """
-    closed, out_shape = jax.make_jaxpr(fun, return_shape=True)(example)
-    out_tree = jax.tree.structure(out_shape)
-
-    def converted(x, *consts):
-        flat = jax.extend.core.jaxpr_as_fun(
-            jax.extend.core.ClosedJaxpr(closed.jaxpr, list(consts))
-        )(*jax.tree.leaves(x))
-        return jax.tree.unflatten(out_tree, flat)
-
-    return converted, list(closed.consts)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -494,7 +428,7 @@ def _loop_jvp(spec: _Spec, primals, tangents):
     # Cotangents only for the consts JAX differentiates: a weight held fixed (the gradient
     # taken w.r.t. the state) costs no weight-gradient product per turn of the reverse sweep.
     const_mask = tuple(
-        _inexact(c) and not _is_zero(d) for c, d in zip(consts, d_consts, strict=True)
+        inexact(c) and not _is_zero(d) for c, d in zip(consts, d_consts, strict=True)
     )
     d_xs = [
         jnp.zeros(np.shape(x), x.dtype) if _is_zero(d) else d for x, d in zip(xs, d_xs, strict=True)
