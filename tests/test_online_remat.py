@@ -163,6 +163,18 @@ def test_gradients_equal_scan_random_trip_counts(seed):
                 assert _rel_err(g, r) <= 1e-12, (n, c)
 
 
+def test_gradients_across_the_end_of_the_placement_table(monkeypatch):
+    """Loops longer than the forward's precomputed table continue with the traced rule."""
+    monkeypatch.setattr(_while, "_TABLE_STEPS", 7)
+    w, x0 = _weights()
+    grad = jax.jit(jax.grad(_online_loss, argnums=(0, 1, 2)), static_argnums=(3, 4))
+    for n in (6, 7, 8, 9, 40):
+        want = jax.jit(jax.grad(_scan_loss, argnums=(0, 1, 2)), static_argnums=(3,))(w, 1.1, x0, n)
+        for c in (1, 3):
+            for g, r in zip(grad(w, 1.1, x0, n, c), want, strict=True):
+                assert _rel_err(g, r) <= 1e-12, (n, c)
+
+
 @pytest.mark.parametrize("argnums", [(0,), (1,), (2,), (0, 2)])
 def test_gradients_wrt_some_arguments_equal_scan(argnums):
     """Only the differentiated closed-over arrays get cotangents (the others are not
