@@ -121,8 +121,11 @@ def test_split_matches_revolve():
             assert m == events[stores[0] - 1][2], (n, c)
 
 
-def test_jax_placement_equals_reference():
-    """The forward loop's buffer holds exactly the steps of online_checkpoints."""
+@pytest.mark.parametrize("table_steps", [0, 5, _while._TABLE_STEPS])
+def test_jax_placement_equals_reference(table_steps, monkeypatch):
+    """The forward loop's buffer holds exactly the steps of online_checkpoints, whether its
+    decisions come from the precomputed table, the traced rule, or the table then the rule."""
+    monkeypatch.setattr(_while, "_TABLE_STEPS", table_steps)
     for c in (1, 2, 3, 6):
         spec = _while._Spec(
             body=lambda s: s + 1,
@@ -158,6 +161,40 @@ def test_gradients_equal_scan_random_trip_counts(seed):
             got = grad(w, 1.1, x0, n, c)
             for g, r in zip(got, want, strict=True):
                 assert _rel_err(g, r) <= 1e-12, (n, c)
+
+
+def test_gradients_across_the_end_of_the_placement_table(monkeypatch):
+    """Loops longer than the forward's precomputed table continue with the traced rule."""
+    monkeypatch.setattr(_while, "_TABLE_STEPS", 7)
+    w, x0 = _weights()
+    grad = jax.jit(jax.grad(_online_loss, argnums=(0, 1, 2)), static_argnums=(3, 4))
+    for n in (6, 7, 8, 9, 40):
+        want = jax.jit(jax.grad(_scan_loss, argnums=(0, 1, 2)), static_argnums=(3,))(w, 1.1, x0, n)
+        for c in (1, 3):
+            for g, r in zip(grad(w, 1.1, x0, n, c), want, strict=True):
+                assert _rel_err(g, r) <= 1e-12, (n, c)
+
+
+@pytest.mark.parametrize("argnums", [(0,), (1,), (2,), (0, 2)])
+def test_gradients_wrt_some_arguments_equal_scan(argnums):
+    """Only the differentiated closed-over arrays get cotangents (the others are not
+    perturbed, so the reverse sweep skips their products); the values stay exact."""
+    w, x0 = _weights()
+    grad = jax.jit(jax.grad(_online_loss, argnums=argnums), static_argnums=(3, 4))
+    want = jax.jit(jax.grad(_scan_loss, argnums=argnums), static_argnums=(3,))(w, 1.1, x0, 37)
+    for g, r in zip(grad(w, 1.1, x0, 37, 3), want, strict=True):
+        assert _rel_err(g, r) <= 1e-12
+    # Forward mode with only the state perturbed, then only the weights.
+    cases = [
+        (x0, jnp.linspace(-1, 1, WIDTH), lambda loss, x: loss(w, 1.1, x)),
+        (w, jnp.ones_like(w), lambda loss, v: loss(v, 1.1, x0)),
+    ]
+    online = functools.partial(_online_loss, n_steps=37, checkpoints=3)
+    scan = functools.partial(_scan_loss, n_steps=37)
+    for primal, tangent, call in cases:
+        got = jax.jvp(lambda p, call=call: call(online, p), (primal,), (tangent,))[1]
+        want = jax.jvp(lambda p, call=call: call(scan, p), (primal,), (tangent,))[1]
+        assert _rel_err(got, want) <= 1e-12
 
 
 def test_jvp_equals_scan_jvp():

@@ -128,6 +128,36 @@ def _trajectory(checkpoints: int, n_steps: int) -> tuple[tuple[int, ...], ...]:
     return tuple(out)
 
 
+@functools.lru_cache(maxsize=64)
+def placement_table(checkpoints: int, n_steps: int):
+    """The forward loop's decisions for q = 0 .. n_steps − 1, precomputed with :func:`_place_py`.
+
+    Returns ``(slots, positions, order, count, bounds)``: ``slots[q]`` the physical slot x_q
+    is written to (−1: not stored), then the bookkeeping of :func:`place` after those
+    decisions (``positions`` padded with 0 to c entries, ``order`` the physical slot of each
+    logical checkpoint), from which the traced rule continues at q = n_steps.
+    """
+    c = checkpoints
+    positions: list[int] = []
+    order = list(range(c))
+    bounds = _first_bounds(c)
+    slots = []
+    for q in range(n_steps):
+        store, j, bounds = _place_py(q, positions, bounds, c)
+        if not store:
+            slots.append(-1)
+        elif len(positions) < c:  # filling: logical index j == physical slot j
+            slots.append(order[j])
+            positions.append(q)
+        else:  # evict logical j: later checkpoints move down, q is appended
+            slot = order[j]
+            slots.append(slot)
+            positions = positions[:j] + positions[j + 1 :] + [q]
+            order = order[:j] + order[j + 1 :] + [slot]
+    count = len(positions)
+    return tuple(slots), tuple(positions + [0] * (c - count)), tuple(order), count, tuple(bounds)
+
+
 def online_checkpoints(n_steps: int, checkpoints: int) -> tuple[int, ...]:
     """The stored steps when a loop of ``n_steps`` steps ends, in increasing order.
 

@@ -11,11 +11,16 @@ Three passes, each a ``lax.while_loop``:
 * **forward** (``_forward``): ``x ← body(x)`` while ``cond(x)``; the state x_{i−1} is kept one
   step (``prev``) and stored by :func:`~bpjax.remat._online.place` once x_i shows it was not
   the last input. Carry: the state, ``prev``, the buffer (c states) and int32 bookkeeping.
+  The first ``_TABLE_STEPS`` decisions are looked up in a table precomputed by the same rule
+  (:func:`~bpjax.remat._online.placement_table`), so a step costs the body, one lookup and
+  the buffer write; the traced rule takes over after them.
 * **reverse sweep** (``_reverse``): each iteration restores the latest checkpoint ≤ t when no
   state is live, advances in a tight inner loop to where revolve's split
   (:func:`~bpjax.remat._online.split`) stores next or to t, stores there, and turns at t (the
   ``jax.vjp`` of step t at x_t moves the cotangent to x_t). Each segment is reversed with
-  t(n, free slots + 1) advances; the bookkeeping is paid per store and turn, not per step.
+  t(n, free slots + 1) advances; the bookkeeping (the checkpoints as a stack: they are used
+  last in, first out) is paid per store and turn, not per step. Only the closed-over arrays
+  JAX differentiates get cotangents (symbolic zeros in the ``custom_jvp`` rule).
 * **tangent** (``_tangent``): forward mode, the state and its tangent carried together for L
   steps (what ``jax.jvp`` runs).
 
@@ -50,9 +55,16 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from bpjax import _validate
 from bpjax.remat import _linear
-from bpjax.remat._online import first_bounds, place, split
+from bpjax.remat._online import place, placement_table, split
+from bpjax.remat._while_args import (
+    check_body,
+    check_cond,
+    check_int,
+    close_over,
+    inexact,
+    strong_array,
+)
 
 __all__ = ["while_loop"]
 
@@ -105,22 +117,22 @@ def while_loop(
       >>> round(float(jax.grad(lambda a: halve(a)[0])(0.5)), 4)  # d(100 a^7)/da at a = 0.5
       10.9375
     """
-    _check_int("checkpoints", checkpoints, minimum=1)
+    check_int("checkpoints", checkpoints, minimum=1)
     if max_steps is not None:
-        _check_int("max_steps", max_steps, minimum=0)
-    init_val = jax.tree.map(_strong_array, init_val)
+        check_int("max_steps", max_steps, minimum=0)
+    init_val = jax.tree.map(strong_array, init_val)
     leaves, tree = jax.tree.flatten(init_val)
-    _check_cond(cond_fun, init_val)
-    _check_body(body_fun, init_val)
-    body, body_consts = _close_over(body_fun, init_val)
-    cond, cond_consts = _close_over(cond_fun, init_val)
+    check_cond(cond_fun, init_val)
+    check_body(body_fun, init_val)
+    body, body_consts = close_over(body_fun, init_val)
+    cond, cond_consts = close_over(cond_fun, init_val)
     spec = _Spec(
         body=body,
         cond=cond,
         tree=tree,
         checkpoints=int(checkpoints),
         max_steps=None if max_steps is None else int(max_steps),
-        inexact=tuple(_inexact(x) for x in leaves),
+        inexact=tuple(inexact(x) for x in leaves),
     )
     out = _loop(spec, list(cond_consts), list(body_consts), leaves)
     return jax.tree.unflatten(tree, out)
@@ -136,84 +148,6 @@ class _Spec:
     checkpoints: int
     max_steps: int | None
     inexact: tuple  # per state leaf: does it carry a tangent
-
-
-# ---------------------------------------------------------------------------------------------
-# Checks: each names the argument and says the fix, before JAX traces the loop.
-
-
-def _check_int(name, value, *, minimum):
-    if not _validate.is_int(value):
-        raise TypeError(
-            f"while_loop: {name} must be an int >= {minimum}, got {value!r} "
-            f"({type(value).__name__}); pass e.g. {name}=10"
-        )
-    if value < minimum:
-        raise ValueError(f"while_loop: {name} must be an int >= {minimum}, got {value}")
-
-
-def _strong_array(x):
-    x = jnp.asarray(x)
-    # A weakly typed leaf (a Python float) would change type when the body returns it.
-    return x.astype(x.dtype) if getattr(x, "weak_type", False) else x
-
-
-def _describe(tree):
-    return jax.tree.map(lambda a: f"{a.dtype}{list(a.shape)}", tree)
-
-
-def _check_cond(cond_fun, init_val):
-    out = jax.eval_shape(cond_fun, init_val)
-    if not (isinstance(out, jax.ShapeDtypeStruct) and out.shape == () and out.dtype == jnp.bool_):
-        raise TypeError(
-            "while_loop: cond_fun must return a boolean scalar (shape (), dtype bool), got "
-            f"{_describe(out)}; reduce it with jnp.all/jnp.any or compare a scalar"
-        )
-
-
-def _check_body(body_fun, init_val):
-    out = jax.eval_shape(body_fun, init_val)
-    want = _describe(init_val)
-    if jax.tree.structure(out) != jax.tree.structure(init_val):
-        raise TypeError(
-            f"while_loop: body_fun must return a state with init_val's structure {want}, got "
-            f"{_describe(out)}; return every field, in the same containers"
-        )
-    for a, b in zip(jax.tree.leaves(out), jax.tree.leaves(init_val), strict=True):
-        if a.dtype != b.dtype:
-            raise TypeError(
-                f"while_loop: body_fun changes a dtype: state {want}, body returns "
-                f"{_describe(out)}; cast with .astype in body_fun"
-            )
-        if a.shape != b.shape:
-            raise ValueError(
-                f"while_loop: body_fun changes a shape: state {want}, body returns "
-                f"{_describe(out)}; a loop state keeps its shapes (pad to a maximum)"
-            )
-
-
-def _inexact(x) -> bool:
-    return jnp.issubdtype(jnp.result_type(x), jnp.inexact)
-
-
-def _close_over(fun: Callable, example) -> tuple[Callable, list]:
-    """``(converted, consts)`` with ``converted(x, *consts) == fun(x)`` and every array ``fun``
-    closes over in ``consts``.
-
-    As ``jax.closure_convert``, except that integer tracers are hoisted too: that one keeps them
-    in the closure (they carry no tangent), and a loop bound from an enclosing ``scan`` would
-    then leak into the traces of the custom derivative rules.
-    """
-    closed, out_shape = jax.make_jaxpr(fun, return_shape=True)(example)
-    out_tree = jax.tree.structure(out_shape)
-
-    def converted(x, *consts):
-        flat = jax.extend.core.jaxpr_as_fun(
-            jax.extend.core.ClosedJaxpr(closed.jaxpr, list(consts))
-        )(*jax.tree.leaves(x))
-        return jax.tree.unflatten(out_tree, flat)
-
-    return converted, list(closed.consts)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -242,18 +176,18 @@ def _put(values, mask, new):
     return out
 
 
-def _differentiable_step(spec: _Spec, consts, xs):
-    """``g(x_inexact, consts_inexact) -> (out_inexact, out)``, for ``jvp``/``vjp`` with aux.
+def _differentiable_step(spec: _Spec, consts, xs, const_mask):
+    """``g(x_inexact, consts_masked) -> (out_inexact, out)``, for ``jvp``/``vjp`` with aux.
 
-    Integer and boolean leaves (a step counter) take no tangent; they ride along in ``out``.
+    Integer and boolean leaves (a step counter) take no tangent; they ride along in ``out``,
+    as do the consts outside ``const_mask`` (integer ones and those nothing differentiates).
     """
-    const_mask = [_inexact(c) for c in consts]
 
     def g(x_diff, c_diff):
         out = _step(spec, _put(consts, const_mask, c_diff), _put(xs, spec.inexact, x_diff))
         return _pick(out, spec.inexact), out
 
-    return g, const_mask
+    return g
 
 
 # ---------------------------------------------------------------------------------------------
@@ -272,6 +206,12 @@ def _plain(spec: _Spec, cond_consts, consts, xs):
     return lax.while_loop(going, advance, (jnp.int32(0), list(xs)))[1]
 
 
+# The forward loop looks its first placement decisions up in a table (one gather per step
+# instead of ~20 small integer kernels, which cost more than a small body); from this step
+# on it runs the traced rule (:func:`~bpjax.remat._online.place`). Same decisions either way.
+_TABLE_STEPS = 4096
+
+
 def _forward(spec: _Spec, sizes: tuple[int, int], args):
     """The loop, storing checkpoints online. ``args = cond_consts + consts + xs`` (flat lists
     of ``sizes`` = (len(cond_consts), len(consts)) and the state's leaves).
@@ -283,67 +223,92 @@ def _forward(spec: _Spec, sizes: tuple[int, int], args):
     cond_consts, consts = args[:n_cond], args[n_cond : n_cond + n_consts]
     xs = args[n_cond + n_consts :]
     c = spec.checkpoints
-    buffer = [jnp.zeros((c, *x.shape), x.dtype) for x in xs]
-    lanes = jnp.arange(c)
+    n_table = _TABLE_STEPS
+    table, positions, order, count, bounds = placement_table(c, n_table)
+    # Indexed by j: at step j the loop may store x_{j-1}; nothing at j = 0.
+    table = np.asarray((-1, *table), np.int32)
 
     def going(carry):
         return _going(spec, cond_consts, carry["x"], carry["j"])
 
-    def advance(carry):
-        j, positions, order, count = carry["j"], carry["positions"], carry["order"], carry["count"]
-        # x_{j-1} is not the last input (x_j satisfied cond): it may be stored.
-        q = j - 1
-        store, k, bounds = place(q, positions, count, carry["bounds"])
-        store = store & (j >= 1)
-        bounds = jnp.where(j >= 1, bounds, carry["bounds"])
-        slot = order[k]  # while filling, order[count] == count
+    def store_at(carry, store, slot):
+        q = carry["j"] - 1
         buffer = [
             lax.dynamic_update_index_in_dim(b, jnp.where(store, p, b[slot]), slot, 0)
             for b, p in zip(carry["buffer"], carry["prev"], strict=True)
         ]
+        steps = carry["slot_steps"]
+        steps = lax.dynamic_update_index_in_dim(steps, jnp.where(store, q, steps[slot]), slot, 0)
+        return {
+            "j": carry["j"] + 1,
+            "x": _step(spec, consts, carry["x"]),
+            "prev": carry["x"],
+            "buffer": buffer,
+            "slot_steps": steps,
+        }
+
+    def looked_up(carry):
+        slot = jnp.asarray(table)[carry["j"]]
+        return store_at(carry, slot >= 0, jnp.maximum(slot, 0))
+
+    first = lax.while_loop(
+        lambda carry: going(carry) & (carry["j"] <= n_table),
+        looked_up,
+        {
+            "j": jnp.int32(0),
+            "x": list(xs),
+            "prev": list(xs),
+            "buffer": [jnp.zeros((c, *x.shape), x.dtype) for x in xs],
+            "slot_steps": jnp.full((c,), -1, jnp.int32),
+        },
+    )
+    lanes = jnp.arange(c)
+
+    def traced(carry):
+        # x_{j-1} is not the last input (x_j satisfied cond): it may be stored.
+        q, positions, order, count = (
+            carry["j"] - 1,
+            carry["positions"],
+            carry["order"],
+            carry["count"],
+        )
+        store, k, bounds = place(q, positions, count, carry["bounds"])
+        slot = order[k]  # while filling, order[count] == count
         # Logical order: evicting index k shifts the later checkpoints down and appends q.
         later = jnp.minimum(lanes + 1, c - 1)
         filling = count < c
         evicted_pos = jnp.where(lanes < k, positions, positions[later]).at[c - 1].set(q)
         evicted_ord = jnp.where(lanes < k, order, order[later]).at[c - 1].set(slot)
         filled_pos = positions.at[jnp.minimum(count, c - 1)].set(q)
-        positions = jnp.where(store, jnp.where(filling, filled_pos, evicted_pos), positions)
-        order = jnp.where(store & ~filling, evicted_ord, order)
         return {
-            "j": j + 1,
-            "x": _step(spec, consts, carry["x"]),
-            "prev": carry["x"],
-            "buffer": buffer,
-            "positions": positions,
-            "order": order,
+            **store_at(carry, store, slot),
+            "positions": jnp.where(store, jnp.where(filling, filled_pos, evicted_pos), positions),
+            "order": jnp.where(store & ~filling, evicted_ord, order),
             "count": count + (store & filling).astype(jnp.int32),
             "bounds": bounds,
         }
 
-    init = {
-        "j": jnp.int32(0),
-        "x": list(xs),
-        "prev": list(xs),
-        "buffer": buffer,
-        "positions": jnp.zeros((c,), jnp.int32),
-        "order": lanes.astype(jnp.int32),
-        "count": jnp.int32(0),
-        "bounds": first_bounds(c),
-    }
-    out = lax.while_loop(going, advance, init)
-    used = jnp.where(lanes < out["count"], out["positions"], -1)
-    slot_steps = jnp.full((c,), -1, jnp.int32).at[out["order"]].set(used)
-    return out["x"], out["prev"], out["buffer"], slot_steps, out["j"]
+    out = lax.while_loop(
+        going,
+        traced,
+        {
+            **first,
+            "positions": jnp.asarray(positions, jnp.int32),
+            "order": jnp.asarray(order, jnp.int32),
+            "count": jnp.int32(count),
+            "bounds": jnp.asarray(bounds, jnp.int32),
+        },
+    )
+    return out["x"], out["prev"], out["buffer"], out["slot_steps"], out["j"]
 
 
-def _reverse(spec: _Spec, res, ct):
+def _reverse(spec: _Spec, const_mask, res, ct):
     """Cotangents of (inexact consts, inexact x_0) from the cotangent of x_L's inexact leaves."""
     consts, _, prev, buffer, slot_steps, n_steps = res
-    const_mask = [_inexact(c) for c in consts]
     zeros_c = [jnp.zeros_like(c) for c in _pick(consts, const_mask)]
 
     def turn(x, ct, d_consts):
-        g_x, _ = _differentiable_step(spec, consts, x)
+        g_x = _differentiable_step(spec, consts, x, const_mask)
         primals = (_pick(x, spec.inexact), _pick(consts, const_mask))
         _, pullback, _ = jax.vjp(g_x, *primals, has_aux=True)
         ct, d = pullback(ct)
@@ -352,31 +317,53 @@ def _reverse(spec: _Spec, res, ct):
     def plan(pos, target, free):
         return jnp.where(free > 0, pos + split(target - pos + 1, free + 1), -1)
 
+    # The checkpoints are used last in, first out: a restore takes the latest one at or
+    # before the target, stores go above it, and a turn frees at most the one at the old
+    # target. So they are kept as a stack in step order: ``steps[k]`` the k-th stored step,
+    # ``top`` the index of the latest, and ``stack[k]`` its physical slot. Slots above
+    # ``top`` are free; a pop leaves its slot in place for the next push, so ``stack`` (a
+    # permutation of the slots, used slots first in step order) never changes.
+    c = spec.checkpoints
+    key = jnp.where(slot_steps < 0, jnp.iinfo(jnp.int32).max, slot_steps)
+    stack = jnp.argsort(key).astype(jnp.int32)
+    lanes = jnp.arange(c, dtype=jnp.int32)
+    used = jnp.sum(slot_steps >= 0).astype(jnp.int32)
+    steps_init = jnp.where(lanes < used, slot_steps[stack], -1)
+
     def iteration(carry):
         target, pos, x = carry["target"], carry["pos"], carry["x"]
-        slots, buf, next_store = carry["slots"], carry["buffer"], carry["next_store"]
-        # Restore (after a turn): the latest checkpoint at or before the target; later
-        # ones are done and their slots free.
-        slots = jnp.where(slots > target, -1, slots)
+        top, steps, buf, next_store = (
+            carry["top"],
+            carry["steps"],
+            carry["buffer"],
+            carry["next_store"],
+        )
+        # After a turn the checkpoint at the old target (if any) is done: pop it.
+        top = top - ((top >= 0) & (steps[jnp.maximum(top, 0)] > target)).astype(jnp.int32)
+        # Restore (after a turn): the latest checkpoint at or before the target.
         restore = pos < 0
-        src = jnp.argmax(slots)
+        src = stack[jnp.maximum(top, 0)]
         x = [jnp.where(restore, b[src], v) for b, v in zip(buf, x, strict=True)]
-        pos = jnp.where(restore, slots[src], pos)
-        free = jnp.sum(slots < 0)
-        next_store = lax.cond(restore, plan, lambda *_: next_store, pos, target, free)
+        pos = jnp.where(restore, steps[jnp.maximum(top, 0)], pos)
+        free = c - 1 - top
+        # Revolve's next store, planned after a restore or a store (one cond per iteration;
+        # none needed when the state at the target is already live).
+        replan = (restore | carry["replan"]) & (pos < target)
+        next_store = lax.cond(replan, plan, lambda *_: next_store, pos, target, free)
         # Advance, without bookkeeping, to where revolve stores next or to the target.
         stop = jnp.where((next_store > pos) & (next_store <= target), next_store, target)
         x = lax.fori_loop(pos, stop, lambda _, v: _step(spec, consts, v), x)
         pos = stop
         store = (pos == next_store) & (pos < target) & (free > 0)
-        dst = jnp.argmin(slots)
+        top = top + store.astype(jnp.int32)
+        dst = stack[jnp.clip(top, 0, c - 1)]
         buf = [
             lax.dynamic_update_index_in_dim(b, jnp.where(store, v, b[dst]), dst, 0)
             for b, v in zip(buf, x, strict=True)
         ]
-        slots = slots.at[dst].set(jnp.where(store, pos, slots[dst]))
-        free = free - store.astype(free.dtype)
-        next_store = lax.cond(store, plan, lambda *_: next_store, pos, target, free)
+        steps = steps.at[jnp.clip(top, 0, c - 1)].set(
+            jnp.where(store, pos, steps[jnp.clip(top, 0, c - 1)])
+        )
         # Turn at the target: the cotangent moves from x_{target+1} to x_target.
         at_target = pos == target
         ct, d_consts = lax.cond(at_target, turn, lambda _, *a: a, x, carry["ct"], carry["d_consts"])
@@ -384,9 +371,11 @@ def _reverse(spec: _Spec, res, ct):
             "target": jnp.where(at_target, target - 1, target),
             "pos": jnp.where(at_target, -1, pos),
             "x": x,
-            "slots": slots,
+            "top": top,
+            "steps": steps,
             "buffer": buf,
             "next_store": next_store,
+            "replan": store,
             "ct": ct,
             "d_consts": d_consts,
         }
@@ -395,9 +384,11 @@ def _reverse(spec: _Spec, res, ct):
         "target": n_steps - 1,
         "pos": n_steps - 1,
         "x": list(prev),
-        "slots": slot_steps,
+        "top": used - 1,
+        "steps": steps_init,
         "buffer": list(buffer),
         "next_store": jnp.int32(-1),
+        "replan": jnp.bool_(True),
         "ct": list(ct),
         "d_consts": zeros_c,
     }
@@ -405,15 +396,14 @@ def _reverse(spec: _Spec, res, ct):
     return out["d_consts"], out["ct"]
 
 
-def _tangent(spec: _Spec, res, tangents):
+def _tangent(spec: _Spec, const_mask, res, tangents):
     """Forward mode: the tangent of x_L's inexact leaves, carried beside the state for L steps."""
     consts, xs, _, _, _, n_steps = res
     d_consts, d_x = tangents
-    const_mask = [_inexact(c) for c in consts]
 
     def advance(carry):
         i, x, dx = carry
-        g, _ = _differentiable_step(spec, consts, x)
+        g = _differentiable_step(spec, consts, x, const_mask)
         primals = (_pick(x, spec.inexact), _pick(consts, const_mask))
         _, dx, x = jax.jvp(g, primals, (dx, list(d_consts)), has_aux=True)
         return i + 1, x, dx
@@ -431,24 +421,35 @@ def _loop(spec: _Spec, cond_consts, consts, xs):
     return _plain(spec, cond_consts, consts, xs)
 
 
-@_loop.defjvp
+@functools.partial(_loop.defjvp, symbolic_zeros=True)
 def _loop_jvp(spec: _Spec, primals, tangents):
     cond_consts, consts, xs = primals
     _, d_consts, d_xs = tangents
+    # Cotangents only for the consts JAX differentiates: a weight held fixed (the gradient
+    # taken w.r.t. the state) costs no weight-gradient product per turn of the reverse sweep.
+    const_mask = tuple(
+        inexact(c) and not _is_zero(d) for c, d in zip(consts, d_consts, strict=True)
+    )
+    d_xs = [
+        jnp.zeros(np.shape(x), x.dtype) if _is_zero(d) else d for x, d in zip(xs, d_xs, strict=True)
+    ]
     sizes = (len(cond_consts), len(consts))
     forward = _linear.forward_only(functools.partial(_forward, spec, sizes))
     x_last, prev, buffer, slot_steps, n_steps = forward([*cond_consts, *consts, *xs])
-    const_mask = [_inexact(c) for c in consts]
     res = (list(consts), list(xs), prev, buffer, slot_steps, n_steps)
     lin = (_pick(d_consts, const_mask), _pick(d_xs, spec.inexact))
     d_out = _linear.apply(
-        functools.partial(_tangent, spec),
-        functools.partial(_reverse, spec),
+        functools.partial(_tangent, spec, const_mask),
+        functools.partial(_reverse, spec, const_mask),
         res,
         lin,
     )
     d_full = _put([_float0(x) for x in x_last], spec.inexact, d_out)
     return x_last, d_full
+
+
+def _is_zero(tangent) -> bool:
+    return isinstance(tangent, jax.custom_derivatives.SymbolicZero)
 
 
 def _float0(x):
