@@ -391,4 +391,6 @@ def hessian(f, x, *, mode="dense", sparse_output=False, coloring=None, order=Non
         check_scalar(f, x, "hessian")
         return jax.jacfwd(jax.jacrev(f))(x)
     run, _ = _build("hessian", f, x, mode, sparse_output, coloring, order)
-    return run(x)
+    # Compiled even for one call: op by op, k vmapped HVPs and the recovery's gathers
+    # dispatch hundreds of small kernels, slower than compiling them into one program.
+    return jax.jit(run)(x)
