@@ -20,11 +20,11 @@ import warnings
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.experimental import sparse as jsparse
 from jax.flatten_util import ravel_pytree
 
 from bpjax import measure
 from bpjax.modes import _checks, _sparsity, _symmetric
+from bpjax.modes import _hessian_program as _program
 from bpjax.modes._hvp import HVP_ORDERS
 
 HESSIAN_MODES = ("dense", "sparse", "auto")
@@ -55,12 +55,15 @@ def _flat(f, x):
     return (lambda v: f(unravel(v))), x_flat
 
 
-def _pattern(f, x, max_nonzeros=_sparsity.DEFAULT_MAX_NONZEROS, op="hessian_sparsity"):
-    """``(symmetric CSR, fallbacks)`` of ``H`` of ``f`` at ``x``'s shapes."""
+def _pattern(f, x, max_nonzeros=_sparsity.DEFAULT_MAX_NONZEROS, op="hessian_sparsity", refuse=True):
+    """``(symmetric CSR, fallbacks)`` of ``H`` of ``f`` at ``x``'s shapes; ``(None, ())``
+    past ``max_nonzeros`` unless ``refuse``."""
     check_scalar(f, x, op)
     f_flat, x_flat = _flat(f, x)
     pattern = _sparsity.detect(jax.grad(f_flat), x_flat, max_nonzeros=max_nonzeros)
     if pattern.csr is None:
+        if not refuse:
+            return None, ()
         raise ValueError(f"{op}: " + _sparsity.too_dense_message(pattern))
     return _symmetric.symmetric_pattern(pattern.csr), pattern.fallbacks
 
@@ -95,78 +98,7 @@ def hessian_sparsity(f, x, *, max_nonzeros: int = _sparsity.DEFAULT_MAX_NONZEROS
             _sparsity.SparsityWarning,
             stacklevel=2,
         )
-    return _bcoo(sym, jnp.ones(sym.nnz, jnp.uint8))
-
-
-def _coords(sym):
-    rows = np.repeat(np.arange(sym.shape[0]), np.diff(sym.indptr))
-    return np.stack([rows, sym.indices], axis=1).astype(np.int32)
-
-
-def _bcoo(sym, values):
-    return jsparse.BCOO(
-        (values, jnp.asarray(_coords(sym))),
-        shape=sym.shape,
-        indices_sorted=True,
-        unique_indices=True,
-    )
-
-
-def hvp_rows(f_flat, x, seeds, order: str):
-    """``(k, n)``: ``H s`` for each of the ``k`` rows of ``seeds``, by ``order``."""
-    if order == "fwd-over-rev":
-        return jax.vmap(lambda s: jax.jvp(jax.grad(f_flat), (x,), (s,))[1])(seeds)
-    if order == "rev-over-rev":
-        _, pull = jax.vjp(jax.grad(f_flat), x)  # Hᵀ s = H s: one backward pass, k pulls
-        return jax.vmap(lambda s: pull(s)[0])(seeds)
-    return jax.vmap(lambda s: jax.grad(lambda y: jax.jvp(f_flat, (y,), (s,))[1])(x))(seeds)
-
-
-def _substitute(sub: _symmetric.Substitution, b_flat):
-    """The acyclic recovery's edge values: one vectorized step per round (leaves first)."""
-    edges = int(sub.edge.max(initial=-1)) + 1
-
-    def step(carry, r):
-        h, acc = carry
-        edge, b_index, src, dst = r
-        valid = edge >= 0
-        value = jnp.where(valid, b_flat[b_index] - acc[src], 0.0)
-        acc = acc.at[jnp.where(valid, dst, sub.slots)].add(value)
-        h = h.at[jnp.where(valid, edge, edges)].set(value)
-        return (h, acc), None
-
-    h0 = jnp.zeros(edges + 1, b_flat.dtype)
-    acc0 = jnp.zeros(sub.slots + 1, b_flat.dtype)
-    rounds = tuple(jnp.asarray(a) for a in (sub.edge, sub.b_index, sub.src_slot, sub.dst_slot))
-    (h, _), _ = jax.lax.scan(step, (h0, acc0), rounds)
-    return h[:edges]
-
-
-def program(f_flat, coloring, order: str, *, sparse_output: bool):
-    """``x_flat ↦ H`` (``(n, n)`` dense, or a BCOO) by ``coloring`` (``None``: dense)."""
-    if coloring is None:
-
-        def dense(x):
-            return hvp_rows(f_flat, x, jnp.eye(x.size, dtype=x.dtype), order)
-
-        return dense
-    n = coloring.colors.size
-    seeds = (np.arange(coloring.count)[:, None] == coloring.colors[None, :]).astype(np.float64)
-    sym, source = coloring.pattern, jnp.asarray(coloring.source)
-    rows, cols = _coords(sym).T
-
-    def colored(x):
-        b_flat = hvp_rows(f_flat, x, jnp.asarray(seeds, x.dtype), order).ravel()
-        if coloring.substitution is None:
-            values = b_flat[source]
-        else:
-            h = _substitute(coloring.substitution, b_flat)
-            values = jnp.concatenate([h, b_flat])[source]
-        if sparse_output:
-            return _bcoo(sym, values)
-        return jnp.zeros((n, n), x.dtype).at[rows, cols].set(values)
-
-    return colored
+    return _program.bcoo(sym, jnp.ones(sym.nnz, jnp.uint8))
 
 
 class HessianFn:
@@ -231,7 +163,7 @@ def _orders(f_flat, x_flat):
     ok = []
     for order in HVP_ORDERS:
         try:
-            jax.eval_shape(lambda x, o=order: hvp_rows(f_flat, x, x[None], o), x_flat)
+            jax.eval_shape(lambda x, o=order: _program.hvp_rows(f_flat, x, x[None], o), x_flat)
         except (NotImplementedError, TypeError, ValueError):
             continue
         ok.append(order)
@@ -264,7 +196,8 @@ def _decide(f_flat, x_flat, sym, mode, coloring, order, sparse_output):
         c = colorings[k]
         return k, o, c, f"{k} coloring, {c.count} HVPs by {o} (given)", None
     programs = {
-        f"{k} {o}": program(f_flat, colorings[k], o, sparse_output=sparse_output) for k, o in pairs
+        f"{k} {o}": _program.program(f_flat, colorings[k], o, sparse_output=sparse_output)
+        for k, o in pairs
     }
     seconds = _timed(programs, x_flat)
     name = min(seconds, key=seconds.get)
@@ -303,7 +236,7 @@ def _build(op, f, x, mode, sparse_output, coloring, order):
         check_scalar(f, x, op)
         f_flat, x_flat = _flat(f, x)
         o = order or "fwd-over-rev"
-        fn = program(f_flat, None, o, sparse_output=False)
+        fn = _program.program(f_flat, None, o, sparse_output=False)
         return _layout(fn, x, False), (
             "dense",
             o,
@@ -311,19 +244,31 @@ def _build(op, f, x, mode, sparse_output, coloring, order):
             f"dense ({x_flat.size} HVPs, {o}): mode='dense'",
             None,
         )
-    sym, fallbacks = _pattern(f, x, op=op)
     f_flat, x_flat = _flat(f, x)
+    n = x_flat.size
+    # In auto mode a pattern denser than a coloring can use is not built in full: the
+    # interpreter stops at the budget (a dense 4096-variable pattern takes a minute).
+    budget = int(_symmetric.DENSE_FRACTION * n * n) + n if mode == "auto" else None
+    sym, _ = _pattern(f, x, budget or _sparsity.DEFAULT_MAX_NONZEROS, op, refuse=mode != "auto")
     if mode == "sparse" and coloring is None:
         coloring = "star"
-    decision = _decide(f_flat, x_flat, sym, mode, coloring, order, sparse_output)
+    if sym is None:
+        o = order or "fwd-over-rev"
+        why = (
+            f"dense ({n} HVPs, {o}): the Hessian's pattern has more than "
+            f"{_symmetric.DENSE_FRACTION:.0%} nonzeros, too many to gain from compression"
+        )
+        decision = ("dense", o, None, why, None)
+    else:
+        decision = _decide(f_flat, x_flat, sym, mode, coloring, order, sparse_output)
     method, o, c, _, _ = decision
     if method == "dense" and sparse_output:
-        dense = program(f_flat, None, o, sparse_output=False)
+        dense = _program.program(f_flat, None, o, sparse_output=False)
         full = _symmetric.symmetric_pattern(np.ones((x_flat.size,) * 2))
-        rows, cols = _coords(full).T
-        fn = lambda v: _bcoo(full, dense(v)[rows, cols])  # noqa: E731
+        rows, cols = _program.coords(full).T
+        fn = lambda v: _program.bcoo(full, dense(v)[rows, cols])  # noqa: E731
     else:
-        fn = program(f_flat, c, o, sparse_output=sparse_output)
+        fn = _program.program(f_flat, c, o, sparse_output=sparse_output)
     return _layout(fn, x, sparse_output), decision
 
 
