@@ -263,3 +263,15 @@ def test_a_hessian_fn_refuses_other_shapes():
     hess = modes.hessian_fn(hx.banded(1), jnp.ones(8), mode="sparse", order="fwd-over-rev")
     with pytest.raises(ValueError, match="planned for inputs"):
         hess(jnp.ones(9))
+
+
+def test_newton_with_a_sparse_hessian_converges_quadratically():
+    s = 12
+    x, history = hx.newton(hx.stencil(s), jnp.zeros(s * s), tol=1e-12)
+    g = [h["grad_norm"] for h in history]
+    assert g[-1] <= 1e-12 and len(g) <= 12
+    # Quadratic: once below 1, each gradient norm is at most a small multiple of the last
+    # one squared (linear convergence would give g_{k+1} ≈ ρ g_k instead).
+    tail = [(a, b) for a, b in zip(g, g[1:], strict=False) if a < 1.0 and b > 1e-14]
+    assert tail and all(b <= 10 * a * a for a, b in tail), g
+    assert float(jnp.linalg.norm(jax.grad(hx.stencil(s))(x))) <= 1e-12

@@ -9,7 +9,7 @@ family             Hessian
                    ``Σ cosh x_i + Σ_{d ≤ k} Σ_i (x_{i+d} − x_i)² (1 + x_{i+d}²)``
 ``stencil``        the 5-point pattern on an ``s x s`` grid (``n = s²``): a nonlinear
                    Poisson energy ``Σ_edges ½t² + log cosh t`` (``t`` the difference
-                   across a grid edge) ``+ Σ u⁴/4 − Σ u``
+                   across a grid edge) ``+ Σ u⁴/4 + u²/2 − load·u``
 ``arrowhead``      a coupling variable: ``Σ_i exp(x₀ x_i / 4) + Σ x_i²`` (dense first
                    row and column, the diagonal)
 ``block_diagonal`` 16 x 16 dense blocks: ``Σ_b log(1 + (Σ_{i∈b} x_i)²) + Σ sin x_i``
@@ -44,12 +44,15 @@ def banded(k: int = 2):
 
 
 def stencil(s: int):
-    """The nonlinear Poisson energy on an ``s x s`` grid of ``x: (s*s,)``."""
+    """The nonlinear Poisson energy on an ``s x s`` grid of ``x: (s*s,)``; strictly convex
+    (``H ⪰ I``), its minimizer solves ``−div(φ'(∇u)) + u³ + u = load``."""
+    i = np.arange(s)
+    load = jnp.asarray(1.0 + 4.0 * np.outer(np.sin(np.pi * i / s), np.cos(np.pi * i / s)))
 
     def f(x):
         u = x.reshape(s, s)
         t = jnp.concatenate([(u[1:] - u[:-1]).ravel(), (u[:, 1:] - u[:, :-1]).ravel()])
-        return jnp.sum(0.5 * t**2 + jnp.log(jnp.cosh(t))) + jnp.sum(u**4 / 4 - u)
+        return jnp.sum(0.5 * t**2 + jnp.log(jnp.cosh(t))) + jnp.sum(u**4 / 4 + u**2 / 2 - load * u)
 
     return f
 
@@ -137,3 +140,47 @@ def family(name: str, N: int, *, dtype=jnp.float64, seed: int = 0, k: int = 2):
     pattern = sp.csr_array(pattern != 0)
     pattern.sort_indices()
     return f, x, pattern
+
+
+def newton(f, x0, *, tol: float = 1e-10, max_iter: int = 30, mode: str = "auto"):
+    """Minimize a smooth, strictly convex ``f`` of ``x0: (n,)`` by Newton's method with a
+    sparse Hessian: ``x ← x − H(x)⁻¹ ∇f(x)``, ``H`` a BCOO from
+    :func:`bpjax.modes.hessian_fn` (decided once), solved by SciPy's sparse LU on the host.
+
+    Near the minimum the gradient norm falls quadratically, ``‖g_{k+1}‖ ≤ C ‖g_k‖²``.
+
+    Returns:
+      ``(x, history)``: the minimizer and one dict per iteration with the gradient norm
+      ``grad_norm`` and the seconds spent on the Hessian (``hessian_seconds``) and on the
+      solve (``solve_seconds``).
+
+    Example:
+      >>> x, history = newton(stencil(64), jnp.zeros(64 * 64))
+      >>> [h["grad_norm"] for h in history]   # 1e2, 1e1, 1e0, 1e-2, 1e-6, 1e-13
+    """
+    import time
+
+    from scipy.sparse.linalg import spsolve
+
+    from bpjax import modes
+
+    hess = modes.hessian_fn(f, x0, mode=mode, sparse_output=True)
+    grad = jax.jit(jax.grad(f))
+    x, history = x0, []
+    for _ in range(max_iter):
+        g = grad(x)
+        norm = float(jnp.linalg.norm(g))
+        record = {"grad_norm": norm}
+        history.append(record)
+        if norm <= tol:
+            break
+        start = time.perf_counter()
+        H = jax.block_until_ready(hess(x))
+        record["hessian_seconds"] = time.perf_counter() - start
+        start = time.perf_counter()
+        rows, cols = np.asarray(H.indices).T
+        A = sp.csc_array((np.asarray(H.data), (rows, cols)), shape=H.shape)
+        step = spsolve(A, np.asarray(g))
+        record["solve_seconds"] = time.perf_counter() - start
+        x = x - jnp.asarray(step, x.dtype)
+    return x, history
