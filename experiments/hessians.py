@@ -8,7 +8,9 @@ dense `jax.hessian` layout) of `jax.hessian`, bpjax `dense`, `star`, `acyclic` a
 (`hessian_fn`), and `asdex.hessian`, plus bpjax auto and asdex in BCOO output,
 interleaved round by round in one run; the colors of each coloring
 against asdex's star coloring and the row-count bound; every Hessian checked against
-`jax.hessian` at the smallest size.
+`jax.hessian` at the smallest size. Then Newton's method on the s x s nonlinear Poisson
+energy (s = 256, 65,536 unknowns; full: s = 1000, 10^6) with a BCOO Hessian and a sparse
+solve: gradient norms per iteration, and one Hessian by bpjax and by asdex.
 """
 
 from __future__ import annotations
@@ -34,8 +36,8 @@ except ImportError:  # pragma: no cover - depends on the environment
 
 # The dense MLP Hessian costs n HVPs whatever the method (4 s a call at n = 4096 here):
 # the quick profile stops it at 1024.
-QUICK = {"sizes": [1024, 4096], "mlp": [256, 1024], "rounds": 5}
-FULL = {"sizes": [1024, 4096, 16384], "mlp": [1024, 4096], "rounds": 9}
+QUICK = {"sizes": [1024, 4096], "mlp": [256, 1024], "rounds": 5, "newton_grid": 256}
+FULL = {"sizes": [1024, 4096, 16384], "mlp": [1024, 4096], "rounds": 9, "newton_grid": 1000}
 DENSE_BYTES_LIMIT = 1 << 30  # skip dense-output contenders whose Hessian alone is larger
 ASDEX_DENSE_LIMIT = 1024  # asdex colors dense patterns in ~n³ time: only this n and below
 
@@ -174,6 +176,35 @@ def acceptance(rows):
     return out
 
 
+def newton_run(s, notes):
+    """Newton on the s x s nonlinear Poisson energy: gradient norms, per-iteration costs,
+    and one sparse Hessian by bpjax and by asdex (BCOO) timed side by side."""
+    f, x0 = hx.stencil(s), jnp.zeros(s * s)
+    start = time.perf_counter()
+    x, history = hx.newton(f, x0)
+    total = time.perf_counter() - start
+    record = {"grid": s, "n": s * s, "history": history, "seconds": total}
+    programs = {"bpjax": (modes.hessian_fn(f, x0, sparse_output=True), (x,))}
+    if asdex is not None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            start = time.perf_counter()
+            fn = asdex.hessian(f, x0, output_format="bcoo")
+            record["asdex setup seconds"] = time.perf_counter() - start
+        programs["asdex"] = (jax.jit(fn), (x,))
+    timed = measure.compare(programs, rounds=3, warmup=1, min_round_seconds=0.01)
+    record["hessian seconds"] = {k: t.median for k, t in timed.items()}
+    record["dense Hessian bytes"] = (s * s) ** 2 * 8
+    notes.append(f"Newton n={s * s}: no dense Hessian ({(s * s) ** 2 * 8 / 1e9:.0f} GB)")
+    print(
+        f"newton n={s * s}: grad norms "
+        + " ".join(f"{h['grad_norm']:.1e}" for h in history)
+        + f"; Hessian per call {record['hessian seconds']}",
+        flush=True,
+    )
+    return record
+
+
 def _options(parser):
     parser.add_argument("--sizes", help="comma-separated sizes instead of the profile's")
     parser.add_argument("--families", help="comma-separated families (default: all)")
@@ -194,7 +225,11 @@ def main(argv=None):
             row = measure_point(name, N, grid["rounds"], notes, check=i == 0)
             if row is not None:
                 rows.append(row)
+    newton = newton_run(grid["newton_grid"], notes)
     summary = {"grid points (family × size)": len(rows)} | acceptance(rows)
+    summary[f"Newton n={newton['n']}: iterations to ‖∇f‖ ≤ 1e-10"] = len(newton["history"]) - 1
+    for who, seconds in newton["hessian seconds"].items():
+        summary[f"Newton n={newton['n']}: one sparse Hessian, {who} (s)"] = seconds
     summary["largest error vs jax.hessian (smallest size)"] = max(
         (r.get("max error vs jax.hessian", 0.0) for r in rows), default=0.0
     )
@@ -205,7 +240,7 @@ def main(argv=None):
         seed=args.seed,
         title="Sparse Hessians: star and acyclic colorings and the automatic choice vs jax, asdex",
         summary=summary,
-        data={"points": rows, **grid, "notes": notes},
+        data={"points": rows, "newton": newton, **grid, "notes": notes},
         notes=(
             "Steady-state medians of interleaved rounds, float64, every contender "
             "jit-compiled, dense jax.hessian layout. 'setup' is each contender's detection, "

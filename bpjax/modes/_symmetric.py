@@ -88,6 +88,7 @@ class SymmetricColoring:
 
     @property
     def products(self) -> int:
+        """Hessian-vector products this coloring costs (one per color)."""
         return self.count
 
 

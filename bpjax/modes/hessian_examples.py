@@ -156,7 +156,8 @@ def newton(f, x0, *, tol: float = 1e-10, max_iter: int = 30, mode: str = "auto")
 
     Example:
       >>> x, history = newton(stencil(64), jnp.zeros(64 * 64))
-      >>> [h["grad_norm"] for h in history]   # 1e2, 1e1, 1e0, 1e-2, 1e-6, 1e-13
+      >>> [f"{h['grad_norm']:.0e}" for h in history]
+      ['1e+02', '2e+03', '6e+02', '1e+02', '3e+01', '2e+00', '2e-02', '4e-06', '1e-13']
     """
     import time
 
