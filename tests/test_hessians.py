@@ -114,6 +114,14 @@ def test_pytree_input_gives_jax_hessian_layout():
     assert _max_error(got, want) <= 1e-10
 
 
+@pytest.mark.parametrize("coloring", ["star", "acyclic"])
+def test_diagonal_and_zero_hessians_and_a_python_float(coloring):
+    for f in (jnp.sum, lambda x: jnp.sum(x**3)):
+        got = modes.hessian(f, jnp.ones(5), mode="sparse", coloring=coloring)
+        np.testing.assert_allclose(got, jax.hessian(f)(jnp.ones(5)))
+    assert float(modes.hessian(lambda x: x**3, 2.0, mode="sparse", coloring=coloring)) == 12.0
+
+
 def test_default_mode_is_dense_and_unchanged():
     f, x, _, want = _family("arrowhead")
     assert _max_error(modes.hessian(f, x), want) <= 1e-14

@@ -216,6 +216,7 @@ def _decide(f_flat, x_flat, sym, mode, coloring, order, sparse_output):
 
 def _layout(fn, x, sparse_output):
     shapes = jax.tree.map(lambda a: (jnp.shape(a), jnp.result_type(a)), x)
+    like = jax.tree.map(lambda a: jax.ShapeDtypeStruct(jnp.shape(a), jnp.result_type(a)), x)
 
     def run(x_tree):
         got = jax.tree.map(lambda a: (jnp.shape(a), jnp.result_type(a)), x_tree)
@@ -225,7 +226,7 @@ def _layout(fn, x, sparse_output):
                 "again for inputs of another shape or dtype"
             )
         H = fn(ravel_pytree(x_tree)[0])
-        return H if sparse_output else _checks.unflatten_jacobian(H, x, x)
+        return H if sparse_output else _checks.unflatten_jacobian(H, x, like)
 
     return run
 

@@ -43,6 +43,8 @@ def hvp_rows(f_flat, x, seeds, order: str):
 def _segments(sub: _symmetric.Substitution):
     """Runs of consecutive rounds whose widths round up to the same power of two, each cut
     to that width: a wide first round of leaves then does not pad the long narrow tail."""
+    if sub.edge.size == 0:  # no off-diagonal nonzero: nothing to substitute
+        return
     widths = (sub.edge >= 0).sum(axis=1)
     padded = 2 ** np.ceil(np.log2(np.maximum(widths, 1))).astype(np.int64)
     cuts = np.flatnonzero(np.diff(padded)) + 1
