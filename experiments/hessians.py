@@ -131,7 +131,7 @@ def measure_point(name, N, rounds, notes, check=False):
             "row-count bound": int(np.diff(pattern.indptr).max()),
         },
         "substitution rounds": (
-            int(colorings["acyclic"].substitution.edge.shape[0]) if "acyclic" in colorings else None
+            int(colorings["acyclic"].substitution.rounds) if "acyclic" in colorings else None
         ),
         "auto": {
             "method": auto.method,

@@ -160,13 +160,10 @@ def _recover(coloring, H):
     else:
         sub = coloring.substitution
         h, acc = np.zeros(sub.edge.max(initial=-1) + 1), np.zeros(sub.slots)
-        for r in range(sub.edge.shape[0]):
-            for e, i, s, d in zip(
-                sub.edge[r], sub.b_index[r], sub.src_slot[r], sub.dst_slot[r], strict=True
-            ):
-                if e >= 0:
-                    h[e] = b[i] - acc[s]
-                    acc[d] += h[e]
+        for r in range(sub.rounds):
+            lo, hi = sub.starts[r], sub.starts[r + 1]
+            h[sub.edge[lo:hi]] = b[sub.b_index[lo:hi]] - acc[sub.src_slot[lo:hi]]
+            np.add.at(acc, sub.dst_slot[lo:hi], h[sub.edge[lo:hi]])
         values = np.concatenate([h, b])[coloring.source]
     P = coloring.pattern
     return sp.csr_array((values, P.indices, P.indptr), shape=(n, n)).toarray()

@@ -28,6 +28,9 @@ from bpjax.modes import _hessian_program as _program
 from bpjax.modes._hvp import HVP_ORDERS
 
 HESSIAN_MODES = ("dense", "sparse", "auto")
+# The acyclic coloring's disjoint-set forests are Python dicts: past this many variables
+# (10^6 took over 15 GB) the automatic choice tries the star coloring only.
+ACYCLIC_MAX_N = 1 << 18
 
 
 def check_scalar(f, x, op: str):
@@ -178,8 +181,10 @@ def _decide(f_flat, x_flat, sym, mode, coloring, order, sparse_output):
     """``(method, order, coloring, reason, candidates)`` by a short timed probe."""
     n = x_flat.size
     kinds = [coloring] if coloring else list(_symmetric.KINDS)
+    if coloring is None and n > ACYCLIC_MAX_N:
+        kinds = ["star"]
     colorings = {k: _symmetric.color_symmetric(sym, kind=k) for k in kinds}
-    if coloring is None and colorings["acyclic"].count >= colorings["star"].count:
+    if len(colorings) == 2 and colorings["acyclic"].count >= colorings["star"].count:
         del colorings["acyclic"]  # same products, and a sequential substitution on top
     best = min(colorings.values(), key=lambda c: c.count)
     if mode == "auto" and best.count >= n // 2:
@@ -206,7 +211,7 @@ def _decide(f_flat, x_flat, sym, mode, coloring, order, sparse_output):
     others = ", ".join(
         f"{m} {_fmt(s)}" for m, s in sorted(seconds.items(), key=lambda t: t[1]) if m != name
     )
-    rounds = f" + {c.substitution.edge.shape[0]} substitution rounds" if c.substitution else ""
+    rounds = f" + {c.substitution.rounds} substitution rounds" if c.substitution else ""
     why = (
         f"{k} coloring, {c.count} HVPs{rounds} by {o}: measured {_fmt(seconds[name])} per "
         f"call, fastest of {len(seconds)} timed ({others}); row-count bound {c.row_bound}"

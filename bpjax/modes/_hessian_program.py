@@ -41,18 +41,26 @@ def hvp_rows(f_flat, x, seeds, order: str):
 
 
 def _segments(sub: _symmetric.Substitution):
-    """Runs of consecutive rounds whose widths round up to the same power of two, each cut
-    to that width: a wide first round of leaves then does not pad the long narrow tail."""
-    if sub.edge.size == 0:  # no off-diagonal nonzero: nothing to substitute
+    """Runs of consecutive rounds whose widths round up to the same power of two, each
+    padded (with ``-1``) to that width: a wide first round of leaves then does not pad the
+    long narrow tail, and the padding is at most the entries themselves."""
+    widths = np.diff(sub.starts)
+    if widths.size == 0:  # no off-diagonal nonzero: nothing to substitute
         return
-    widths = (sub.edge >= 0).sum(axis=1)
     padded = 2 ** np.ceil(np.log2(np.maximum(widths, 1))).astype(np.int64)
     cuts = np.flatnonzero(np.diff(padded)) + 1
     for lo, hi in zip(np.r_[0, cuts], np.r_[cuts, len(padded)], strict=True):
         w = int(padded[lo])
-        yield tuple(
-            jnp.asarray(a[lo:hi, :w]) for a in (sub.edge, sub.b_index, sub.src_slot, sub.dst_slot)
+        rows = np.repeat(np.arange(hi - lo), widths[lo:hi])
+        cols = np.arange(sub.starts[lo], sub.starts[hi]) - np.repeat(
+            sub.starts[lo:hi], widths[lo:hi]
         )
+        block = []
+        for a in (sub.edge, sub.b_index, sub.src_slot, sub.dst_slot):
+            out = np.full((hi - lo, w), -1, np.int64)
+            out[rows, cols] = a[sub.starts[lo] : sub.starts[hi]]
+            block.append(jnp.asarray(out))
+        yield tuple(block)
 
 
 def _substitute(sub: _symmetric.Substitution, b_flat):

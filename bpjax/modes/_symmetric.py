@@ -45,18 +45,25 @@ _NUMPY_DEGREE = 32  # neighbor lists longer than this are scanned with numpy, no
 
 @dataclasses.dataclass(frozen=True)
 class Substitution:
-    """The acyclic recovery's rounds, ``(rounds, width)`` index arrays padded with ``-1``.
+    """The acyclic recovery's rounds, flat: round ``r`` is ``starts[r]:starts[r + 1]``.
 
     Round ``r`` computes, for each of its edges ``e`` (from the leaf ``src`` towards
     ``dst``), ``h[e] = B_flat[b_index] − acc[src_slot]``, then ``acc[dst_slot] += h[e]``;
-    a slot is one vertex in one two-colored tree (``slots`` of them).
+    a slot is one vertex in one two-colored tree (``slots`` of them). Each array is
+    ``(edges,)``; ``starts`` is ``(rounds + 1,)``.
     """
 
     edge: np.ndarray
     b_index: np.ndarray
     src_slot: np.ndarray
     dst_slot: np.ndarray
+    starts: np.ndarray
     slots: int
+
+    @property
+    def rounds(self) -> int:
+        """How many sequential rounds the recovery takes (the trees' depth, from leaves)."""
+        return len(self.starts) - 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,27 +127,45 @@ def _largest_first(indptr) -> np.ndarray:
 
 
 def _star_colors(indptr, nbr, edge_of) -> np.ndarray:
+    # Python lists for the short neighbor lists (most of them); NumPy arrays mirror
+    # colors, stars and hubs for the long ones, where a hub's n neighbors would otherwise
+    # cost n Python steps per leaf.
     n = len(indptr) - 1
-    colors = np.full(n, -1, np.int64)
-    forbidden = np.full(n + 1, -1, np.int64)
-    treated = np.full(n, -1, np.int64)
-    first_p = np.full(n + 1, -1, np.int64)  # per color: (v, w, edge) of v's first such w
-    first_q = np.full(n + 1, -1, np.int64)
-    first_e = np.full(n + 1, -1, np.int64)
+    ip, nb, eo = indptr.tolist(), nbr.tolist(), edge_of.tolist()
+    colors, colors_np = [-1] * n, np.full(n, -1, np.int64)
+    forbidden, treated = [-1] * (n + 1), [-1] * n
+    first_p, first_q, first_e = [-1] * (n + 1), [-1] * (n + 1), [-1] * (n + 1)
     edges = max(int(edge_of.max(initial=-1)) + 1, 1)
-    star = np.full(edges, -1, np.int64)
-    hub = np.full(edges, -1, np.int64)  # per star: its hub (-1: a two-vertex star)
+    star, star_np = [-1] * edges, np.full(edges, -1, np.int64)
+    hub, hub_np = [-1] * edges, np.full(edges, -1, np.int64)  # per star (-1: two vertices)
     stars = 0
 
+    def forbid_all(v, values):
+        for c in np.unique(values).tolist():
+            forbidden[c] = v
+
     def treat(v, w):  # forbid, for v, the colors of all of w's colored neighbors
-        cx = colors[nbr[indptr[w] : indptr[w + 1]]]
-        forbidden[cx[cx >= 0]] = v
+        lo, hi = ip[w], ip[w + 1]
+        if hi - lo > _NUMPY_DEGREE:
+            cx = colors_np[nbr[lo:hi]]
+            forbid_all(v, cx[cx >= 0])
+        else:
+            for x in nb[lo:hi]:
+                if colors[x] >= 0:
+                    forbidden[colors[x]] = v
         treated[w] = v
 
+    def set_star(e, s, h=None):
+        star[e] = s
+        star_np[e] = s
+        if h is not None:
+            hub[s] = h
+            hub_np[s] = h
+
     for v in _largest_first(indptr).tolist():
-        for pos in range(indptr[v], indptr[v + 1]):
-            w = int(nbr[pos])
-            cw = int(colors[w])
+        for pos in range(ip[v], ip[v + 1]):
+            w = nb[pos]
+            cw = colors[w]
             if cw < 0:
                 continue
             forbidden[cw] = v
@@ -148,37 +173,44 @@ def _star_colors(indptr, nbr, edge_of) -> np.ndarray:
                 if treated[first_q[cw]] != v:
                     treat(v, first_q[cw])
                 treat(v, w)
+                continue
+            first_p[cw], first_q[cw], first_e[cw] = v, w, eo[pos]
+            lo, hi = ip[w], ip[w + 1]
+            if hi - lo > _NUMPY_DEGREE:  # forbid the colors of the hubs next to w
+                xs, s = nbr[lo:hi], star_np[edge_of[lo:hi]]
+                cx = colors_np[xs]
+                forbid_all(v, cx[(xs != v) & (cx >= 0) & (s >= 0) & (hub_np[s] == xs)])
             else:
-                first_p[cw], first_q[cw], first_e[cw] = v, w, edge_of[pos]
-                lo, hi = indptr[w], indptr[w + 1]
-                xs, cx, s = nbr[lo:hi], colors[nbr[lo:hi]], star[edge_of[lo:hi]]
-                hubs = hub[np.maximum(s, 0)]
-                forbidden[cx[(xs != v) & (cx >= 0) & (s >= 0) & (hubs == xs)]] = v
+                for p in range(lo, hi):
+                    x, s = nb[p], star[eo[p]]
+                    if x != v and colors[x] >= 0 and s >= 0 and hub[s] == x:
+                        forbidden[colors[x]] = v
         c = 0
         while forbidden[c] == v:
             c += 1
         colors[v] = c
+        colors_np[v] = c
         # The stars through v's edges (a hub absorbs them, or a new two-vertex star).
-        for pos in range(indptr[v], indptr[v + 1]):
-            w = int(nbr[pos])
-            cw = int(colors[w])
+        for pos in range(ip[v], ip[v + 1]):
+            w = nb[pos]
+            cw = colors[w]
             if cw < 0:
                 continue
-            lo, hi = indptr[w], indptr[w + 1]
-            xs = nbr[lo:hi]
-            found = np.flatnonzero((xs != v) & (colors[xs] == c))
-            if found.size:
-                s = star[edge_of[lo + found[0]]]
-                hub[s] = w
-                star[edge_of[pos]] = s
-            elif first_p[cw] == v and first_q[cw] != w:
-                s = star[first_e[cw]]
-                hub[s] = v
-                star[edge_of[pos]] = s
+            lo, hi = ip[w], ip[w + 1]
+            if hi - lo > _NUMPY_DEGREE:
+                xs = nbr[lo:hi]
+                hits = np.flatnonzero((xs != v) & (colors_np[xs] == c))
+                found = lo + int(hits[0]) if hits.size else -1
             else:
-                star[edge_of[pos]] = stars
+                found = next((p for p in range(lo, hi) if nb[p] != v and colors[nb[p]] == c), -1)
+            if found >= 0:
+                set_star(eo[pos], star[eo[found]], w)
+            elif first_p[cw] == v and first_q[cw] != w:
+                set_star(eo[pos], star[first_e[cw]], v)
+            else:
+                set_star(eo[pos], stars)
                 stars += 1
-    return colors
+    return colors_np
 
 
 def _star_source(sym, colors, indptr, nbr) -> np.ndarray:
@@ -274,15 +306,13 @@ def _substitution(colors, indptr, nbr, edge_of, n) -> tuple[Substitution, np.nda
                     nxt.append(int(s))
         rounds.append(this)
         leaves = nxt
-    width = max((len(r) for r in rounds), default=0)
-    shape = (len(rounds), width)
-    edge, b_index, src, dst = (np.full(shape, -1, np.int64) for _ in range(4))
-    for r, items in enumerate(rounds):
-        for w, (e, side) in enumerate(items):
-            i, j = ends[e, side], ends[e, 1 - side]
-            edge[r, w], b_index[r, w] = e, colors[j] * n + i
-            src[r, w], dst[r, w] = slot[e, side], slot[e, 1 - side]
-    return Substitution(edge, b_index, src, dst, int(uniq.size)), ends
+    order = np.array([e for r in rounds for e, _ in r], np.int64)
+    side = np.array([sd for r in rounds for _, sd in r], np.int64)
+    starts = np.cumsum([0] + [len(r) for r in rounds]).astype(np.int64)
+    i, j = ends[order, side], ends[order, 1 - side]
+    edge, b_index = order, colors[j] * n + i
+    src, dst = slot[order, side], slot[order, 1 - side]
+    return Substitution(edge, b_index, src, dst, starts, int(uniq.size)), ends
 
 
 def _row_bound(sym) -> int:
