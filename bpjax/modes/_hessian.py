@@ -334,14 +334,20 @@ def hessian(f, x, *, mode="dense", sparse_output=False, coloring=None, order=Non
     """The Hessian of a scalar ``f`` at ``x``: ``mode="dense"`` (the default, as
     ``jax.hessian``: forward-over-reverse), ``"sparse"`` or ``"auto"``.
 
-    The same as ``hessian_fn(f, x, ...)(x)``; see :func:`hessian_fn` for the arguments.
-    Returns ``H[i][j]`` blocks of shape ``x_i.shape + x_j.shape`` for pytree ``x``, or a
-    BCOO ``(n, n)`` with ``sparse_output=True``.
+    The same as ``hessian_fn(f, x, ...)(x)`` (see :func:`hessian_fn` for the arguments),
+    except that ``mode="sparse"`` without an ``order`` uses forward-over-reverse rather
+    than timing the three orders, which only pays over many calls.
+
+    Returns:
+      ``H[i][j]`` blocks of shape ``x_i.shape + x_j.shape`` for pytree ``x``, or a BCOO
+      ``(n, n)`` with ``sparse_output=True``.
     """
     if mode == "dense" and not sparse_output and coloring is None and order is None:
         _checks.check_inputs(x)
         check_scalar(f, x, "hessian")
         return jax.jacfwd(jax.jacrev(f))(x)
+    if mode == "sparse" and order is None:
+        order = "fwd-over-rev"
     run, _ = _build("hessian", f, x, mode, sparse_output, coloring, order)
     # Compiled even for one call: op by op, k vmapped HVPs and the recovery's gathers
     # dispatch hundreds of small kernels, slower than compiling them into one program.
