@@ -280,3 +280,16 @@ def test_newton_with_a_sparse_hessian_converges_quadratically():
     tail = [(a, b) for a, b in zip(g, g[1:], strict=False) if a < 1.0 and b > 1e-14]
     assert tail and all(b <= 10 * a * a for a, b in tail), g
     assert float(jnp.linalg.norm(jax.grad(hx.stencil(s))(x))) <= 1e-12
+
+
+def test_a_conservative_pattern_names_its_fallback_and_misses_nothing():
+    def f(x):
+        A = jnp.eye(4) + jnp.outer(x[:4], x[:4])
+        return jnp.sum(jnp.linalg.solve(A, x[4:])) + jnp.sum(x[4:] ** 3)
+
+    x = jnp.linspace(0.1, 0.8, 8)
+    with pytest.warns(modes.SparsityWarning, match="hessian_sparsity: .*custom_linear_solve"):
+        P = np.asarray(modes.hessian_sparsity(f, x).todense()).astype(bool)
+    assert not np.any((np.asarray(jax.hessian(f)(x)) != 0) & ~P)
+    got = modes.hessian(f, x, mode="sparse")
+    assert _max_error(got, jax.hessian(f)(x)) <= 1e-10
