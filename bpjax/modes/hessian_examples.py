@@ -142,12 +142,15 @@ def family(name: str, N: int, *, dtype=jnp.float64, seed: int = 0, k: int = 2):
     return f, x, pattern
 
 
-def newton(f, x0, *, tol: float = 1e-10, max_iter: int = 30, mode: str = "auto"):
+def newton(
+    f, x0, *, tol: float = 1e-10, max_iter: int = 30, mode: str = "auto", order: str | None = None
+):
     """Minimize a smooth, strictly convex ``f`` of ``x0: (n,)`` by Newton's method with a
     sparse Hessian: ``x ← x − H(x)⁻¹ ∇f(x)``, ``H`` a BCOO from
     :func:`bpjax.modes.hessian_fn` (decided once), solved by SciPy's sparse LU on the host.
 
     Near the minimum the gradient norm falls quadratically, ``‖g_{k+1}‖ ≤ C ‖g_k‖²``.
+    ``mode`` and ``order`` are passed to :func:`~bpjax.modes.hessian_fn`.
 
     Returns:
       ``(x, history)``: the minimizer and one dict per iteration with the gradient norm
@@ -165,7 +168,7 @@ def newton(f, x0, *, tol: float = 1e-10, max_iter: int = 30, mode: str = "auto")
 
     from bpjax import modes
 
-    hess = modes.hessian_fn(f, x0, mode=mode, sparse_output=True)
+    hess = modes.hessian_fn(f, x0, mode=mode, sparse_output=True, order=order)
     grad = jax.jit(jax.grad(f))
     x, history = x0, []
     for _ in range(max_iter):
