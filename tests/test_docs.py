@@ -27,6 +27,7 @@ DATA_EXPORTS = {
     ("remat", "STRATEGIES"),
     ("modes", "BASES"),
     ("modes", "COLORINGS"),
+    ("modes", "HESSIAN_MODES"),
     ("modes", "HVP_ORDERS"),
     ("modes", "MODES"),
     ("bench", "GRIDS"),

@@ -50,6 +50,9 @@ PENDING_SECTIONS = {
     # New this stop (online checkpointing): its claims are not yet recomputed from
     # results/online_remat.json here.
     "online_remat",
+    # New (sparse Hessians, issue 23): results/hessians.json is measured on a quiet
+    # machine after the branch lands; its claims are tied here then.
+    "hessians",
 }
 
 # Numbers stated in tied sections that results/ does not record: exploding.json keeps the

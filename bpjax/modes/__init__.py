@@ -27,7 +27,8 @@ that share no row can be seeded together, ``J (e_j + e_k)``, and read back apart
    :class:`CostBasis` of your own.
 
 Also :func:`grad_fwd` (a gradient by ``n`` JVPs), :func:`hvp` (``H v`` in three orders) and
-:func:`hessian`.
+:func:`hessian` (dense, or sparse by star or acyclic coloring: :func:`hessian_sparsity`,
+:func:`color_symmetric`, :func:`hessian_fn`).
 
 Extending it: each JAX primitive the engine knows is one :class:`PrimitiveRule` in one table
 (``bpjax/modes/_primitives.py``), read by both the sparsity pass and the run-time model; a
@@ -65,18 +66,22 @@ from bpjax.modes._coloring import (
     color_columns,
     color_rows,
 )
-from bpjax.modes._hvp import HVP_ORDERS, grad_fwd, hessian, hvp
+from bpjax.modes._hessian import HESSIAN_MODES, HessianFn, hessian, hessian_fn, hessian_sparsity
+from bpjax.modes._hvp import HVP_ORDERS, grad_fwd, hvp
 from bpjax.modes._jacobian import JacobianFn, jacobian, jacobian_fn
 from bpjax.modes._plan import COLORINGS, MODES
 from bpjax.modes._primitives import PrimitiveRule, register_primitive
 from bpjax.modes._rates import machine_rates
 from bpjax.modes._rates import rates as model_rates
 from bpjax.modes._sparsity import Pattern, SparsityWarning, sparsity
+from bpjax.modes._symmetric import SymmetricColoring, color_symmetric
 
 __all__ = [
     "BASES",
     "COLORINGS",
+    "HESSIAN_MODES",
     "HVP_ORDERS",
+    "HessianFn",
     "MODES",
     "Coloring",
     "CostBasis",
@@ -85,14 +90,18 @@ __all__ = [
     "Pattern",
     "PrimitiveRule",
     "SparsityWarning",
+    "SymmetricColoring",
     "as_csr",
     "bicolor",
     "bicoloring_lower_bound",
     "choose_mode",
     "color_columns",
     "color_rows",
+    "color_symmetric",
     "grad_fwd",
     "hessian",
+    "hessian_fn",
+    "hessian_sparsity",
     "hvp",
     "jacobian",
     "jacobian_fn",

@@ -1,4 +1,4 @@
-"""Gradients by forward mode, Hessian-vector products in three orders, Hessians."""
+"""Gradients by forward mode, Hessian-vector products in three orders (Hessians: ``_hessian``)."""
 
 from __future__ import annotations
 
@@ -79,12 +79,3 @@ def hvp(f, x, v, *, order: str = "fwd-over-rev"):
             "forward derivative reverse mode cannot differentiate; use order='fwd-over-rev' "
             "or 'rev-over-rev', or build f from bpjax.fwd or bpjax.ref ops"
         ) from err
-
-
-def hessian(f, x):
-    """The full Hessian of a scalar ``f`` (forward-over-reverse, as ``jax.hessian``).
-
-    Returns ``H[i][j]`` blocks of shape ``x_i.shape + x_j.shape`` for pytree ``x``.
-    """
-    _checks.check_inputs(x)
-    return jax.jacfwd(jax.jacrev(f))(x)
