@@ -33,6 +33,7 @@ __all__ = [
     "bench_table",
     "online_remat_table",
     "online_remat_uses_table",
+    "hessians_table",
 ]
 
 
@@ -461,6 +462,39 @@ def online_remat_uses_table(records: dict) -> str:
     return _table(header, body)
 
 
+def hessians_table(records: dict) -> str:
+    """Milliseconds per Hessian at each family's largest size, dense and BCOO output, with
+    the colors each symmetric coloring needs (``hessians``)."""
+    points = records["hessians"]["data"]["points"]
+    largest = {}
+    for point in points:
+        largest[point["family"]] = point  # run from smallest to largest
+    body = []
+    for family, point in largest.items():
+        c = point["contenders"]
+        colors = point["colors"]
+        ms = lambda name, c=c: _ms(c[name]["median"]) if name in c else ""  # noqa: E731
+        auto = point["auto"]
+        body.append(
+            [
+                f"{family} n = {point['n']}",
+                ms("jax.hessian"),
+                ms("bpjax dense"),
+                ms("asdex"),
+                ms("bpjax auto"),
+                f"{auto['method']}, {auto['order']}" if auto["method"] != "dense" else "dense",
+                ms("asdex BCOO"),
+                ms("bpjax auto BCOO"),
+                " / ".join(str(colors.get(k)) for k in ("star", "acyclic", "asdex star"))
+                if colors.get("star") is not None
+                else "none (dense)",
+            ]
+        )
+    header = ["family", "jax.hessian", "bpjax dense", "asdex", "bpjax auto", "auto chose"]
+    header += ["asdex BCOO", "bpjax auto BCOO", "colors star / acyclic / asdex"]
+    return _table(header, body)
+
+
 def bench_table(records: dict) -> str:
     """``bpjax bench --full``'s table (:func:`bpjax.bench.readme_table` of
     ``results/full/peers.json``)."""
@@ -482,6 +516,7 @@ TABLES: dict[str, Callable[[dict], str]] = {
     "bench": bench_table,
     "online-remat": online_remat_table,
     "online-remat-uses": online_remat_uses_table,
+    "hessians": hessians_table,
 }
 """README table name → function of the records by name (``{"depth": record, ...}``)."""
 
@@ -500,6 +535,7 @@ SOURCES: dict[str, tuple[str, ...]] = {
     "bench": ("full/peers",),
     "online-remat": ("online_remat",),
     "online-remat-uses": ("online_remat",),
+    "hessians": ("hessians",),
 }
 
 
