@@ -274,6 +274,19 @@ HEADLINES: list[tuple[str, str, str | Callable[[dict], str], Callable]] = [
         _ratio,
     ),
     (
+        "online checkpointing (`remat.while_loop`, trip count unknown): time per gradient ÷ "
+        "Equinox's checkpointed while loop, median over L = 100, 1000 and c = 4, 10, 30",
+        "online_remat",
+        "time bpjax / Equinox, median",
+        _ratio,
+    ),
+    (
+        "sparse Hessian by coloring: `jax.hessian` ÷ bpjax, 2-D stencil energy n = 4096 (BCOO)",
+        "hessians",
+        "stencil n=4096: jax.hessian ÷ bpjax auto in BCOO",
+        _ratio,
+    ),
+    (
         "bpjax `rev` training step ÷ the fastest peer (PyTorch, Flax, NumPy), {size}",
         "peers",
         _largest("peers", "rev / best peer @ "),
@@ -317,6 +330,8 @@ _FINDINGS = {
     "remat_memory": "remat",
     "peers": "bench",
     "full/peers": "bench",
+    "online_remat": "online_remat",
+    "hessians": "hessians",
 }
 
 
