@@ -31,7 +31,7 @@ ad.deflinear2(roll_p, lambda ct, x, *, shift: [roll_p.bind(ct, shift=-shift)])
 
 def _roll_batch(args, dims, *, shift):
     (x,), (d,) = args, dims  # the batch axis moved first, so the last is still rolled
-    if d is batching.not_mapped:
+    if d is None:  # not batched (batching.not_mapped, gone in newer JAX, was None)
         return roll_p.bind(x, shift=shift), d
     return roll_p.bind(jnp.moveaxis(x, d, 0), shift=shift), 0
 

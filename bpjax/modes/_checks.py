@@ -165,6 +165,25 @@ def has_reverse_mode(f_flat, x_flat) -> bool:
     return _traces(pulled, x_flat, ValueError, "while_loop")
 
 
+def planned_for(fn, x, out, sparse_output, what: str, again: str):
+    """Wrap ``fn(x_flat)`` to take the pytree ``x`` it was planned for (refusing other shapes
+    or dtypes, naming ``again`` to call) and give ``jax.jacrev``'s layout unless
+    ``sparse_output`` (``out``: the outputs' layout, as :func:`unflatten_jacobian` takes it)."""
+    shapes = jax.tree.map(lambda a: (jnp.shape(a), jnp.result_type(a)), x)
+
+    def run(x_tree):
+        got = jax.tree.map(lambda a: (jnp.shape(a), jnp.result_type(a)), x_tree)
+        if got != shapes:
+            raise ValueError(
+                f"this {what} was planned for inputs {shapes}; got {got}. Call {again} "
+                "again for inputs of another shape or dtype"
+            )
+        result = fn(ravel_pytree(x_tree)[0])
+        return result if sparse_output else unflatten_jacobian(result, x, out)
+
+    return run
+
+
 def unflatten_jacobian(J, x, out):
     """Arrange a flat ``(m, n)`` Jacobian the way ``jax.jacrev`` does for pytrees."""
     in_leaves, in_tree = jax.tree.flatten(x)

@@ -220,20 +220,8 @@ def _decide(f_flat, x_flat, sym, mode, coloring, order, sparse_output):
 
 
 def _layout(fn, x, sparse_output):
-    shapes = jax.tree.map(lambda a: (jnp.shape(a), jnp.result_type(a)), x)
     like = jax.tree.map(lambda a: jax.ShapeDtypeStruct(jnp.shape(a), jnp.result_type(a)), x)
-
-    def run(x_tree):
-        got = jax.tree.map(lambda a: (jnp.shape(a), jnp.result_type(a)), x_tree)
-        if got != shapes:
-            raise ValueError(
-                f"this Hessian was planned for inputs {shapes}; got {got}. Call hessian_fn "
-                "again for inputs of another shape or dtype"
-            )
-        H = fn(ravel_pytree(x_tree)[0])
-        return H if sparse_output else _checks.unflatten_jacobian(H, x, like)
-
-    return run
+    return _checks.planned_for(fn, x, like, sparse_output, "Hessian", "hessian_fn")
 
 
 def _build(op, f, x, mode, sparse_output, coloring, order):

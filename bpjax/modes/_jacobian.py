@@ -5,8 +5,6 @@ from __future__ import annotations
 import time
 
 import jax
-import jax.numpy as jnp
-from jax.flatten_util import ravel_pytree
 
 from bpjax.modes import _auto, _checks, _plan
 
@@ -65,19 +63,7 @@ def _build(f, x, mode, coloring, sparse_output, basis, calls=None):
 
 def _layout(fn, x, out, sparse_output):
     """Wrap ``fn(x_flat)`` to take the pytree ``x`` and give jacrev's layout."""
-    shapes = jax.tree.map(lambda a: (jnp.shape(a), jnp.result_type(a)), x)
-
-    def run(x_tree):
-        got = jax.tree.map(lambda a: (jnp.shape(a), jnp.result_type(a)), x_tree)
-        if got != shapes:
-            raise ValueError(
-                f"this Jacobian was planned for inputs {shapes}; got {got}. Call jacobian_fn "
-                "again for inputs of another shape or dtype"
-            )
-        J = fn(ravel_pytree(x_tree)[0])
-        return J if sparse_output else _checks.unflatten_jacobian(J, x, out)
-
-    return run
+    return _checks.planned_for(fn, x, out, sparse_output, "Jacobian", "jacobian_fn")
 
 
 @_checks.no_calibrate
