@@ -327,6 +327,21 @@ def _clamped_square(x):
     return x[jnp.clip(jnp.argmax(x[:3]) ** 2, 1, 3)] * x[6:]
 
 
+def _clamp_above_its_max(x):
+    # clamp(5, i, h) with h = argmax(x[3:6]) <= 2 < 5: the result is h, in [0, 2], not
+    # [2, 5] (an interval built from x and the lower limit alone missed the starts 0 and 1).
+    i = jnp.argmax(x[:3]).astype(jnp.int32)
+    h = jnp.argmax(x[3:6]).astype(jnp.int32)
+    return jax.lax.dynamic_slice(x, (jax.lax.clamp(jnp.int32(5), i, h),), (2,))
+
+
+def _integer_as_bool(x):
+    # argmax + 5 is in [5, 7]: as a bool it is always True (1), not "in [5, 7]", so the
+    # comparison with True must not be decided False.
+    b = (jnp.argmax(x[:3]) + 5).astype(bool)
+    return jnp.where(b == True, x[6], x[7]) * jnp.ones(2)  # noqa: E712
+
+
 @pytest.mark.parametrize(
     "f, want",
     [
@@ -335,6 +350,8 @@ def _clamped_square(x):
         (_decided_where, [(0, 4), (1, 5)]),
         # clip(argmax ** 2, 1, 3) is 1 or 3: the interval [1, 3] also admits 2 (looser, sound)
         (_clamped_square, [(r, c) for r in range(2) for c in (1, 2, 3, 6 + r)]),
+        (_clamp_above_its_max, None),
+        (_integer_as_bool, None),
     ],
 )
 def test_traced_starts_read_only_what_their_bounds_allow(f, want):

@@ -83,27 +83,28 @@ def _union(bounds) -> Bound:
     return min(b[0] for b in bounds), max(b[1] for b in bounds)
 
 
+# Whether a comparison holds for every pair of values; it never holds exactly when its
+# negation always does.
+_ALWAYS = {
+    "lt": lambda a, b: a[1] < b[0],
+    "le": lambda a, b: a[1] <= b[0],
+    "gt": lambda a, b: a[0] > b[1],
+    "ge": lambda a, b: a[0] >= b[1],
+    "eq": lambda a, b: a[0] == a[1] == b[0] == b[1],
+    "ne": lambda a, b: a[1] < b[0] or b[1] < a[0],
+}
+_NEGATION = {"lt": "ge", "le": "gt", "gt": "le", "ge": "lt", "eq": "ne", "ne": "eq"}
+
+
 def _compare(name: str, a: Bound, b: Bound):
     """True or False if every pair of values compares so, else None (undecided)."""
     if a is None or b is None:
         return None
-    always = {
-        "lt": a[1] < b[0],
-        "le": a[1] <= b[0],
-        "gt": a[0] > b[1],
-        "ge": a[0] >= b[1],
-        "eq": a[0] == a[1] == b[0] == b[1],
-        "ne": a[1] < b[0] or b[1] < a[0],
-    }[name]
-    never = {
-        "lt": a[0] >= b[1],
-        "le": a[0] > b[1],
-        "gt": a[1] <= b[0],
-        "ge": a[1] < b[0],
-        "eq": a[1] < b[0] or b[1] < a[0],
-        "ne": a[0] == a[1] == b[0] == b[1],
-    }[name]
-    return True if always else False if never else None
+    if _ALWAYS[name](a, b):
+        return True
+    if _ALWAYS[_NEGATION[name]](a, b):
+        return False
+    return None
 
 
 def _select(eqn, bounds, values):
@@ -126,17 +127,26 @@ def _iota(eqn, bounds, values):
 
 
 def _convert(eqn, bounds, values):
-    # Integer to integer keeps the values (if they fit); a float converted gives no bound.
-    return [bounds[0] if eqn.invars[0].aval.dtype.kind in "biu" else None]
+    # Integer to integer keeps the values (if they fit); a float converted gives no bound;
+    # to bool, every nonzero value becomes 1.
+    a = bounds[0] if eqn.invars[0].aval.dtype.kind in "biu" else None
+    if a is None or eqn.outvars[0].aval.dtype.kind != "b":
+        return [a]
+    zero, nonzero = a[0] <= 0 <= a[1], a != (0, 0)
+    return [(0 if zero else 1, 1 if nonzero else 0)]
 
 
 def _clamp(eqn, bounds, values):
-    lo, x, hi = bounds
-    if x is None:
-        return [None if lo is None or hi is None else (lo[0], hi[1])]
-    low = x[0] if lo is None else max(x[0], lo[0])
-    high = x[1] if hi is None else min(x[1], hi[1])
-    return [(min(low, high), max(low, high))]
+    # clamp(lo, x, hi) = min(max(x, lo), hi) is nondecreasing in each operand, so its bounds
+    # are its values at the operands' lower and at their upper ends; an unknown operand
+    # spans everything.
+    inf = float("inf")
+    lo, x, hi = ((-inf, inf) if b is None else b for b in bounds)
+    ends = (min(max(x[k], lo[k]), hi[k]) for k in (0, 1))
+    low, high = ends
+    if abs(low) == inf or abs(high) == inf:
+        return [None]
+    return [(int(low), int(high))]
 
 
 def same(eqn, bounds, values):
