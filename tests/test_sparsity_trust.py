@@ -342,6 +342,13 @@ def _integer_as_bool(x):
     return jnp.where(b == True, x[6], x[7]) * jnp.ones(2)  # noqa: E712
 
 
+def _gather_with_fill(x):
+    # Index 3 or 4 into 4 entries in "fill" mode: 3, or the fill value -5 out of bounds; the
+    # start k + 5 is then 8 (clamped to 6) or 0, and the gather's interval must hold -5.
+    k = jnp.arange(4).at[jnp.argmax(x[:2]) + 3].get(mode="fill", fill_value=-5)
+    return jax.lax.dynamic_slice(x, (k + 5,), (2,))
+
+
 @pytest.mark.parametrize(
     "f, want",
     [
@@ -352,6 +359,8 @@ def _integer_as_bool(x):
         (_clamped_square, [(r, c) for r in range(2) for c in (1, 2, 3, 6 + r)]),
         (_clamp_above_its_max, None),
         (_integer_as_bool, None),
+        # the interval [-5, 3] admits every start 0..6 (looser than {0, 6}, and sound)
+        (_gather_with_fill, [(r, r + o) for r in range(2) for o in range(7)]),
     ],
 )
 def test_traced_starts_read_only_what_their_bounds_allow(f, want):

@@ -299,7 +299,7 @@ register_primitive(
     cost="gather",
     pulled=True,
     why_not=_INDICES_UNKNOWN,
-    bounds=_ranges.moved(slice(1, 2)),
+    bounds=_ranges.gathered,
 )
 for _name in ("scatter", "scatter-add", "scatter-mul", "scatter-min", "scatter-max", "scatter-sub"):
     register_primitive(_name, sparsity=_rules.scatter, cost="scatter", why_not=_INDICES_UNKNOWN)

@@ -166,6 +166,17 @@ def moved(index_operands: slice | None):
     return rule
 
 
+def gathered(eqn, bounds, values):
+    """Bounds of a gather: copies of the operand's elements, and in ``"fill"`` mode the fill
+    value for out-of-bounds indices (unbounded when JAX's default fill is used: the dtype's
+    extreme value)."""
+    data = bounds[0]
+    if "FILL" in str(eqn.params.get("mode")).upper():
+        fill = eqn.params.get("fill_value")
+        data = None if fill is None else _union([data, (int(fill), int(fill))])
+    return [data]
+
+
 def _binary(op):
     return lambda eqn, bounds, values: [op(bounds[0], bounds[1])]
 
