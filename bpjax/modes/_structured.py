@@ -186,24 +186,30 @@ def _starts(interp, ivals, first):
     ]
 
 
-def _banded(interp, shape, sizes, starts, transpose):
+def _banded(interp, shape, sizes, offsets, transpose):
     """``R`` of a dynamic slice (``transpose=False``: slice element ``i`` reads operand
     elements ``i + o``) or of its update (``True``: operand element ``j`` may receive update
-    element ``j - o``), ``o`` over the starts each axis may take; ``None`` past the budget."""
+    element ``j - o``), ``o`` over the ``offsets`` each axis may take (``_offsets``);
+    ``None`` past the budget."""
     factors = [
-        _band(length, s, _offsets(length, s, st), transpose=True)
-        if transpose
-        else _band(s, length, _offsets(length, s, st), transpose=False)
-        for length, s, st in zip(shape, sizes, starts, strict=True)
+        _band(length, s, o, transpose=True) if transpose else _band(s, length, o, transpose=False)
+        for length, s, o in zip(shape, sizes, offsets, strict=True)
     ]
     if math.prod(f.nnz for f in factors) > interp.budget:
         return None
     return _kron(factors)
 
 
+def _all_offsets(interp, ivals, first, shape, sizes):
+    """Per axis, the starts a dynamic slice or update may take (``_offsets``)."""
+    starts = _starts(interp, ivals, first)
+    return [_offsets(n, s, st) for n, s, st in zip(shape, sizes, starts, strict=True)]
+
+
 def dynamic_slice(interp, eqn, ins, ivals):
     shape, sizes = eqn.invars[0].aval.shape, eqn.params["slice_sizes"]
-    R = _banded(interp, shape, sizes, _starts(interp, ivals, 1), transpose=False)
+    offsets = _all_offsets(interp, ivals, 1, shape, sizes)
+    R = _banded(interp, shape, sizes, offsets, transpose=False)
     if R is None:
         return None
     return [_deps.aggregate(R, ins[0], interp.budget, interp.notes, eqn.primitive.name)]
@@ -211,7 +217,8 @@ def dynamic_slice(interp, eqn, ins, ivals):
 
 def dynamic_update_slice(interp, eqn, ins, ivals):
     shape, sizes = eqn.invars[0].aval.shape, eqn.invars[1].aval.shape
-    R = _banded(interp, shape, sizes, _starts(interp, ivals, 2), transpose=True)
+    offsets = _all_offsets(interp, ivals, 2, shape, sizes)
+    R = _banded(interp, shape, sizes, offsets, transpose=True)
     if R is None:
         return None
     update = _deps.aggregate(R, ins[1], interp.budget, interp.notes, "dynamic_update_slice")
@@ -219,10 +226,8 @@ def dynamic_update_slice(interp, eqn, ins, ivals):
     # positions every start the update may take covers.
     operand = ins[0]
     if operand is not None:
-        starts = _starts(interp, ivals, 2)
         covered = np.ones((), bool)
-        for length, size, start in zip(shape, sizes, starts, strict=True):
-            o = _offsets(length, size, start)
+        for length, size, o in zip(shape, sizes, offsets, strict=True):
             j = np.arange(length)
             covered = np.multiply.outer(covered, (j >= o.max()) & (j < o.min() + size))
         kept = np.flatnonzero(~covered.reshape(-1))
