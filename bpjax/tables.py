@@ -483,7 +483,8 @@ def hessians_table(records: dict) -> str:
     points = records["hessians"]["data"]["points"]
     largest = {}
     for point in points:
-        largest[point["family"]] = point  # run from smallest to largest
+        if point["n"] >= largest.get(point["family"], {"n": -1})["n"]:
+            largest[point["family"]] = point
     body = []
     for family, point in largest.items():
         c = point["contenders"]
