@@ -18,6 +18,9 @@ family              ``(n, m)``    Jacobian
 ==================  ============  ===================================================
 
 :func:`gather_chain` builds the ``elementwise`` map for any gather index (``m ≠ n`` too).
+:func:`structure` gives the structures of :data:`STRUCTURES` (bands, 2-D and 3-D stencils,
+block bands), on which the sparse programs are compared with the peers' beyond the families
+above.
 """
 
 from __future__ import annotations
@@ -147,6 +150,93 @@ def family(name: str, N: int, *, dtype=jnp.float32, seed: int = 0):
         f, pattern = _stencil(s)
     else:
         raise ValueError(f"family: unknown name {name!r}; choose one of {FAMILIES}")
+    x = jnp.asarray(rng.uniform(-1.0, 1.0, size=n), dtype)
+    pattern.sort_indices()
+    return f, x, pattern
+
+
+# Structures beyond the families: name -> (grid shape, stencil offsets) or a block band.
+# Every map is y = sum over offsets o of w_o g_o(x shifted by o) + x³ with zero padding at
+# the edges, g_o cycling through sin, cos, tanh: nonlinear, so each offset is a nonzero.
+_NINE = [(a, b) for a in (-1, 0, 1) for b in (-1, 0, 1)]
+_FIVE = [(0, 0), (-1, 0), (1, 0), (0, -1), (0, 1)]
+_SEVEN = [(0, 0, 0)] + [
+    tuple(d if i == axis else 0 for i in range(3)) for axis in range(3) for d in (-1, 1)
+]
+STRUCTURES = {
+    "band k=2": ((4096,), [(d,) for d in range(-2, 3)]),
+    "band k=4": ((4096,), [(d,) for d in range(-4, 5)]),
+    "band k=8": ((4096,), [(d,) for d in range(-8, 9)]),
+    "5-point 64x64": ((64, 64), _FIVE),
+    "5-point 32x128": ((32, 128), _FIVE),
+    "9-point 64x64": ((64, 64), _NINE),
+    "9-point 32x128": ((32, 128), _NINE),
+    "7-point 16x16x16": ((16, 16, 16), _SEVEN),
+    "block band 16": ((4096,), "block band"),
+}
+
+
+def _shifted_map(shape, offsets, rng, dtype):
+    reach = max(max(abs(d) for d in o) for o in offsets)
+    w = jnp.asarray(rng.uniform(0.5, 1.5, size=len(offsets)), dtype)
+    g = (jnp.sin, jnp.cos, jnp.tanh)
+
+    def f(x):
+        u = x.reshape(shape)
+        p = jnp.pad(u, reach)
+        y = u**3
+        for i, o in enumerate(offsets):
+            window = tuple(slice(reach + d, reach + d + s) for d, s in zip(o, shape, strict=True))
+            y = y + w[i] * g[i % 3](p[window])
+        return y.ravel()
+
+    index = np.arange(int(np.prod(shape))).reshape(shape)
+    rows, cols = [], []
+    for o in offsets:
+        src = tuple(slice(max(0, -d), s - max(0, d)) for d, s in zip(o, shape, strict=True))
+        dst = tuple(slice(max(0, d), s - max(0, -d)) for d, s in zip(o, shape, strict=True))
+        rows.append(index[src].ravel())
+        cols.append(index[dst].ravel())
+    n = index.size
+    rows, cols = np.concatenate(rows), np.concatenate(cols)
+    return f, sp.csr_array((np.ones(rows.size, bool), (rows, cols)), (n, n))
+
+
+def _block_band(n, rng, dtype):
+    b = BLOCK
+    k = n // b
+    W = jnp.asarray(rng.normal(size=(3, k, b, b)) / np.sqrt(3 * b), dtype)
+
+    def f(x):
+        u = jnp.pad(x.reshape(k, b), ((1, 1), (0, 0)))
+        z = sum(jnp.einsum("kb,kbc->kc", u[d : d + k], W[d]) for d in range(3))
+        return jnp.tanh(z).ravel()
+
+    blocks = sp.diags_array([np.ones(k - 1), np.ones(k), np.ones(k - 1)], offsets=[-1, 0, 1])
+    return f, sp.csr_array(sp.kron(blocks, np.ones((b, b))).astype(bool).T)
+
+
+def structure(name: str, *, dtype=jnp.float64, seed: int = 0):
+    """``(f, x, pattern)`` for one of :data:`STRUCTURES`, ``n = m = 4096``.
+
+    The bands (half-bandwidth 2, 4, 8), 5- and 9-point stencils on square and rectangular
+    grids, a 3-D 7-point stencil and a block band (16 x 16 blocks coupled to their two
+    neighbours) are ``y = Σ_o w_o g_o(x shifted by o) + x³`` (block band:
+    ``tanh`` of three block products), zero-padded at the edges.
+
+    Returns:
+      ``f: (n,) -> (n,)``, ``x`` of shape ``(n,)`` and the ``(n, n)`` boolean SciPy CSR
+      matrix of the Jacobian's structural nonzeros.
+    """
+    if name not in STRUCTURES:
+        raise ValueError(f"structure: unknown name {name!r}; choose one of {tuple(STRUCTURES)}")
+    rng = np.random.default_rng(seed)
+    shape, offsets = STRUCTURES[name]
+    if offsets == "block band":
+        f, pattern = _block_band(shape[0], rng, dtype)
+    else:
+        f, pattern = _shifted_map(shape, offsets, rng, dtype)
+    n = int(np.prod(shape))
     x = jnp.asarray(rng.uniform(-1.0, 1.0, size=n), dtype)
     pattern.sort_indices()
     return f, x, pattern
