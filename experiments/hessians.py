@@ -15,6 +15,7 @@ solve: gradient norms per iteration, and one Hessian by bpjax and by asdex.
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import sys
 import time
@@ -36,7 +37,7 @@ except ImportError:  # pragma: no cover - depends on the environment
 
 # The dense MLP Hessian costs n HVPs whatever the method (4 s a call at n = 4096 here):
 # the quick profile stops it at 1024.
-QUICK = {"sizes": [1024, 4096], "mlp": [256, 1024], "rounds": 5, "newton_grid": 256}
+QUICK = {"sizes": [1024, 4096], "mlp": [256, 1024], "rounds": 9, "newton_grid": 256}
 FULL = {"sizes": [1024, 4096, 16384], "mlp": [1024, 4096], "rounds": 9, "newton_grid": 1000}
 DENSE_BYTES_LIMIT = 1 << 30  # skip dense-output contenders whose Hessian alone is larger
 ASDEX_DENSE_LIMIT = 1024  # asdex colors dense patterns in ~n³ time: only this n and below
@@ -100,6 +101,60 @@ def _error(fns, f, x):
     return worst
 
 
+# Paired verdicts on bpjax against asdex, per output format: (ours, peer).
+PAIRS = {"dense": ("bpjax auto", "asdex"), "BCOO": ("bpjax auto BCOO", "asdex BCOO")}
+MIN_ROUNDS = 9  # a bootstrap over fewer rounds says little
+MAX_ROUNDS = 61  # rounds are added (while a verdict is unresolved) up to this many
+BUDGET_SECONDS = 20.0  # per grid point, spent adding rounds to unresolved verdicts
+
+
+def _dense_floor(n):
+    """What writing any n x n array computed from x costs here (one add per entry): the
+    floor under every method with the dense output, whatever it computes."""
+
+    def floor(x):
+        return x[:, None] + x[None, :]
+
+    return floor
+
+
+def _time_until_resolved(found, x, rounds):
+    """Interleaved rounds of every contender, ``rounds`` first, then more while a paired
+    bootstrap (``bench._stability.ranking``) cannot say whether bpjax is ahead of, behind
+    or tied with asdex in either output format, up to ``MAX_ROUNDS`` or ``BUDGET_SECONDS``.
+    Returns the timings and the verdicts."""
+    from bpjax.bench._stability import ranking
+
+    steps = {}
+    compile_seconds = {}
+    for k, (fn, _) in found.items():
+        compiled, seconds = measure.compile_fn(fn, x)
+        steps[k] = lambda c=compiled: c(x)
+        compile_seconds[k] = seconds
+    calls = measure.calibrate(steps, min_round_seconds=0.01, warmup=1)
+    samples = {k: [] for k in steps}
+    start, batch, verdicts = time.perf_counter(), rounds, {}
+    while batch > 0:
+        more = measure.run_rounds(steps, calls, rounds=batch, first_round=len(samples[k]))
+        for name, s in more.items():
+            samples[name] += s
+        verdicts = {
+            fmt: ranking(samples, ours, [peer], min_rounds=MIN_ROUNDS)
+            for fmt, (ours, peer) in PAIRS.items()
+            if ours in samples and peer in samples
+        }
+        done = len(samples[k])
+        if all(v["verdict"] != "unresolved" for v in verdicts.values()):
+            break
+        if time.perf_counter() - start >= BUDGET_SECONDS:
+            break
+        batch = min(max(2, rounds // 2), MAX_ROUNDS - done)
+    timed = measure.summarize(samples, calls)
+    for k, t in timed.items():
+        timed[k] = dataclasses.replace(t, compile=compile_seconds[k])
+    return timed, verdicts
+
+
 def measure_point(name, N, rounds, notes, check=False):
     f, x, pattern = hx.family(name, N)
     n = ravel_pytree(x)[0].size
@@ -113,12 +168,9 @@ def measure_point(name, N, rounds, notes, check=False):
         found, colorings, auto = _contenders(name, f, x, n, notes)
     finally:
         gc.enable()
-    timed = measure.compare(
-        {k: (fn, (x,)) for k, (fn, _) in found.items()},
-        rounds=rounds,
-        min_round_seconds=0.01,
-        warmup=1,
-    )
+    if name != "mlp" and "bpjax dense" in found:
+        found["dense output floor"] = (_dense_floor(n), 0.0)
+    timed, verdicts = _time_until_resolved(found, x, rounds)
     row = {
         "family": name,
         "N": N,
@@ -133,6 +185,7 @@ def measure_point(name, N, rounds, notes, check=False):
         "substitution rounds": (
             int(colorings["acyclic"].substitution.rounds) if "acyclic" in colorings else None
         ),
+        "verdicts": verdicts,
         "auto": {
             "method": auto.method,
             "order": auto.order,
@@ -141,7 +194,8 @@ def measure_point(name, N, rounds, notes, check=False):
         },
     }
     if check:
-        row["max error vs jax.hessian"] = _error([fn for fn, _ in found.values()], f, x)
+        hessians = [fn for k, (fn, _) in found.items() if k != "dense output floor"]
+        row["max error vs jax.hessian"] = _error(hessians, f, x)
     print(
         f"{name:>15} n={n:>6}: "
         + ", ".join(f"{k} {t.median * 1e3:.3g} ms" for k, t in timed.items())
