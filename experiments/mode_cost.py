@@ -52,8 +52,8 @@ def jacobian_sweep(name, grid):
             f = family(name, n, m)
             x = jnp.linspace(-1.0, 1.0, n)
             choice = modes.choose_mode(f, x, basis="xla")
-            calibrated = modes.choose_mode(f, x, basis="timing", sparse=False)
-            model = modes.choose_mode(f, x, sparse=False)
+            calibrated = modes.choose_mode(f, x, basis="timing", colorings=False)
+            model = modes.choose_mode(f, x, colorings=False)
             progs = {
                 mode: functools.partial(modes.jacobian, f, mode=mode) for mode in ("fwd", "rev")
             }

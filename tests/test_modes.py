@@ -168,7 +168,7 @@ def test_calibration_times_both_directions_even_when_the_model_ranks_one_far_beh
     # model puts them.
     f = examples.gather_chain(jnp.arange(256) % 2048)  # mode_cost's point n=2048, m=256
     x = jnp.linspace(-1.0, 1.0, 2048)
-    timed = modes.choose_mode(f, x, basis="timing", sparse=False)
+    timed = modes.choose_mode(f, x, basis="timing", colorings=False)
     assert {"fwd", "rev"} <= set(timed.candidates)
     fastest = min(timed.candidates, key=lambda name: timed.candidates[name]["seconds"])
     assert timed.method == fastest or (

@@ -129,3 +129,12 @@ def test_conservative_primitives_are_listed_and_named_when_they_fall_back():
     assert all(_primitives.lookup(p).sparsity is None for p in _primitives.CONSERVATIVE)
     with pytest.warns(modes.SparsityWarning, match="fft: no sparsity rule"):
         modes.sparsity(lambda x: jnp.fft.fft(x).real, jnp.ones(8))
+
+
+@pytest.mark.parametrize("entry", [modes.jacobian, modes.jacobian_fn, modes.choose_mode])
+def test_sparse_has_one_meaning_and_the_old_keyword_names_colorings(entry):
+    g, x, _ = examples.family("tridiagonal", 16)
+    with pytest.raises(TypeError, match="sparse= is now colorings="):
+        entry(g, x, sparse=False)
+    choice = modes.choose_mode(g, x, colorings=False)
+    assert choice.method in ("fwd", "rev") and set(choice.candidates) == {"fwd", "rev"}

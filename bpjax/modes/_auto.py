@@ -180,14 +180,14 @@ def decide(plan, *, basis="model", sparse_output: bool = False, calls: int | Non
     return method, choice
 
 
-@_checks.no_calibrate
+@_checks.refuse_removed_keywords
 def choose_mode(
     f,
     x,
     *,
     basis="model",
     sparse_output: bool = False,
-    sparse: bool = True,
+    colorings: bool = True,
     calls: int | None = None,
 ) -> ModeChoice:
     """Which of ``fwd``, ``rev`` and the sparse colorings computes ``J`` fastest, and why.
@@ -203,7 +203,8 @@ def choose_mode(
         leading candidates compiled and timed; ``xla``: XLA's estimates) or a
         :class:`~bpjax.modes.CostBasis`.
       sparse_output: price a ``BCOO`` result instead of a dense one.
-      sparse: consider the colorings too (``False``: only ``fwd`` and ``rev``).
+      colorings: consider the colorings too (``False``: only ``fwd`` and ``rev``, and no
+        sparsity detection).
       calls: how many times the Jacobian will be evaluated; the choice then minimizes the
         time per call with each candidate's compilation shared among the calls (a
         coloring's program compiles 10-50 ms slower than ``fwd``/``rev``'s, which a few
@@ -218,7 +219,7 @@ def choose_mode(
     """
     start = time.perf_counter()
     basis = resolve_basis(basis)
-    sparse = sparse and basis.colorings
-    plan = _plan.plan(f, x, mode="auto", sparse_output=sparse_output, sparse=sparse)
+    colorings = colorings and basis.colorings
+    plan = _plan.plan(f, x, mode="auto", sparse_output=sparse_output, colorings=colorings)
     _, choice = decide(plan, basis=basis, sparse_output=sparse_output, calls=calls)
     return choice._replace(decision_seconds=time.perf_counter() - start)

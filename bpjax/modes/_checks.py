@@ -232,17 +232,28 @@ def check_calls(calls) -> None:
         )
 
 
-def no_calibrate(fn):
-    """``fn`` that refuses the removed ``calibrate=`` with the fix (``basis="timing"``)."""
+# Keywords renamed or removed, with the fix each error names.
+_REMOVED = {
+    "calibrate": (
+        'calibrate= was removed; pass basis="timing" to compile and time the leading '
+        'candidates (what calibrate=True did), or leave the default basis="model"'
+    ),
+    "sparse": (
+        "sparse= is now colorings= (True: the colorings are candidates too; False: only "
+        'fwd and rev); "sparse" means only mode="sparse", and a BCOO result is sparse_output='
+    ),
+}
+
+
+def refuse_removed_keywords(fn):
+    """``fn`` that refuses the removed ``calibrate=`` and the renamed ``sparse=`` with the
+    fix (``basis="timing"``, ``colorings=``)."""
 
     @functools.wraps(fn)
     def checked(*args, **kwargs):
-        if "calibrate" in kwargs:
-            raise TypeError(
-                f'{fn.__name__}: calibrate= was removed; pass basis="timing" to compile and '
-                "time the leading candidates (what calibrate=True did), or leave the default "
-                'basis="model"'
-            )
+        for key, fix in _REMOVED.items():
+            if key in kwargs:
+                raise TypeError(f"{fn.__name__}: {fix}")
         return fn(*args, **kwargs)
 
     return checked

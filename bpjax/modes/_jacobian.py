@@ -66,7 +66,7 @@ def _layout(fn, x, out, sparse_output):
     return _checks.planned_for(fn, x, out, sparse_output, "Jacobian", "jacobian_fn")
 
 
-@_checks.no_calibrate
+@_checks.refuse_removed_keywords
 def jacobian_fn(
     f,
     x_example,
@@ -120,7 +120,7 @@ def jacobian_fn(
     return JacobianFn(fn, method=method, choice=choice, pattern=pattern, decision_seconds=seconds)
 
 
-@_checks.no_calibrate
+@_checks.refuse_removed_keywords
 def jacobian(
     f,
     x,

@@ -51,7 +51,7 @@ def check_mode(mode, coloring):
         raise ValueError(f"jacobian: coloring={coloring!r} needs mode='sparse', got {mode!r}")
 
 
-def colorings(
+def colored_candidates(
     pattern, forward: bool, only: str | None = None, prune: bool = False, reverse: bool = True
 ) -> list:
     """The colored methods for ``pattern``; ``forward``: JVPs allowed; ``reverse``: VJPs
@@ -111,14 +111,14 @@ def plan(
     mode: str,
     coloring: str | None = None,
     sparse_output: bool = False,
-    sparse: bool = True,
+    colorings: bool = True,
 ) -> Plan:
     """Check the arguments, detect the pattern when needed, list the candidates for ``mode``.
 
-    ``sparse=False`` leaves the colorings out of ``"auto"`` (and skips the detection).
+    ``colorings=False`` leaves the colorings out of ``"auto"`` (and skips the detection).
     """
     check_mode(mode, coloring)
-    detecting = mode == "sparse" or (mode == "auto" and sparse) or sparse_output
+    detecting = mode == "sparse" or (mode == "auto" and colorings) or sparse_output
     closed, pattern = None, None
     if detecting:
         f_flat, x_flat, out, m, closed = _checks.flatten_traced(f, x)
@@ -151,8 +151,10 @@ def plan(
         for c in _sparse.dense_methods(n, m)
         if (forward or c.name != "fwd") and (reverse or c.name != "rev")
     ]
-    if mode == "sparse" or (mode == "auto" and sparse):
-        colored = colorings(pattern, forward, coloring, prune=mode == "auto", reverse=reverse)
+    if mode == "sparse" or (mode == "auto" and colorings):
+        colored = colored_candidates(
+            pattern, forward, coloring, prune=mode == "auto", reverse=reverse
+        )
         candidates = colored if mode == "sparse" else candidates + colored
     elif mode in ("fwd", "rev"):
         candidates = [c for c in candidates if c.name == mode]
