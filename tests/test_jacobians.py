@@ -268,5 +268,5 @@ def test_calls_takes_numpy_integers():
 
 def test_calls_needs_a_basis_that_can_price_compilation():
     f, x, _ = examples.family("tridiagonal", 16)
-    with pytest.raises(ValueError, match="calls= needs basis='model' or 'timing'"):
+    with pytest.raises(ValueError, match="calls= needs basis='model' or 'probe' or 'timing'"):
         modes.choose_mode(f, x, basis="xla", calls=3)

@@ -111,7 +111,9 @@ def test_a_cost_basis_from_outside_decides_jacobian_fn(roll_rule):
 
 def test_a_basis_that_cannot_price_compilation_refuses_calls():
     g, x, _ = examples.family("tridiagonal", 16)
-    with pytest.raises(ValueError, match="calls= needs basis='model' or 'timing', not 'products'"):
+    with pytest.raises(
+        ValueError, match="calls= needs basis='model' or 'probe' or 'timing', not 'products'"
+    ):
         modes.jacobian_fn(g, x, basis=FewestProducts(), calls=3)
     with pytest.raises(ValueError, match="unknown basis 'fastest'"):
         modes.jacobian_fn(g, x, basis="fastest")

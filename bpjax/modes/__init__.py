@@ -22,9 +22,10 @@ that share no row can be seeded together, ``J (e_j + e_k)``, and read back apart
 4. :func:`choose_mode` explains the automatic choice: every candidate (``fwd``, ``rev``,
    each coloring) priced by a run-time model with per-machine rates
    (``T = k_f·c_jvp + k_r·c_vjp + output``; see ``bpjax/modes/_cost.py``; the rates,
-   :func:`model_rates`, are measured once per machine and kept), or by timing
-   (``basis="timing"``), or by XLA's estimates (``basis="xla"``), or by a
-   :class:`CostBasis` of your own.
+   :func:`model_rates`, are measured once per machine and kept), or by the model with a
+   timed probe of the candidates it cannot separate (``basis="probe"``, the default of
+   :func:`jacobian_fn`), or by timing (``basis="timing"``), or by XLA's estimates
+   (``basis="xla"``), or by a :class:`CostBasis` of your own.
 
 Also :func:`grad_fwd` (a gradient by ``n`` JVPs), :func:`hvp` (``H v`` in three orders) and
 :func:`hessian` (dense, or sparse by star or acyclic coloring: :func:`hessian_sparsity`,

@@ -27,11 +27,12 @@ import jax
 from bpjax.modes import _checks, _cost, _plan, _rates
 from bpjax.modes._basis import CostBasis
 from bpjax.modes._basis_model import ModelBasis
+from bpjax.modes._basis_probe import ProbeBasis
 from bpjax.modes._basis_timing import TimingBasis
 from bpjax.modes._basis_xla import XlaBasis
 
 # The built-in bases by name; a CostBasis object may be passed instead.
-_BASES = {b.name: b for b in (ModelBasis(), TimingBasis(), XlaBasis())}
+_BASES = {b.name: b for b in (ModelBasis(), ProbeBasis(), TimingBasis(), XlaBasis())}
 BASES = tuple(_BASES)
 
 
@@ -103,7 +104,8 @@ def _fmt(seconds):
 
 def _reason(method, runner_up, prices, basis, plan, calls=None):
     t = prices[method.name]["seconds"]
-    text = f"{method.describe()}: {basis.verb} {_fmt(t)}"
+    verb = "measured" if prices[method.name].get("measured") else basis.verb
+    text = f"{method.describe()}: {verb} {_fmt(t)}"
     if calls:
         text += f" per call over {calls} call{'s' if calls != 1 else ''}, compilation included"
     if runner_up is not None:
@@ -115,6 +117,8 @@ def _reason(method, runner_up, prices, basis, plan, calls=None):
                 f", within the {basis.name} basis' uncertainty of {runner_up.describe()} "
                 f"({_fmt(t2)}), and preferred for needing fewer products or fewer VJPs"
             )
+        if prices[method.name].get("measured") and prices[runner_up.name].get("measured"):
+            text += " (the model could not separate them: both compiled and timed)"
     if not plan.forward:
         text += "; f contains a custom_vjp, which has no forward mode, so only VJPs were used"
     if not plan.reverse:

@@ -74,7 +74,7 @@ def jacobian_fn(
     mode: str = "auto",
     sparse_output: bool = False,
     coloring: str | None = None,
-    basis="model",
+    basis="probe",
     calls: int | None = None,
 ) -> JacobianFn:
     """Decide once how to compute the Jacobian of ``f``; return a compiled ``x ↦ J``.
@@ -94,7 +94,9 @@ def jacobian_fn(
         row-major order).
       coloring: with ``mode="sparse"``, force ``"columns"``, ``"rows"`` or ``"bicoloring"``.
       basis: with ``mode="auto"`` (or ``"sparse"`` with several colorings), how the
-        candidates are priced: ``"model"`` (default: predicted, nothing compiled),
+        candidates are priced: ``"probe"`` (``jacobian_fn``'s default: predicted, and the
+        few the model cannot separate compiled and timed), ``"model"`` (``jacobian``'s
+        default: predicted, nothing compiled),
         ``"timing"`` (the leading candidates compiled and timed), ``"xla"`` (XLA's
         estimates) or a :class:`~bpjax.modes.CostBasis` of your own.
       calls: with ``mode="auto"`` or ``"sparse"``, how many times you will call the result:

@@ -1,0 +1,78 @@
+"""``basis="probe"``: the model, and a short timed probe where the model cannot decide.
+
+The run-time model (:mod:`bpjax.modes._basis_model`) prices every candidate. Where others
+are within its uncertainty (``ModelBasis.band``) of its cheapest, it cannot say which runs
+faster; those few are compiled and timed, and the measurement ranks them. The orientation
+of a coloring is the usual such race: the model prices 17 JVPs and 17 VJPs of a band
+within a few percent, while XLA:CPU runs one of them 2-3x faster than the other, in either
+direction depending on the structure. Candidates the model prices clearly worse are not
+compiled. With ``calls=`` (a few calls, compilation counted) the model alone decides: a
+probe's compilations would cost more than a few calls can gain.
+
+This is the default of :func:`~bpjax.modes.jacobian_fn`, which decides once for many
+calls; :func:`~bpjax.modes.jacobian` and :func:`~bpjax.modes.choose_mode` default to the
+model alone.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from bpjax import measure
+from bpjax.modes._basis import CostBasis
+from bpjax.modes._basis_model import ModelBasis
+
+ROUNDS = 7  # interleaved rounds of the probe, each at least 5 ms per candidate
+
+
+def _as_model_decides(model, close, best):
+    """The model's prices with its near-ties made exact ties, so this basis' narrower band
+    breaks them by the model's rule (fewer products, then fewer VJPs), as the model does."""
+    prices = dict(model)
+    for c in close:
+        prices[c.name] = {**model[c.name], "seconds": best, "predicted": model[c.name]["seconds"]}
+    return prices
+
+
+class ProbeBasis(CostBasis):
+    """``basis="probe"``: predicted, then measured among the model's near-ties.
+
+    ``band`` is the margin a measured time must win by to beat the model's preference
+    among ties (fewer products, then fewer VJPs), so run-to-run noise does not flip a
+    choice between programs that run equally fast.
+    """
+
+    name = "probe"
+    band = 1.10
+    verb = "predicted"
+    prices_calls = True
+
+    def prices(self, plan, *, sparse_output, calls):
+        model_basis = ModelBasis()
+        model = model_basis.prices(plan, sparse_output=sparse_output, calls=calls)
+        best = min(p["seconds"] for p in model.values())
+        close = [c for c in plan.candidates if model[c.name]["seconds"] <= model_basis.band * best]
+        if calls or len(close) < 2:
+            return _as_model_decides(model, close, best)
+        steps = {}
+        for c in close:
+            program = plan.program(c, sparse_output=sparse_output)
+            compiled, _ = measure.compile_fn(program, plan.x_flat)
+            steps[c.name] = lambda compiled=compiled: compiled(plan.x_flat)
+        calls_per_round = measure.calibrate(steps, min_round_seconds=0.005, warmup=1)
+        samples = measure.run_rounds(steps, calls_per_round, rounds=ROUNDS)
+        # Paired: each round ran every candidate back to back, so the per-round ratio to the
+        # model's own pick cancels what the round's conditions (a busy neighbour) did to all.
+        pick = min(close, key=lambda c: model[c.name]["seconds"]).name
+        base = np.median(samples[pick])
+        ratio = {
+            k: float(np.median(np.asarray(v) / np.asarray(samples[pick])))
+            for k, v in samples.items()
+        }
+        # One scale for all: the model's prices scaled so its pick costs what was measured
+        # (the order among unmeasured candidates, priced above the band, is kept).
+        scale = base / model[pick]["seconds"]
+        prices = {name: {"seconds": p["seconds"] * scale} for name, p in model.items()}
+        for name, r in ratio.items():
+            prices[name] = {"seconds": base * r, "measured": True}
+        return prices
