@@ -161,3 +161,59 @@ def test_docstring_rendering_fences_doctests_and_plains_roles():
     assert hook.rewrite(text) == (
         "See ``bpjax.models.block``:\n\n```pycon\n>>> f(1)\n[(4, 8)]\n```\n\nAfter."
     )
+
+
+# The widest code line each place shows without a scroll bar, in monospace columns. The site
+# (Material, `font: false`): the content column at its narrowest desktop layout is 34.4rem
+# (61rem grid − two 12.1rem sidebars − 1.2rem margins); a Markdown code block sets code at
+# 0.68rem with 0.8rem padding a side, 80 columns of a 0.6em-wide font (SF Mono, Menlo,
+# DejaVu Sans Mono). A notebook cell (the tour, the tutorials) sets it at a fixed 13px beside
+# a 64px prompt: 73 columns at the 20px rem of that layout. One width for all code under
+# docs/, the notebooks' (docs/ruff.toml formats their Python to it); the README is read on
+# GitHub or PyPI, no narrower than the site's Markdown column.
+CODE_COLUMNS = {"docs": 72, "README.md": 80}
+
+
+def _fenced_lines(text: str) -> list[tuple[int, str]]:
+    """``(line number, line)`` of every line inside a fenced code block."""
+    lines, fence = [], None
+    for number, line in enumerate(text.splitlines(), 1):
+        marker = re.match(r"\s*(`{3,}|~{3,})", line)
+        if fence is None and marker:
+            fence = marker[1]
+        elif fence is not None and line.strip().startswith(fence):
+            fence = None
+        elif fence is not None:
+            lines.append((number, line))
+    return lines
+
+
+def _notebook_code_lines(text: str) -> list[tuple[int, str]]:
+    """``(line number, line)`` of every line of a percent script's code cells."""
+    lines, code = [], True
+    for number, line in enumerate(text.splitlines(), 1):
+        if line.startswith("# %%"):
+            code = "[markdown]" not in line
+        elif code:
+            lines.append((number, line))
+    return lines
+
+
+def _code_blocks() -> list[Path]:
+    return [ROOT / "README.md", *sorted(DOCS.rglob("*.md")), DOCS / "tour.py", *_tutorials()]
+
+
+@pytest.mark.parametrize("path", _code_blocks(), ids=lambda p: str(p.relative_to(ROOT)))
+def test_code_fits_the_page_without_scrolling(path):
+    text = path.read_text()
+    lines = _notebook_code_lines(text) if path.suffix == ".py" else _fenced_lines(text)
+    limit = CODE_COLUMNS[path.relative_to(ROOT).parts[0]]
+    wide = [f"line {n}: {len(line)} columns" for n, line in lines if len(line) > limit]
+    assert not wide, f"{path.relative_to(ROOT)}: code wider than {limit} columns: {wide}"
+
+
+def test_the_width_check_reads_fences_and_code_cells():
+    fenced = "text\n```python\nx = 1\n```\nmore\n~~~\ny\n~~~\n"
+    assert _fenced_lines(fenced) == [(3, "x = 1"), (7, "y")]
+    script = "# %% [markdown]\n# prose\n\n# %%\nx = 1\n# %% [markdown]\n# more\n"
+    assert _notebook_code_lines(script) == [(5, "x = 1")]

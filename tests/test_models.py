@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from bpjax import fwd, grads, models, ref, rev
+from bpjax.models import _blocks
 
 
 def _setup(model, seed=0, batch=6, d_in=5, d_out=3):
@@ -134,7 +135,7 @@ def _gated_residual(state, *, affine, act, gate, alpha):
 @pytest.fixture
 def gated_residual(monkeypatch):
     """A fifth block, registered from outside the package for one test."""
-    monkeypatch.setattr(models, "BLOCKS", dict(models.BLOCKS))
+    monkeypatch.setattr(_blocks, "BLOCKS", dict(_blocks.BLOCKS))  # the registry, restored after
     models.register_block("gated_residual", models.Block(_gated_residual, gated=True))
     return "gated_residual"
 

@@ -10,6 +10,7 @@ from flax import nnx
 
 from bpjax import data, models, rev, train
 from bpjax import nnx as bnnx
+from bpjax.models import _blocks
 
 
 def _rel(a, b):
@@ -105,7 +106,7 @@ def test_a_block_registered_from_outside_trains_through_both_mlps(monkeypatch):
     def gated_residual(state, *, affine, act, gate, alpha):
         return state + alpha * gate(state) * act(affine(state))
 
-    monkeypatch.setattr(models, "BLOCKS", dict(models.BLOCKS))
+    monkeypatch.setattr(_blocks, "BLOCKS", dict(_blocks.BLOCKS))  # the registry, restored after
     models.register_block("gated_residual", models.Block(gated_residual, gated=True))
     kwargs = dict(arch="gated_residual", depth=4, width=32)
     ds = data.digits()

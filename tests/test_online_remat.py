@@ -12,7 +12,7 @@ from conftest import brute_force_advances
 from jax import lax
 
 from bpjax import remat
-from bpjax.remat import _online, _while
+from bpjax.remat import _online, _while, _while_step
 from bpjax.remat._linear import ReverseOverReverseError
 from bpjax.remat._revolve import beta, optimal_advances, repetitions, revolve
 
@@ -127,7 +127,7 @@ def test_jax_placement_equals_reference(table_steps, monkeypatch):
     decisions come from the precomputed table, the traced rule, or the table then the rule."""
     monkeypatch.setattr(_while, "_TABLE_STEPS", table_steps)
     for c in (1, 2, 3, 6):
-        spec = _while._Spec(
+        spec = _while_step.Spec(
             body=lambda s: s + 1,
             cond=lambda s, n: s < n,
             tree=jax.tree.structure(0),

@@ -6,7 +6,7 @@ a fixed buffer of c states instead, placed online while the loop runs (``_online
 in recomputations for L ≤ β(c, 2), optimal in repetition number for every L), and reverses
 each segment between them with revolve once the trip count L is known.
 
-Three passes, each a ``lax.while_loop``:
+Three passes, each a ``lax.while_loop``, over the body on flat leaves (``_while_step.py``):
 
 * **forward** (``_forward``): ``x ← body(x)`` while ``cond(x)``; the state x_{i−1} is kept one
   step (``prev``) and stored by :func:`~bpjax.remat._online.place` once x_i shows it was not
@@ -14,13 +14,10 @@ Three passes, each a ``lax.while_loop``:
   The first ``_TABLE_STEPS`` decisions are looked up in a table precomputed by the same rule
   (:func:`~bpjax.remat._online.placement_table`), so a step costs the body, one lookup and
   the buffer write; the traced rule takes over after them.
-* **reverse sweep** (``_reverse``): each iteration restores the latest checkpoint ≤ t when no
-  state is live, advances in a tight inner loop to where revolve's split
-  (:func:`~bpjax.remat._online.split`) stores next or to t, stores there, and turns at t (the
-  ``jax.vjp`` of step t at x_t moves the cotangent to x_t). Each segment is reversed with
-  t(n, free slots + 1) advances; the bookkeeping (the checkpoints as a stack: they are used
-  last in, first out) is paid per store and turn, not per step. Only the closed-over arrays
-  JAX differentiates get cotangents (symbolic zeros in the ``custom_jvp`` rule).
+* **reverse sweep** (``_while_reverse.py``): from t = L − 1 down to 0, restore the latest
+  checkpoint ≤ t, advance to where revolve stores next or to t, and turn at t with the
+  ``jax.vjp`` of step t. Only the closed-over arrays JAX differentiates get cotangents
+  (symbolic zeros in the ``custom_jvp`` rule).
 * **tangent** (``_tangent``): forward mode, the state and its tangent carried together for L
   steps (what ``jax.jvp`` runs).
 
@@ -46,7 +43,6 @@ Known inefficiencies:
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 from collections.abc import Callable
 
@@ -56,7 +52,7 @@ import numpy as np
 from jax import lax
 
 from bpjax.remat import _linear
-from bpjax.remat._online import place, placement_table, split
+from bpjax.remat._online import place, placement_table
 from bpjax.remat._while_args import (
     check_body,
     check_cond,
@@ -65,6 +61,8 @@ from bpjax.remat._while_args import (
     inexact,
     strong_array,
 )
+from bpjax.remat._while_reverse import reverse
+from bpjax.remat._while_step import Spec, differentiable_step, going_on, pick, put, step
 
 __all__ = ["while_loop"]
 
@@ -126,7 +124,7 @@ def while_loop(
     check_body(body_fun, init_val)
     body, body_consts = close_over(body_fun, init_val)
     cond, cond_consts = close_over(cond_fun, init_val)
-    spec = _Spec(
+    spec = Spec(
         body=body,
         cond=cond,
         tree=tree,
@@ -138,70 +136,18 @@ def while_loop(
     return jax.tree.unflatten(tree, out)
 
 
-@dataclasses.dataclass(frozen=True, eq=False)
-class _Spec:
-    """What the loops need besides arrays; hashed by identity (a ``custom_jvp`` static arg)."""
-
-    body: Callable  # body(val, *consts) -> val, from _close_over
-    cond: Callable  # cond(val, *consts) -> bool[]
-    tree: object  # the state's treedef
-    checkpoints: int
-    max_steps: int | None
-    inexact: tuple  # per state leaf: does it carry a tangent
-
-
 # ---------------------------------------------------------------------------------------------
-# The body and condition on flat leaves, and the body as a function of its inexact leaves.
+# The primal, forward and tangent loops (the reverse sweep is in _while_reverse.py).
 
 
-def _step(spec: _Spec, consts, xs):
-    out = spec.body(jax.tree.unflatten(spec.tree, xs), *consts)
-    return [o.astype(x.dtype) for o, x in zip(jax.tree.leaves(out), xs, strict=True)]
-
-
-def _going(spec: _Spec, cond_consts, xs, steps):
-    going = spec.cond(jax.tree.unflatten(spec.tree, xs), *cond_consts)
-    return going if spec.max_steps is None else going & (steps < spec.max_steps)
-
-
-def _pick(values, mask):
-    return [v for v, m in zip(values, mask, strict=True) if m]
-
-
-def _put(values, mask, new):
-    new, out = iter(new), list(values)
-    for i, m in enumerate(mask):
-        if m:
-            out[i] = next(new)
-    return out
-
-
-def _differentiable_step(spec: _Spec, consts, xs, const_mask):
-    """``g(x_inexact, consts_masked) -> (out_inexact, out)``, for ``jvp``/``vjp`` with aux.
-
-    Integer and boolean leaves (a step counter) take no tangent; they ride along in ``out``,
-    as do the consts outside ``const_mask`` (integer ones and those nothing differentiates).
-    """
-
-    def g(x_diff, c_diff):
-        out = _step(spec, _put(consts, const_mask, c_diff), _put(xs, spec.inexact, x_diff))
-        return _pick(out, spec.inexact), out
-
-    return g
-
-
-# ---------------------------------------------------------------------------------------------
-# The three loops.
-
-
-def _plain(spec: _Spec, cond_consts, consts, xs):
+def _plain(spec: Spec, cond_consts, consts, xs):
     """The primal when nothing is differentiated: ``lax.while_loop`` with a step count."""
 
     def going(carry):
-        return _going(spec, cond_consts, carry[1], carry[0])
+        return going_on(spec, cond_consts, carry[1], carry[0])
 
     def advance(carry):
-        return carry[0] + 1, _step(spec, consts, carry[1])
+        return carry[0] + 1, step(spec, consts, carry[1])
 
     return lax.while_loop(going, advance, (jnp.int32(0), list(xs)))[1]
 
@@ -212,7 +158,7 @@ def _plain(spec: _Spec, cond_consts, consts, xs):
 _TABLE_STEPS = 4096
 
 
-def _forward(spec: _Spec, sizes: tuple[int, int], args):
+def _forward(spec: Spec, sizes: tuple[int, int], args):
     """The loop, storing checkpoints online. ``args = cond_consts + consts + xs`` (flat lists
     of ``sizes`` = (len(cond_consts), len(consts)) and the state's leaves).
 
@@ -229,7 +175,7 @@ def _forward(spec: _Spec, sizes: tuple[int, int], args):
     table = np.asarray((-1, *table), np.int32)
 
     def going(carry):
-        return _going(spec, cond_consts, carry["x"], carry["j"])
+        return going_on(spec, cond_consts, carry["x"], carry["j"])
 
     def store_at(carry, store, slot):
         q = carry["j"] - 1
@@ -241,7 +187,7 @@ def _forward(spec: _Spec, sizes: tuple[int, int], args):
         steps = lax.dynamic_update_index_in_dim(steps, jnp.where(store, q, steps[slot]), slot, 0)
         return {
             "j": carry["j"] + 1,
-            "x": _step(spec, consts, carry["x"]),
+            "x": step(spec, consts, carry["x"]),
             "prev": carry["x"],
             "buffer": buffer,
             "slot_steps": steps,
@@ -302,109 +248,15 @@ def _forward(spec: _Spec, sizes: tuple[int, int], args):
     return out["x"], out["prev"], out["buffer"], out["slot_steps"], out["j"]
 
 
-def _reverse(spec: _Spec, const_mask, res, ct):
-    """Cotangents of (inexact consts, inexact x_0) from the cotangent of x_L's inexact leaves."""
-    consts, _, prev, buffer, slot_steps, n_steps = res
-    zeros_c = [jnp.zeros_like(c) for c in _pick(consts, const_mask)]
-
-    def turn(x, ct, d_consts):
-        g_x = _differentiable_step(spec, consts, x, const_mask)
-        primals = (_pick(x, spec.inexact), _pick(consts, const_mask))
-        _, pullback, _ = jax.vjp(g_x, *primals, has_aux=True)
-        ct, d = pullback(ct)
-        return ct, [a + b for a, b in zip(d_consts, d, strict=True)]
-
-    def plan(pos, target, free):
-        return jnp.where(free > 0, pos + split(target - pos + 1, free + 1), -1)
-
-    # The checkpoints are used last in, first out: a restore takes the latest one at or
-    # before the target, stores go above it, and a turn frees at most the one at the old
-    # target. So they are kept as a stack in step order: ``steps[k]`` the k-th stored step,
-    # ``top`` the index of the latest, and ``stack[k]`` its physical slot. Slots above
-    # ``top`` are free; a pop leaves its slot in place for the next push, so ``stack`` (a
-    # permutation of the slots, used slots first in step order) never changes.
-    c = spec.checkpoints
-    key = jnp.where(slot_steps < 0, jnp.iinfo(jnp.int32).max, slot_steps)
-    stack = jnp.argsort(key).astype(jnp.int32)
-    lanes = jnp.arange(c, dtype=jnp.int32)
-    used = jnp.sum(slot_steps >= 0).astype(jnp.int32)
-    steps_init = jnp.where(lanes < used, slot_steps[stack], -1)
-
-    def iteration(carry):
-        target, pos, x = carry["target"], carry["pos"], carry["x"]
-        top, steps, buf, next_store = (
-            carry["top"],
-            carry["steps"],
-            carry["buffer"],
-            carry["next_store"],
-        )
-        # After a turn the checkpoint at the old target (if any) is done: pop it.
-        top = top - ((top >= 0) & (steps[jnp.maximum(top, 0)] > target)).astype(jnp.int32)
-        # Restore (after a turn): the latest checkpoint at or before the target.
-        restore = pos < 0
-        src = stack[jnp.maximum(top, 0)]
-        x = [jnp.where(restore, b[src], v) for b, v in zip(buf, x, strict=True)]
-        pos = jnp.where(restore, steps[jnp.maximum(top, 0)], pos)
-        free = c - 1 - top
-        # Revolve's next store, planned after a restore or a store (one cond per iteration;
-        # none needed when the state at the target is already live).
-        replan = (restore | carry["replan"]) & (pos < target)
-        next_store = lax.cond(replan, plan, lambda *_: next_store, pos, target, free)
-        # Advance, without bookkeeping, to where revolve stores next or to the target.
-        stop = jnp.where((next_store > pos) & (next_store <= target), next_store, target)
-        x = lax.fori_loop(pos, stop, lambda _, v: _step(spec, consts, v), x)
-        pos = stop
-        store = (pos == next_store) & (pos < target) & (free > 0)
-        top = top + store.astype(jnp.int32)
-        dst = stack[jnp.clip(top, 0, c - 1)]
-        buf = [
-            lax.dynamic_update_index_in_dim(b, jnp.where(store, v, b[dst]), dst, 0)
-            for b, v in zip(buf, x, strict=True)
-        ]
-        steps = steps.at[jnp.clip(top, 0, c - 1)].set(
-            jnp.where(store, pos, steps[jnp.clip(top, 0, c - 1)])
-        )
-        # Turn at the target: the cotangent moves from x_{target+1} to x_target.
-        at_target = pos == target
-        ct, d_consts = lax.cond(at_target, turn, lambda _, *a: a, x, carry["ct"], carry["d_consts"])
-        return {
-            "target": jnp.where(at_target, target - 1, target),
-            "pos": jnp.where(at_target, -1, pos),
-            "x": x,
-            "top": top,
-            "steps": steps,
-            "buffer": buf,
-            "next_store": next_store,
-            "replan": store,
-            "ct": ct,
-            "d_consts": d_consts,
-        }
-
-    init = {
-        "target": n_steps - 1,
-        "pos": n_steps - 1,
-        "x": list(prev),
-        "top": used - 1,
-        "steps": steps_init,
-        "buffer": list(buffer),
-        "next_store": jnp.int32(-1),
-        "replan": jnp.bool_(True),
-        "ct": list(ct),
-        "d_consts": zeros_c,
-    }
-    out = lax.while_loop(lambda carry: carry["target"] >= 0, iteration, init)
-    return out["d_consts"], out["ct"]
-
-
-def _tangent(spec: _Spec, const_mask, res, tangents):
+def _tangent(spec: Spec, const_mask, res, tangents):
     """Forward mode: the tangent of x_L's inexact leaves, carried beside the state for L steps."""
     consts, xs, _, _, _, n_steps = res
     d_consts, d_x = tangents
 
     def advance(carry):
         i, x, dx = carry
-        g = _differentiable_step(spec, consts, x, const_mask)
-        primals = (_pick(x, spec.inexact), _pick(consts, const_mask))
+        g = differentiable_step(spec, consts, x, const_mask)
+        primals = (pick(x, spec.inexact), pick(consts, const_mask))
         _, dx, x = jax.jvp(g, primals, (dx, list(d_consts)), has_aux=True)
         return i + 1, x, dx
 
@@ -417,12 +269,12 @@ def _tangent(spec: _Spec, const_mask, res, tangents):
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(0,))
-def _loop(spec: _Spec, cond_consts, consts, xs):
+def _loop(spec: Spec, cond_consts, consts, xs):
     return _plain(spec, cond_consts, consts, xs)
 
 
 @functools.partial(_loop.defjvp, symbolic_zeros=True)
-def _loop_jvp(spec: _Spec, primals, tangents):
+def _loop_jvp(spec: Spec, primals, tangents):
     cond_consts, consts, xs = primals
     _, d_consts, d_xs = tangents
     # Cotangents only for the consts JAX differentiates: a weight held fixed (the gradient
@@ -437,14 +289,14 @@ def _loop_jvp(spec: _Spec, primals, tangents):
     forward = _linear.forward_only(functools.partial(_forward, spec, sizes))
     x_last, prev, buffer, slot_steps, n_steps = forward([*cond_consts, *consts, *xs])
     res = (list(consts), list(xs), prev, buffer, slot_steps, n_steps)
-    lin = (_pick(d_consts, const_mask), _pick(d_xs, spec.inexact))
+    lin = (pick(d_consts, const_mask), pick(d_xs, spec.inexact))
     d_out = _linear.apply(
         functools.partial(_tangent, spec, const_mask),
-        functools.partial(_reverse, spec, const_mask),
+        functools.partial(reverse, spec, const_mask),
         res,
         lin,
     )
-    d_full = _put([_float0(x) for x in x_last], spec.inexact, d_out)
+    d_full = put([_float0(x) for x in x_last], spec.inexact, d_out)
     return x_last, d_full
 
 

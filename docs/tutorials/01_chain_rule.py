@@ -15,7 +15,8 @@ import matplotlib.pyplot as plt
 from bpjax import ref
 from bpjax.rules import TABLE
 
-jax.config.update("jax_enable_x64", True)  # float64: hand and autodiff agree to ~1e-15
+# float64: hand and autodiff agree to ~1e-15
+jax.config.update("jax_enable_x64", True)
 
 # %% [markdown]
 # ## The chain rule on a scalar
@@ -71,7 +72,8 @@ params = {
 def forward(p, x):
     a1 = jnp.tanh(x @ p["W1"] + p["b1"])
     y = a1 @ p["W2"] + p["b2"]
-    cache = {"x": x, "a1": a1, "r": y - t}  # what backward() reads, and nothing else
+    # what backward() reads, and nothing else
+    cache = {"x": x, "a1": a1, "r": y - t}
     return jnp.mean((y - t) ** 2), cache
 
 
@@ -126,8 +128,18 @@ for name in params:
 # %%
 z_demo = jnp.array([-2.0, 0.0, 1.0])
 out, residual = TABLE["tanh"].vjp_fwd(z_demo)
-print("tanh keeps its output:", bool(jnp.array_equal(out, residual)), "|", TABLE["tanh"].saves)
-print("linear keeps:", TABLE["linear"].saves, "| relu keeps:", TABLE["relu"].saves)
+print(
+    "tanh keeps its output:",
+    bool(jnp.array_equal(out, residual)),
+    "|",
+    TABLE["tanh"].saves,
+)
+print(
+    "linear keeps:",
+    TABLE["linear"].saves,
+    "| relu keeps:",
+    TABLE["relu"].saves,
+)
 
 # %% [markdown]
 # The figure shows why keeping the output is enough for tanh and sigmoid: their derivatives
@@ -140,9 +152,15 @@ fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
 for name, fn in (("tanh", ref.tanh), ("sigmoid", ref.sigmoid)):
     a_s = fn(zs)
     axes[0].plot(zs, a_s, label=f"{name}(z)")
-    axes[0].plot(zs, jax.vmap(jax.grad(fn))(zs), "--", label=f"{name}'(z)")
-    derivative_from_output = 1 - a_s**2 if name == "tanh" else a_s * (1 - a_s)
-    axes[1].plot(a_s, derivative_from_output, label=f"{name}' as a function of a")
+    axes[0].plot(
+        zs, jax.vmap(jax.grad(fn))(zs), "--", label=f"{name}'(z)"
+    )
+    derivative_from_output = (
+        1 - a_s**2 if name == "tanh" else a_s * (1 - a_s)
+    )
+    axes[1].plot(
+        a_s, derivative_from_output, label=f"{name}' as a function of a"
+    )
 axes[0].set_xlabel("z")
 axes[0].legend()
 axes[0].set_title("activation and its derivative")
@@ -164,8 +182,14 @@ widths = (784, 256, 256, 10)
 batch = 128
 layer_inputs = widths[:-1]  # W̄ˡ = aˡ⁻¹ᵀ δˡ reads every layer's input
 cache_bytes = sum(batch * w_ * 4 for w_ in layer_inputs)
-param_bytes = sum((a_ * b_ + b_) * 4 for a_, b_ in zip(widths[:-1], widths[1:], strict=True))
-print(f"activation cache {cache_bytes / 2**20:.2f} MiB, parameters {param_bytes / 2**20:.2f} MiB")
+param_bytes = sum(
+    (a_ * b_ + b_) * 4
+    for a_, b_ in zip(widths[:-1], widths[1:], strict=True)
+)
+print(
+    f"activation cache {cache_bytes / 2**20:.2f} MiB, parameters "
+    f"{param_bytes / 2**20:.2f} MiB"
+)
 
 # %% [markdown]
 # At this size the parameters dominate; at batch 4096, or depth 100, the cache does. Trading
@@ -186,18 +210,20 @@ _, kept = TABLE["sigmoid"].vjp_fwd(z_demo)
 assert jnp.allclose(kept, ref.sigmoid(z_demo))
 print("1. sigmoid keeps a = σ(z):", TABLE["sigmoid"].saves)
 
-# 2. b2 is added to every row, so its gradient collects every row's ȳ; the 1/n of the mean
-#    is already inside ȳ.
+# 2. b2 is added to every row, so its gradient collects every row's ȳ;
+#    the 1/n of the mean is already inside ȳ.
 y_bar = 2 * cache["r"] / cache["r"].size
 assert jnp.allclose(by_hand["b2"], y_bar.sum(axis=0))
 assert jnp.allclose(auto["b2"], y_bar.sum(axis=0))
 print("2. b̄2 = Σ_rows ȳ:", by_hand["b2"])
 
-# 3. The bytes of x, a1 and r; with ReLU, tanh's a1 (read for the derivative) would become
-#    a mask, though W̄2 = a1ᵀ ȳ still needs a1 itself.
+# 3. The bytes of x, a1 and r; with ReLU, tanh's a1 (read for the
+#    derivative) would become a mask, though W̄2 = a1ᵀ ȳ still needs a1
+#    itself.
 nbytes = sum(v.nbytes for v in cache.values())
 assert nbytes == 8 * (m * d_in + m * h + m * d_out)
 print(
-    f"3. the cache holds {nbytes} bytes: x {cache['x'].shape}, a1 {cache['a1'].shape}, "
+    f"3. the cache holds {nbytes} bytes: x {cache['x'].shape}, a1 "
+    f"{cache['a1'].shape}, "
     f"r {cache['r'].shape}"
 )

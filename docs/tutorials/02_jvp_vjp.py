@@ -66,12 +66,19 @@ print("VJP  hand", z_bar, "\n     auto", z_bar_auto)
 
 # %%
 basis = jnp.eye(z.size)
-J_cols = jnp.stack([TABLE["softmax"].jvp((z,), (e,))[1] for e in basis], axis=1)
-J_rows = jnp.stack([TABLE["softmax"].vjp_bwd(residual, e)[0] for e in basis], axis=0)
+J_cols = jnp.stack(
+    [TABLE["softmax"].jvp((z,), (e,))[1] for e in basis], axis=1
+)
+J_rows = jnp.stack(
+    [TABLE["softmax"].vjp_bwd(residual, e)[0] for e in basis], axis=0
+)
 J_formula = jnp.diag(a) - jnp.outer(a, a)
 print(
     "columns from JVPs == rows from VJPs == diag(a) − a aᵀ:",
-    bool(jnp.allclose(J_cols, J_formula) and jnp.allclose(J_rows, J_formula)),
+    bool(
+        jnp.allclose(J_cols, J_formula)
+        and jnp.allclose(J_rows, J_formula)
+    ),
 )
 
 fig, ax = plt.subplots(figsize=(4, 3.5))
@@ -125,7 +132,9 @@ for report in reports.values():
 # %%
 epsilons = [10.0**-k for k in range(1, 12)]
 fd_error = [
-    check.gradients(fwd.tanh, jnp.linspace(-2.0, 2.0, 5), eps=e).errors["jvp vs finite differences"]
+    check.gradients(fwd.tanh, jnp.linspace(-2.0, 2.0, 5), eps=e).errors[
+        "jvp vs finite differences"
+    ]
     for e in epsilons
 ]
 fig, ax = plt.subplots(figsize=(5, 3.5))
@@ -160,7 +169,9 @@ def bad_bwd(a, g):
 
 
 bad_sigmoid.defvjp(bad_fwd, bad_bwd)
-bad = check.gradients(bad_sigmoid, jnp.linspace(-3.0, 3.0, 7), reference=ref.sigmoid)
+bad = check.gradients(
+    bad_sigmoid, jnp.linspace(-3.0, 3.0, 7), reference=ref.sigmoid
+)
 print(bad, "\n  ok:", bad.ok())
 
 # %% [markdown]
@@ -173,25 +184,40 @@ print(bad, "\n  ok:", bad.ok())
 #    table's own sigmoid?
 
 # %%
-# 1. Symmetric (diag(a) − a aᵀ), rows summing to 0: softmax's outputs always sum to 1, so
-#    no tangent can change that sum.
+# 1. Symmetric (diag(a) − a aᵀ), rows summing to 0: softmax's outputs
+#    always sum to 1, so no tangent can change that sum.
 assert jnp.allclose(J_formula, J_formula.T)
 assert jnp.allclose(J_formula.sum(axis=1), 0.0)
 print("1. symmetric; row sums:", J_formula.sum(axis=1))
 
 
-# 2. One JVP per input direction (n of them), one VJP per output (1): 10⁶ against 1.
+# 2. One JVP per input direction (n of them), one VJP per output (1):
+#    10⁶ against 1.
 def loss(z):
     return jnp.sum(fwd.softmax(z) ** 2)
 
 
-grad_from_jvps = jnp.array([jax.jvp(loss, (z,), (e,))[1] for e in basis])  # n JVPs
+# n JVPs
+grad_from_jvps = jnp.array(
+    [jax.jvp(loss, (z,), (e,))[1] for e in basis]
+)
 grad_from_vjp = jax.vjp(loss, z)[1](1.0)[0]  # one VJP
 assert jnp.allclose(grad_from_jvps, grad_from_vjp)
-print(f"2. {len(basis)} JVPs == 1 VJP:", grad_from_vjp, "; for 10⁶ parameters: 10⁶ JVPs vs 1")
+print(
+    f"2. {len(basis)} JVPs == 1 VJP:",
+    grad_from_vjp,
+    "; for 10⁶ parameters: 10⁶ JVPs vs 1",
+)
 
-# 3. The autodiff comparison; the table's sigmoid passes both namespaces.
+# 3. The autodiff comparison; the table's sigmoid passes both
+#    namespaces.
 worst = max(bad.errors, key=bad.errors.get)
 assert bad.errors["vjp vs autodiff"] > 0.1 and not bad.ok()
-assert all(r.ok() for r in check.op("sigmoid", jnp.linspace(-3.0, 3.0, 7)).values())
-print(f"3. worst: {worst} ({bad.errors[worst]:.2f}); table's sigmoid passes")
+assert all(
+    r.ok()
+    for r in check.op("sigmoid", jnp.linspace(-3.0, 3.0, 7)).values()
+)
+print(
+    f"3. worst: {worst} ({bad.errors[worst]:.2f}); table's sigmoid "
+    "passes"
+)

@@ -38,16 +38,27 @@ print("layers:", [(W.shape, b.shape) for W, b in params])
 # %%
 probs, cache = manual.forward(params, x, activation="tanh")
 print("layer inputs:", [a.shape for a in cache.inputs])
-print("kept for σ' :", [s.shape for s in cache.saved], "(tanh keeps its output)")
+print(
+    "kept for σ' :",
+    [s.shape for s in cache.saved],
+    "(tanh keeps its output)",
+)
 grads = manual.backward(params, cache, y)
 loss, _ = manual.backprop(params, x, y, activation="tanh")
 
-auto = jax.grad(models.layers_loss)(params, x, y, ops="ref", activation="tanh")
+auto = jax.grad(models.layers_loss)(
+    params, x, y, ops="ref", activation="tanh"
+)
 worst = max(
     float(jnp.max(jnp.abs(g - a)))
-    for g, a in zip(jax.tree.leaves(grads), jax.tree.leaves(auto), strict=True)
+    for g, a in zip(
+        jax.tree.leaves(grads), jax.tree.leaves(auto), strict=True
+    )
 )
-print(f"loss {float(loss):.6f}; max |manual − jax.grad| over all parameters: {worst:.1e}")
+print(
+    f"loss {float(loss):.6f}; max |manual − jax.grad| over all "
+    f"parameters: {worst:.1e}"
+)
 
 # %% [markdown]
 # ## The same recursion, written out
@@ -83,7 +94,9 @@ def my_backprop(params, x, y):
 mine, deltas = my_backprop(params, x, y)
 worst = max(
     float(jnp.max(jnp.abs(g - a)))
-    for g, a in zip(jax.tree.leaves(mine), jax.tree.leaves(auto), strict=True)
+    for g, a in zip(
+        jax.tree.leaves(mine), jax.tree.leaves(auto), strict=True
+    )
 )
 print(f"max |my recursion − jax.grad|: {worst:.1e}")
 print("δ shapes:", [d.shape for d in deltas])
@@ -99,11 +112,25 @@ print("δ shapes:", [d.shape for d in deltas])
 # %%
 deep_sizes = (64,) + (32,) * 11 + (10,)
 fig, ax = plt.subplots(figsize=(6, 3.8))
-for activation, init in (("sigmoid", "xavier"), ("tanh", "xavier"), ("relu", "he")):
-    p_deep = models.init_layers(jax.random.key(1), deep_sizes, weight_init=init, dtype=jnp.float64)
+for activation, init in (
+    ("sigmoid", "xavier"),
+    ("tanh", "xavier"),
+    ("relu", "he"),
+):
+    p_deep = models.init_layers(
+        jax.random.key(1),
+        deep_sizes,
+        weight_init=init,
+        dtype=jnp.float64,
+    )
     _, g_deep = manual.backprop(p_deep, x, y, activation=activation)
     norms = [float(jnp.linalg.norm(gW)) for gW, _ in g_deep]
-    ax.semilogy(range(1, len(norms) + 1), norms, "o-", label=f"{activation} ({init} init)")
+    ax.semilogy(
+        range(1, len(norms) + 1),
+        norms,
+        "o-",
+        label=f"{activation} ({init} init)",
+    )
 ax.set_xlabel("layer l (1 = nearest the input)")
 ax.set_ylabel("‖W̄ˡ‖")
 ax.set_title("gradient norm per layer at initialization, L = 12")
@@ -121,13 +148,19 @@ plt.show()
 
 # %%
 def matmul_flops(sizes, m):
-    forward = sum(2 * m * a * b for a, b in zip(sizes[:-1], sizes[1:], strict=True))
-    backward = 2 * forward - 2 * m * sizes[0] * sizes[1]  # no δ⁰ for the input layer
+    forward = sum(
+        2 * m * a * b
+        for a, b in zip(sizes[:-1], sizes[1:], strict=True)
+    )
+    # no δ⁰ for the input layer
+    backward = 2 * forward - 2 * m * sizes[0] * sizes[1]
     return forward, backward
 
 
 fw, bw = matmul_flops(sizes, x.shape[0])
-print(f"forward {fw:,} FLOPs, backward {bw:,} FLOPs, ratio {bw / fw:.2f}")
+print(
+    f"forward {fw:,} FLOPs, backward {bw:,} FLOPs, ratio {bw / fw:.2f}"
+)
 
 # %% [markdown]
 # ## Check yourself
@@ -140,14 +173,23 @@ print(f"forward {fw:,} FLOPs, backward {bw:,} FLOPs, ratio {bw / fw:.2f}")
 # %%
 # 1. (m, d_l): δˡ is ∂loss/∂zˡ, one entry per entry of zˡ.
 hidden = [x.shape[0]] * len(sizes[1:])
-assert [d.shape for d in deltas] == list(zip(hidden, sizes[1:], strict=True))
+assert [d.shape for d in deltas] == list(
+    zip(hidden, sizes[1:], strict=True)
+)
 print("1. δ shapes", [d.shape for d in deltas])
 
 # 2. Zero: Σ_j (p_j − y_j) = 1 − 1.
 assert jnp.allclose(deltas[-1].sum(axis=1), 0.0)
-print("2. row sums of δᴸ:", float(jnp.max(jnp.abs(deltas[-1].sum(axis=1)))))
+print(
+    "2. row sums of δᴸ:",
+    float(jnp.max(jnp.abs(deltas[-1].sum(axis=1)))),
+)
 
-# 3. The first layer skips δ⁰ = δ¹ W¹ᵀ; with a wide input layer that is most of the work.
+# 3. The first layer skips δ⁰ = δ¹ W¹ᵀ; with a wide input layer that is
+#    most of the work.
 fw_wide, bw_wide = matmul_flops((784, 32, 10), 64)
 assert bw_wide / fw_wide < bw / fw < 2
-print(f"3. 784-32-10: ratio {bw_wide / fw_wide:.2f} (the skipped input-gradient product)")
+print(
+    f"3. 784-32-10: ratio {bw_wide / fw_wide:.2f} (the skipped "
+    "input-gradient product)"
+)

@@ -42,7 +42,10 @@ m = z.shape[0]
 fused = (ref.softmax(z) - y) / m
 for name, ops in (("ref (autodiff)", ref), ("rev (hand VJP)", rev)):
     g = jax.grad(ops.softmax_cross_entropy)(z, labels)
-    print(f"{name:15s} max |grad − (a − y)/m| = {float(jnp.max(jnp.abs(g - fused))):.1e}")
+    print(
+        f"{name:15s} max |grad − (a − y)/m| = "
+        f"{float(jnp.max(jnp.abs(g - fused))):.1e}"
+    )
 
 # %% [markdown]
 # ## The long way round gives the same numbers
@@ -54,7 +57,8 @@ for name, ops in (("ref (autodiff)", ref), ("rev (hand VJP)", rev)):
 # %%
 a = ref.softmax(z)
 p_bar = -y / (m * a)  # cross-entropy's VJP on probabilities
-z_bar = a * (p_bar - jnp.sum(p_bar * a, axis=-1, keepdims=True))  # softmax's VJP
+# softmax's VJP
+z_bar = a * (p_bar - jnp.sum(p_bar * a, axis=-1, keepdims=True))
 print("two-step == fused:", bool(jnp.allclose(z_bar, fused)))
 
 # %% [markdown]
@@ -74,7 +78,9 @@ margins = jnp.linspace(0.0, 200.0, 41)
 
 
 def naive(z, labels):
-    return -jnp.mean(jnp.log(ref.softmax(z))[jnp.arange(z.shape[0]), labels])
+    return -jnp.mean(
+        jnp.log(ref.softmax(z))[jnp.arange(z.shape[0]), labels]
+    )
 
 
 def clipped(z, labels):
@@ -88,14 +94,19 @@ ways = {
 }
 curves = {name: ([], []) for name in ways}
 for margin in margins:
-    z32 = jnp.array([[0.0, float(margin), 0.0]], dtype=jnp.float32)  # true class 0 loses
+    # true class 0 loses
+    z32 = jnp.array([[0.0, float(margin), 0.0]], dtype=jnp.float32)
     lab = jnp.array([0])
     for name, fn in ways.items():
         curves[name][0].append(float(fn(z32, lab)))
-        curves[name][1].append(float(jnp.linalg.norm(jax.grad(fn)(z32, lab))))
+        curves[name][1].append(
+            float(jnp.linalg.norm(jax.grad(fn)(z32, lab)))
+        )
 
 fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
-for (name, (losses, norms)), style in zip(curves.items(), ("-", "--", ":"), strict=True):
+for (name, (losses, norms)), style in zip(
+    curves.items(), ("-", "--", ":"), strict=True
+):
     axes[0].plot(margins, losses, style, lw=2, label=name)
     axes[1].plot(margins, norms, style, lw=2, label=name)
 axes[0].set_ylabel("loss (inf is not drawn)")
@@ -106,7 +117,10 @@ for ax in axes:
 fig.tight_layout()
 plt.show()
 for name, (losses, norms) in curves.items():
-    print(f"{name:36s} at margin 200: loss {losses[-1]:9.4g}, ‖grad‖ {norms[-1]:.4g}")
+    print(
+        f"{name:36s} at margin 200: loss {losses[-1]:9.4g}, ‖grad‖ "
+        f"{norms[-1]:.4g}"
+    )
 
 # %% [markdown]
 # ## Soft labels: a Σy − y
@@ -118,13 +132,25 @@ for name, (losses, norms) in curves.items():
 # is then wrong.
 
 # %%
-y_soft = jnp.array([[0.2, 0.3, 1.5], [0.0, 0.5, 0.5]])  # rows sum to 2.0 and 1.0
+# rows sum to 2.0 and 1.0
+y_soft = jnp.array([[0.2, 0.3, 1.5], [0.0, 0.5, 0.5]])
 g = jax.grad(rev.softmax_cross_entropy)(z, y_soft)
 rule = (ref.softmax(z) * y_soft.sum(axis=1, keepdims=True) - y_soft) / m
 shortcut = (ref.softmax(z) - y_soft) / m
 print("hand VJP == a Σy − y :", bool(jnp.allclose(g, rule)))
-print("hand VJP == a − y    :", bool(jnp.allclose(g, shortcut)), "(row 0 sums to 2)")
-print(check.gradients(rev.softmax_cross_entropy, z, y_soft, reference=ref.softmax_cross_entropy))
+print(
+    "hand VJP == a − y    :",
+    bool(jnp.allclose(g, shortcut)),
+    "(row 0 sums to 2)",
+)
+print(
+    check.gradients(
+        rev.softmax_cross_entropy,
+        z,
+        y_soft,
+        reference=ref.softmax_cross_entropy,
+    )
+)
 
 # %% [markdown]
 # ## What the backward rule keeps
@@ -134,9 +160,14 @@ print(check.gradients(rev.softmax_cross_entropy, z, y_soft, reference=ref.softma
 # `ȳ = −L̄ log a / m` reads. `bpjax.manual` takes `δᴸ` from this very rule.
 
 # %%
-loss, (log_a, kept_labels) = TABLE["softmax_cross_entropy"].vjp_fwd(z, labels)
+loss, (log_a, kept_labels) = TABLE["softmax_cross_entropy"].vjp_fwd(
+    z, labels
+)
 print("saves:", TABLE["softmax_cross_entropy"].saves)
-print("exp(log a) == softmax(z):", bool(jnp.allclose(jnp.exp(log_a), ref.softmax(z))))
+print(
+    "exp(log a) == softmax(z):",
+    bool(jnp.allclose(jnp.exp(log_a), ref.softmax(z))),
+)
 
 # %% [markdown]
 # ## Check yourself
@@ -148,17 +179,21 @@ print("exp(log a) == softmax(z):", bool(jnp.allclose(jnp.exp(log_a), ref.softmax
 
 # %%
 # 1. Zero: Σ_i (a_i Σy − y_i) = Σy − Σy, whatever y is.
-assert jnp.allclose(g.sum(axis=1), 0.0) and jnp.allclose(fused.sum(axis=1), 0.0)
+assert jnp.allclose(g.sum(axis=1), 0.0) and jnp.allclose(
+    fused.sum(axis=1), 0.0
+)
 print("1. row sums:", g.sum(axis=1))
 
-# 2. At z = 0, a = 1/3 everywhere, so the gradient is (1/3 − y): not zero.
+# 2. At z = 0, a = 1/3 everywhere, so the gradient is (1/3 − y):
+#    not zero.
 eps = 0.1
 y_smooth = jnp.full((1, 3), eps / 3).at[0, 0].add(1 - eps)
 g0 = jax.grad(rev.softmax_cross_entropy)(jnp.zeros((1, 3)), y_smooth)
 assert jnp.allclose(g0, 1 / 3 - y_smooth)
 print("2. gradient at z = 0:", g0)
 
-# 3. At a = y: z = log y (up to a constant per row), where the gradient vanishes.
+# 3. At a = y: z = log y (up to a constant per row), where the gradient
+#    vanishes.
 z_star = jnp.log(y_smooth)
 g_star = jax.grad(rev.softmax_cross_entropy)(z_star, y_smooth)
 assert jnp.allclose(g_star, 0.0, atol=1e-12)

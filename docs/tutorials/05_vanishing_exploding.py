@@ -36,7 +36,10 @@ def init_grads(model, seed=0, dtype=jnp.float32):
 # %%
 zs = jnp.linspace(-6.0, 6.0, 241)
 slopes = jax.vmap(jax.grad(ref.sigmoid))(zs)
-print(f"max σ'(z) = {float(slopes.max()):.4f} at z = {float(zs[slopes.argmax()]):.2f}")
+print(
+    f"max σ'(z) = {float(slopes.max()):.4f} at z = "
+    f"{float(zs[slopes.argmax()]):.2f}"
+)
 
 # %% [markdown]
 # ## Per-layer gradient norms at initialization
@@ -50,21 +53,47 @@ jax.config.update("jax_enable_x64", True)
 depth = 16
 fig, ax = plt.subplots(figsize=(6.5, 4))
 profiles = {}
-for activation, init in (("sigmoid", "xavier"), ("tanh", "xavier"), ("relu", "he")):
-    model = models.MLP(arch="plain", depth=depth, width=32, activation=activation, weight_init=init)
-    norms = np.asarray(grads.layer_norms(init_grads(model, dtype=jnp.float64)))
+for activation, init in (
+    ("sigmoid", "xavier"),
+    ("tanh", "xavier"),
+    ("relu", "he"),
+):
+    model = models.MLP(
+        arch="plain",
+        depth=depth,
+        width=32,
+        activation=activation,
+        weight_init=init,
+    )
+    norms = np.asarray(
+        grads.layer_norms(init_grads(model, dtype=jnp.float64))
+    )
     profiles[activation] = norms
-    ax.semilogy(range(1, len(norms) + 1), norms, "o-", label=f"{activation}, {init} init")
+    ax.semilogy(
+        range(1, len(norms) + 1),
+        norms,
+        "o-",
+        label=f"{activation}, {init} init",
+    )
 layers = np.arange(1, depth + 1)
 top = profiles["sigmoid"][depth - 1]
-ax.semilogy(layers, top * 0.25 ** (depth - layers), "k:", label="(1/4)^(L−l)")
-ax.set_xlabel("layer (1 = stem, nearest the input; last = output layer)")
+ax.semilogy(
+    layers, top * 0.25 ** (depth - layers), "k:", label="(1/4)^(L−l)"
+)
+ax.set_xlabel(
+    "layer (1 = stem, nearest the input; last = output layer)"
+)
 ax.set_ylabel("‖W̄ˡ‖ at initialization")
-ax.set_title(f"plain MLP, depth {depth}, width 32, a digits batch of 128")
+ax.set_title(
+    f"plain MLP, depth {depth}, width 32, a digits batch of 128"
+)
 ax.legend()
 plt.show()
 for activation, norms in profiles.items():
-    print(f"{activation:8s} first / last hidden layer: {norms[0] / norms[depth - 1]:.2g}")
+    print(
+        f"{activation:8s} first / last hidden layer: "
+        f"{norms[0] / norms[depth - 1]:.2g}"
+    )
 
 # %% [markdown]
 # Sigmoid vanishes, roughly at the rate the bound predicts (slightly faster: σ' is below 1/4
@@ -91,15 +120,25 @@ for d in depths:
     for gain in gains:
         scaled = {
             "stem": {**base["stem"], "W": gain * base["stem"]["W"]},
-            "blocks": {**base["blocks"], "W": gain * base["blocks"]["W"]},
+            "blocks": {
+                **base["blocks"],
+                "W": gain * base["blocks"]["W"],
+            },
             "out": base["out"],
         }
-        growth[gain].append(float(grads.global_norm(grad_fn(scaled, xb, yb))))
+        growth[gain].append(
+            float(grads.global_norm(grad_fn(scaled, xb, yb)))
+        )
 fig, ax = plt.subplots(figsize=(6, 4))
 fitted = {}
 for gain, norms in growth.items():
     fitted[gain] = np.polyfit(depths, np.log(norms), 1)[0]
-    ax.semilogy(depths, norms, "o-", label=f"gain {gain}: slope {fitted[gain]:.2f}/layer")
+    ax.semilogy(
+        depths,
+        norms,
+        "o-",
+        label=f"gain {gain}: slope {fitted[gain]:.2f}/layer",
+    )
 ax.set_xlabel("depth")
 ax.set_ylabel("global gradient norm at initialization")
 ax.set_title("plain ReLU MLP, W ~ gain · He")
@@ -123,20 +162,36 @@ plt.show()
 exploding = models.MLP(arch="plain", depth=8, width=64, gain=2.0)
 g = init_grads(exploding)
 flat = jnp.concatenate([leaf.ravel() for leaf in jax.tree.leaves(g)])
-g_norm, g_max = float(grads.global_norm(g)), float(jnp.max(jnp.abs(flat)))
+g_norm, g_max = (
+    float(grads.global_norm(g)),
+    float(jnp.max(jnp.abs(flat))),
+)
 
 
 def cosine(tree):
-    v = jnp.concatenate([leaf.ravel() for leaf in jax.tree.leaves(tree)])
-    return float(jnp.vdot(v, flat) / (jnp.linalg.norm(v) * jnp.linalg.norm(flat)))
+    v = jnp.concatenate(
+        [leaf.ravel() for leaf in jax.tree.leaves(tree)]
+    )
+    return float(
+        jnp.vdot(v, flat) / (jnp.linalg.norm(v) * jnp.linalg.norm(flat))
+    )
 
 
 fractions = np.logspace(-4, 0, 13)
-cos_norm = [cosine(grads.clip_tree_by_global_norm(g, f * g_norm)[0]) for f in fractions]
-cos_value = [cosine(grads.clip_tree_by_value(g, f * g_max)) for f in fractions]
+cos_norm = [
+    cosine(grads.clip_tree_by_global_norm(g, f * g_norm)[0])
+    for f in fractions
+]
+cos_value = [
+    cosine(grads.clip_tree_by_value(g, f * g_max)) for f in fractions
+]
 fig, ax = plt.subplots(figsize=(6, 3.8))
-ax.semilogx(fractions, cos_norm, "o-", label="by global norm (threshold × ‖g‖)")
-ax.semilogx(fractions, cos_value, "s-", label="by value (threshold × max |gᵢ|)")
+ax.semilogx(
+    fractions, cos_norm, "o-", label="by global norm (threshold × ‖g‖)"
+)
+ax.semilogx(
+    fractions, cos_value, "s-", label="by value (threshold × max |gᵢ|)"
+)
 ax.set_xlabel("threshold")
 ax.set_ylabel("cosine(clipped g, g)")
 ax.set_ylim(0, 1.05)
@@ -153,7 +208,10 @@ plt.show()
 
 # %%
 runs = {}
-for label, clip in (("no clipping", None), ("clip global norm 1.0", 1.0)):
+for label, clip in (
+    ("no clipping", None),
+    ("clip global norm 1.0", 1.0),
+):
     h = train.train(
         exploding,
         digits,
@@ -166,10 +224,14 @@ for label, clip in (("no clipping", None), ("clip global norm 1.0", 1.0)):
     runs[label] = h
     if h.diverged_at is None:
         print(
-            f"{label:22s} finite for all {len(h.loss)} steps; test accuracy {h.final_test_acc:.2f}"
+            f"{label:22s} finite for all {len(h.loss)} steps; test "
+            f"accuracy {h.final_test_acc:.2f}"
         )
     else:
-        print(f"{label:22s} non-finite loss at step {h.diverged_at}, first in {h.nonfinite_layer}")
+        print(
+            f"{label:22s} non-finite loss at step {h.diverged_at}, "
+            f"first in {h.nonfinite_layer}"
+        )
 
 # %% [markdown]
 # Clipping bounds the *step*; it cannot fix a *forward* pass that already overflows. For a
@@ -187,7 +249,10 @@ for label, clip in (("no clipping", None), ("clip global norm 1.0", 1.0)):
 
 # %%
 # 1. 1/4 at z = 0.
-assert abs(float(slopes.max()) - 0.25) < 1e-6 and abs(float(zs[slopes.argmax()])) < 1e-6
+assert (
+    abs(float(slopes.max()) - 0.25) < 1e-6
+    and abs(float(zs[slopes.argmax()])) < 1e-6
+)
 print("1. max σ' = 1/4 at z = 0")
 
 # 2. Norm exactly c, cosine 1.
@@ -196,12 +261,16 @@ clipped, before = grads.clip_tree_by_global_norm(g, c)
 assert np.isclose(float(grads.global_norm(clipped)), c, rtol=1e-5)
 assert np.isclose(cosine(clipped), 1.0, atol=1e-5)
 print(
-    f"2. norm {float(before):.3g} → {float(grads.global_norm(clipped)):.3g}, "
+    f"2. norm {float(before):.3g} → "
+    f"{float(grads.global_norm(clipped)):.3g}, "
     f"cosine {cosine(clipped):.6f}"
 )
 
-# 3. log 2 ≈ 0.69 per layer, and the fit is close to it (the stem and output layer add a
-#    constant, which the fit's intercept absorbs).
+# 3. log 2 ≈ 0.69 per layer, and the fit is close to it (the stem and
+#    output layer add a constant, which the fit's intercept absorbs).
 gap = abs(fitted[2.0] - np.log(2.0))
 assert gap < 0.2
-print(f"3. expected {np.log(2.0):.2f}, fitted {fitted[2.0]:.2f} (gap {gap:.2f})")
+print(
+    f"3. expected {np.log(2.0):.2f}, fitted {fitted[2.0]:.2f} (gap "
+    f"{gap:.2f})"
+)

@@ -39,7 +39,11 @@ width, depth = 32, 16
 
 def stack_jacobian(arch, key):
     model = models.MLP(
-        arch=arch, depth=depth + 1, width=width, activation="sigmoid", weight_init="xavier"
+        arch=arch,
+        depth=depth + 1,
+        width=width,
+        activation="sigmoid",
+        weight_init="xavier",
     )
     blocks = model.init(key, 64, 10)["blocks"]
 
@@ -51,7 +55,9 @@ def stack_jacobian(arch, key):
                 h,
                 affine=lambda h, p=p: ref.linear(h, p["W"], p["b"]),
                 act=ref.sigmoid,
-                gate=lambda h, p=p: ref.sigmoid(ref.linear(h, p["W_T"], p["b_T"])),
+                gate=lambda h, p=p: ref.sigmoid(
+                    ref.linear(h, p["W_T"], p["b_T"])
+                ),
                 alpha=model.alpha,
             )
         return h
@@ -61,7 +67,8 @@ def stack_jacobian(arch, key):
 
 
 spectra = {
-    arch: stack_jacobian(arch, jax.random.key(0)) for arch in ("plain", "residual", "highway")
+    arch: stack_jacobian(arch, jax.random.key(0))
+    for arch in ("plain", "residual", "highway")
 }
 fig, ax = plt.subplots(figsize=(6, 3.8))
 for arch, s in spectra.items():
@@ -72,7 +79,10 @@ ax.set_title(f"∂h_out/∂h_in through {depth} sigmoid blocks")
 ax.legend()
 plt.show()
 for arch, s in spectra.items():
-    print(f"{arch:9s} largest {float(s[0]):.3g}, smallest {float(s[-1]):.3g}")
+    print(
+        f"{arch:9s} largest {float(s[0]):.3g}, smallest "
+        f"{float(s[-1]):.3g}"
+    )
 
 # %% [markdown]
 # ## Per-layer gradient norms at initialization
@@ -86,12 +96,23 @@ fig, ax = plt.subplots(figsize=(6.5, 4))
 ratios = {}
 for arch in ("plain", "residual", "highway", "dense"):
     model = models.MLP(
-        arch=arch, depth=32, width=32, activation="sigmoid", weight_init="xavier", dtype=jnp.float64
+        arch=arch,
+        depth=32,
+        width=32,
+        activation="sigmoid",
+        weight_init="xavier",
+        dtype=jnp.float64,
     )
     params = model.init(jax.random.key(0), 64, 10)
-    norms = np.asarray(grads.layer_norms(jax.grad(model.loss)(params, xb.astype(float), yb)))
+    norms = np.asarray(
+        grads.layer_norms(
+            jax.grad(model.loss)(params, xb.astype(float), yb)
+        )
+    )
     ratios[arch] = norms[0] / norms[-2]
-    ax.semilogy(np.arange(1, len(norms) + 1), norms, "o-", ms=3, label=arch)
+    ax.semilogy(
+        np.arange(1, len(norms) + 1), norms, "o-", ms=3, label=arch
+    )
 ax.set_xlabel("layer (1 = stem; last = output layer)")
 ax.set_ylabel("‖W̄ˡ‖ at initialization")
 ax.set_title("sigmoid MLP, depth 32, width 32")
@@ -114,13 +135,26 @@ jax.config.update("jax_enable_x64", False)
 # %%
 accuracy = {}
 for arch in ("plain", "residual", "highway", "dense"):
-    model = models.MLP(arch=arch, depth=16, width=32, activation="sigmoid", weight_init="xavier")
+    model = models.MLP(
+        arch=arch,
+        depth=16,
+        width=32,
+        activation="sigmoid",
+        weight_init="xavier",
+    )
     h = train.train(model, digits, steps=150, eval_every=75)
     accuracy[arch] = h.final_test_acc
-    print(f"{arch:9s} test accuracy {h.final_test_acc:.2f}, final loss {h.final_loss:.3f}")
+    print(
+        f"{arch:9s} test accuracy {h.final_test_acc:.2f}, final loss "
+        f"{h.final_loss:.3f}"
+    )
 
 fig, ax = plt.subplots(figsize=(5, 3))
-ax.bar(list(accuracy), list(accuracy.values()), color=["#999", "#27AE60", "#3498DB", "#E67E22"])
+ax.bar(
+    list(accuracy),
+    list(accuracy.values()),
+    color=["#999", "#27AE60", "#3498DB", "#E67E22"],
+)
 ax.axhline(0.1, color="k", ls=":", label="chance")
 ax.set_ylabel("test accuracy")
 ax.set_ylim(0, 1)
@@ -144,27 +178,42 @@ W = jax.random.normal(jax.random.key(3), (width, width))
 
 
 def residual(h, alpha):
-    return models.block("residual", h, affine=lambda h: h @ W, act=jnp.tanh, alpha=alpha)
+    return models.block(
+        "residual", h, affine=lambda h: h @ W, act=jnp.tanh, alpha=alpha
+    )
 
 
 def highway_closed(h):
     return models.block(
-        "highway", h, affine=lambda h: h @ W, act=jnp.tanh, gate=lambda h: jnp.zeros_like(h)
+        "highway",
+        h,
+        affine=lambda h: h @ W,
+        act=jnp.tanh,
+        gate=lambda h: jnp.zeros_like(h),
     )
 
 
 # 1. Both are the identity: the block passes h through unchanged.
-assert jnp.allclose(jax.jacfwd(lambda h: residual(h, 0.0))(h0), jnp.eye(width))
+assert jnp.allclose(
+    jax.jacfwd(lambda h: residual(h, 0.0))(h0), jnp.eye(width)
+)
 assert jnp.allclose(jax.jacfwd(highway_closed)(h0), jnp.eye(width))
 print("1. α = 0 and T = 0: Jacobian = I")
 
-# 2. K · width = 128 columns: params["blocks"]["W"] is (depth − 1, 128, 32).
+# 2. K · width = 128 columns: params["blocks"]["W"] is
+#    (depth − 1, 128, 32).
 dense = models.MLP(arch="dense", depth=16, width=32)
 W_dense = dense.init(jax.random.key(0), 64, 10)["blocks"]["W"]
-assert W_dense.shape == (15, dense.window * 32, 32) and dense.window == 4
+assert (
+    W_dense.shape == (15, dense.window * 32, 32) and dense.window == 4
+)
 print("2. dense block weights:", W_dense.shape)
 
-# 3. Each block adds a branch of relative size ≈ α: ‖h‖ grows by ≈ √(1 + α²) per block.
+# 3. Each block adds a branch of relative size ≈ α: ‖h‖ grows by
+#    ≈ √(1 + α²) per block.
 bound = {a: (1 + a**2) ** (64 / 2) for a in (1.0, 1 / np.sqrt(64))}
 assert bound[1.0] > 1e9 and bound[1 / np.sqrt(64)] < np.sqrt(np.e)
-print(f"3. α = 1: ×{bound[1.0]:.2g}; α = 1/√64: ×{bound[1 / np.sqrt(64)]:.3f} (≤ √e)")
+print(
+    f"3. α = 1: ×{bound[1.0]:.2g}; α = 1/√64: "
+    f"×{bound[1 / np.sqrt(64)]:.3f} (≤ √e)"
+)

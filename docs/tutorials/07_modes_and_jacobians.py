@@ -73,12 +73,19 @@ for n, m in sizes:
     t_fwd = timed(jax.jit(jax.jacfwd(g)), x)
     t_rev = timed(jax.jit(jax.jacrev(g)), x)
     rows.append((n, m, t_fwd, t_rev))
-    print(f"n={n:5d} m={m:5d}  jacfwd {t_fwd * 1e3:7.3f} ms  jacrev {t_rev * 1e3:7.3f} ms")
+    print(
+        f"n={n:5d} m={m:5d}  jacfwd {t_fwd * 1e3:7.3f} ms  jacrev "
+        f"{t_rev * 1e3:7.3f} ms"
+    )
 
 fig, ax = plt.subplots(figsize=(6.5, 3.5))
 labels = [f"{n}→{m}" for n, m, *_ in rows]
-ax.semilogy(labels, [r[2] * 1e3 for r in rows], "o-", label="forward (n JVPs)")
-ax.semilogy(labels, [r[3] * 1e3 for r in rows], "s-", label="reverse (m VJPs)")
+ax.semilogy(
+    labels, [r[2] * 1e3 for r in rows], "o-", label="forward (n JVPs)"
+)
+ax.semilogy(
+    labels, [r[3] * 1e3 for r in rows], "s-", label="reverse (m VJPs)"
+)
 ax.set_xlabel("n → m")
 ax.set_ylabel("ms per Jacobian")
 ax.legend()
@@ -125,15 +132,23 @@ ax.imshow(dense_pattern, cmap="Greys")
 ax.set_title("the first 12 × 12 of the pattern")
 plt.show()
 
-jac = modes.jacobian_fn(tridiagonal, u)  # pattern, coloring and mode decided once
+# pattern, coloring and mode decided once
+jac = modes.jacobian_fn(tridiagonal, u)
 print(f"{jac.method}: {jac.coloring.products} products instead of {n}")
 J_sparse = jac(u)
 assert jnp.allclose(J_sparse, jax.jacrev(tridiagonal)(u), atol=1e-6)
-jac_bcoo = modes.jacobian_fn(tridiagonal, u, sparse_output=True)  # J as a BCOO, 3n entries
+# J as a BCOO, 3n entries
+jac_bcoo = modes.jacobian_fn(tridiagonal, u, sparse_output=True)
 t_dense, t_bcoo = timed(jac, u), timed(jac_bcoo, u)
 t_rev = timed(jax.jit(jax.jacrev(tridiagonal)), u)
-print(f"jax.jacrev {t_rev * 1e3:.3f} ms; sparse, dense output {t_dense * 1e3:.3f} ms")
-print(f"sparse, BCOO output {t_bcoo * 1e3:.3f} ms ({t_rev / t_bcoo:.0f}x faster than jacrev)")
+print(
+    f"jax.jacrev {t_rev * 1e3:.3f} ms; sparse, dense output "
+    f"{t_dense * 1e3:.3f} ms"
+)
+print(
+    f"sparse, BCOO output {t_bcoo * 1e3:.3f} ms ({t_rev / t_bcoo:.0f}x "
+    "faster than jacrev)"
+)
 
 # %% [markdown]
 # With dense output, both are dominated by writing the `n²` zeros of a 16 MB matrix; with
@@ -152,7 +167,11 @@ print(f"sparse, BCOO output {t_bcoo * 1e3:.3f} ms ({t_rev / t_bcoo:.0f}x faster 
 
 
 def arrowhead(x):
-    return jnp.tanh(x) + x[0] * x + jnp.zeros_like(x).at[0].set(jnp.sum(x**2))
+    return (
+        jnp.tanh(x)
+        + x[0] * x
+        + jnp.zeros_like(x).at[0].set(jnp.sum(x**2))
+    )
 
 
 x = jnp.linspace(0.1, 1.0, 512)
@@ -161,8 +180,13 @@ csr = p  # the BCOO pattern; the colorings take it as it is
 print("columns:", modes.color_columns(csr).products, "products")
 print("rows:   ", modes.color_rows(csr).products, "products")
 both = modes.bicolor(csr)
-print(f"bicoloring: {both.products} products ({both.jvps} JVPs, {both.vjps} VJPs)")
-J_mixed = modes.jacobian(arrowhead, x, mode="sparse", coloring="bicoloring")
+print(
+    f"bicoloring: {both.products} products ({both.jvps} JVPs, "
+    f"{both.vjps} VJPs)"
+)
+J_mixed = modes.jacobian(
+    arrowhead, x, mode="sparse", coloring="bicoloring"
+)
 assert jnp.allclose(J_mixed, jax.jacrev(arrowhead)(x), atol=1e-6)
 
 # %% [markdown]
@@ -183,7 +207,8 @@ table = modes.jacobian_fn(arrowhead, x, calls=10).choice.candidates
 for name, price in table.items():
     print(
         f"  {name:<10} run {price['run_seconds'] * 1e3:.3f} ms, "
-        f"compiles {price['compile_seconds'] * 1e3:.0f} ms slower than the fastest to compile"
+        f"compiles {price['compile_seconds'] * 1e3:.0f} ms slower than "
+        "the fastest to compile"
     )
 
 # %% [markdown]
@@ -201,25 +226,35 @@ for name, price in table.items():
 
 # %%
 def chain_energy(u):
-    return jnp.sum(jnp.cosh(u)) + jnp.sum((u[1:] - u[:-1]) ** 2 * (1 + u[1:] ** 2))
+    return jnp.sum(jnp.cosh(u)) + jnp.sum(
+        (u[1:] - u[:-1]) ** 2 * (1 + u[1:] ** 2)
+    )
 
 
 def hub_energy(u):
     return jnp.sum(jnp.exp(u[0] * u[1:] / 4)) + jnp.sum(u**2)
 
 
-for name, energy in (("chain", chain_energy), ("arrowhead", hub_energy)):
-    P = modes.hessian_sparsity(energy, x)  # the pattern of ∇f's Jacobian, symmetrised
+for name, energy in (
+    ("chain", chain_energy),
+    ("arrowhead", hub_energy),
+):
+    # the pattern of ∇f's Jacobian, symmetrised
+    P = modes.hessian_sparsity(energy, x)
     star = modes.color_symmetric(P, kind="star")
     acyclic = modes.color_symmetric(P, kind="acyclic")
     print(
-        f"{name:>9}: columns {modes.color_columns(P).products}, star {star.count}, "
+        f"{name:>9}: columns {modes.color_columns(P).products}, star "
+        f"{star.count}, "
         f"acyclic {acyclic.count} HVPs (n = {x.size})"
     )
 
-hess = modes.hessian_fn(hub_energy, x, sparse_output=True)  # decided once, compiled
+# decided once, compiled
+hess = modes.hessian_fn(hub_energy, x, sparse_output=True)
 H = hess(x)  # a BCOO with exactly the pattern's nonzeros
-print(hess.method, hess.order, "->", H.nse, "stored entries;", hess.reason)
+print(
+    hess.method, hess.order, "->", H.nse, "stored entries;", hess.reason
+)
 assert jnp.allclose(H.todense(), jax.hessian(hub_energy)(x), atol=1e-5)
 
 # %% [markdown]
@@ -246,7 +281,14 @@ c = modes.color_columns(modes.sparsity(pentadiagonal, jnp.ones(300)))
 print(f"2. {c.products} colors, lower bound {c.lower_bound}")
 assert c.products == c.lower_bound == 5
 
-# 3. Row 0 is dense: every pair of columns shares it, so no two columns may share a color.
+# 3. Row 0 is dense: every pair of columns shares it, so no two columns
+#    may share a color.
 row0 = np.asarray(p.todense()[0])
 assert row0.all()
-print("3. row 0 has", int(row0.sum()), "nonzeros: all", x.size, "columns conflict there")
+print(
+    "3. row 0 has",
+    int(row0.sum()),
+    "nonzeros: all",
+    x.size,
+    "columns conflict there",
+)

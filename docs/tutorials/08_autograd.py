@@ -24,8 +24,10 @@ jax.config.update("jax_enable_x64", True)
 
 
 def show_mermaid(text: str) -> None:
-    """Render Mermaid text on this page (the site draws ``<pre class="mermaid">`` blocks)."""
-    display(HTML(f'<pre class="mermaid"><code>{html.escape(text)}</code></pre>'))
+    """Render Mermaid text on this page (the site draws
+    ``<pre class="mermaid">`` blocks)."""
+    code = html.escape(text)
+    display(HTML(f'<pre class="mermaid"><code>{code}</code></pre>'))
 
 
 # %% [markdown]
@@ -50,11 +52,16 @@ print("W.grad =\n", W.grad)
 
 
 def loss_fn(W, b):
-    return ref.softmax_cross_entropy(ref.tanh(ref.linear(x, W, b)), labels)
+    return ref.softmax_cross_entropy(
+        ref.tanh(ref.linear(x, W, b)), labels
+    )
 
 
 gW, gb = jax.grad(loss_fn, argnums=(0, 1))(W.value, b.value)
-print("equal to jax.grad:", bool(jnp.allclose(W.grad, gW) and jnp.allclose(b.grad, gb)))
+print(
+    "equal to jax.grad:",
+    bool(jnp.allclose(W.grad, gW) and jnp.allclose(b.grad, gb)),
+)
 
 # %% [markdown]
 # ### Fan-out is fan-in
@@ -89,7 +96,13 @@ print("after zero_grad:  ", u.grad.tolist())
 
 with tape.no_grad():
     frozen = (u * u).sum()
-print("inside no_grad:", frozen, "(nothing recorded, requires_grad =", frozen.requires_grad, ")")
+print(
+    "inside no_grad:",
+    frozen,
+    "(nothing recorded, requires_grad =",
+    frozen.requires_grad,
+    ")",
+)
 
 # %% [markdown]
 # ## The traced graph, forward
@@ -113,14 +126,26 @@ show_mermaid(graph.mermaid(net, *args, names=names))
 # %%
 def ref_net(W1, b1, W2, b2, x):
     return ref.softmax_cross_entropy(
-        ref.linear(ref.relu(ref.linear(x, W1, b1)), W2, b2), jnp.array([0, 2, 1])
+        ref.linear(ref.relu(ref.linear(x, W1, b1)), W2, b2),
+        jnp.array([0, 2, 1]),
     )
 
 
 ref_graph = graph.trace(ref_net, *args, names=names)
-print(sorted({n.label.split("\n")[0] for n in ref_graph.nodes if n.kind == "op"}))
+print(
+    sorted(
+        {
+            n.label.split("\n")[0]
+            for n in ref_graph.nodes
+            if n.kind == "op"
+        }
+    )
+)
 jaxpr_lines = str(jax.make_jaxpr(ref_net)(*args)).splitlines()
-print("\n".join(jaxpr_lines[:24]), f"\n... ({len(jaxpr_lines)} lines in all)")
+print(
+    "\n".join(jaxpr_lines[:24]),
+    f"\n... ({len(jaxpr_lines)} lines in all)",
+)
 
 # %% [markdown]
 # ## The traced graph, forward and backward
@@ -144,7 +169,9 @@ for src, dst, what in flow.cache:
 # for Graphviz.
 
 # %%
-show_mermaid(graph.mermaid(net, *args, backward=True, values=True, names=names))
+show_mermaid(
+    graph.mermaid(net, *args, backward=True, values=True, names=names)
+)
 
 # %% [markdown]
 # ## Check yourself
@@ -160,16 +187,25 @@ show_mermaid(graph.mermaid(net, *args, backward=True, values=True, names=names))
 assert history[-1].tolist() == [6.0, 12.0]
 print("1.", history[-1].tolist())
 
-# 2. Three: the log-probabilities for the loss's VJP, and the ReLU output a = max(z, 0),
-#    read twice: by the second linear layer's VJP (it is that layer's input, for W̄2) and
-#    by ReLU's own VJP, which needs only a > 0 (equal to z > 0), so one saved array serves
-#    both and no separate mask is stored.
+# 2. Three: the log-probabilities for the loss's VJP, and the ReLU
+#    output a = max(z, 0), read twice: by the second linear layer's VJP
+#    (it is that layer's input, for W̄2) and by ReLU's own VJP, which
+#    needs only a > 0 (equal to z > 0), so one saved array serves both
+#    and no separate mask is stored.
 label = {n.id: n.label for n in flow.nodes}
 sources = [label[src] for src, _, _ in flow.cache]
 assert len(flow.cache) == 3 and sum("relu" in s for s in sources) == 2
-print("2.", len(flow.cache), "cache edges;", sources.count(sources[-1]), "from", sources[-1])
+print(
+    "2.",
+    len(flow.cache),
+    "cache edges;",
+    sources.count(sources[-1]),
+    "from",
+    sources[-1],
+)
 
-# 3. Four: one hand-written VJP per forward op (linear, relu, linear, softmax_cross_entropy).
+# 3. Four: one hand-written VJP per forward op (linear, relu, linear,
+#    softmax_cross_entropy).
 backward_ops = [n for n in flow.nodes if n.phase == "backward"]
 forward_ops = [n for n in flow.nodes if n.phase == "forward"]
 assert len(backward_ops) == len(forward_ops) == 4

@@ -34,11 +34,14 @@ batch, width = 32, 64
 
 
 def layer(p, h):
-    return jnp.tanh(h @ p["W"] + p["b"])  # (batch, width) -> (batch, width)
+    # (batch, width) -> (batch, width)
+    return jnp.tanh(h @ p["W"] + p["b"])
 
 
 def stacked(n_layers):
-    W = jax.random.normal(jax.random.key(0), (n_layers, width, width)) / np.sqrt(width)
+    W = jax.random.normal(
+        jax.random.key(0), (n_layers, width, width)
+    ) / np.sqrt(width)
     return {"W": W, "b": jnp.zeros((n_layers, width))}
 
 
@@ -61,8 +64,14 @@ def loss(p, strategy):
 g_none = jax.jit(jax.grad(loss), static_argnums=1)(params, "none")
 for strategy in ("every", "sqrt", remat.Nested(3), remat.Binomial(4)):
     g = jax.jit(jax.grad(loss), static_argnums=1)(params, strategy)
-    err = float(jnp.max(jnp.abs(g["W"] - g_none["W"])) / jnp.max(jnp.abs(g_none["W"])))
-    print(f"{getattr(strategy, 'name', strategy):10s} max relative difference {err:.1e}")
+    err = float(
+        jnp.max(jnp.abs(g["W"] - g_none["W"]))
+        / jnp.max(jnp.abs(g_none["W"]))
+    )
+    print(
+        f"{getattr(strategy, 'name', strategy):10s} max relative "
+        f"difference {err:.1e}"
+    )
 
 # %% [markdown]
 # ## What each costs: memory and recomputation
@@ -74,7 +83,13 @@ for strategy in ("every", "sqrt", remat.Nested(3), remat.Binomial(4)):
 
 # %%
 depths = [16, 64, 256]
-strategies = ["none", "every", "sqrt", remat.Nested(3), remat.Binomial(8)]
+strategies = [
+    "none",
+    "every",
+    "sqrt",
+    remat.Nested(3),
+    remat.Binomial(8),
+]
 table = {}
 for n in depths:
     p = stacked(n)
@@ -84,19 +99,28 @@ for n in depths:
 
 fig, ax = plt.subplots(figsize=(6.5, 4))
 for name in dict.fromkeys(k[0] for k in table):
-    ax.loglog(depths, [table[(name, n)].compiled_temp / 2**20 for n in depths], "o-", label=name)
+    ax.loglog(
+        depths,
+        [table[(name, n)].compiled_temp / 2**20 for n in depths],
+        "o-",
+        label=name,
+    )
 ax.set_xlabel("layers L")
 ax.set_ylabel("compiled temp memory (MiB)")
-ax.set_title(f"Gradient memory vs depth (batch {batch}, width {width}, float32)")
+ax.set_title(
+    f"Gradient memory vs depth (batch {batch}, width {width}, float32)"
+)
 ax.legend()
 plt.show()
 
 print(
-    f"{'strategy':10s} {'L':>4s} {'compiled MiB':>12s} {'predicted MiB':>13s} {'evaluations':>11s}"
+    f"{'strategy':10s} {'L':>4s} {'compiled MiB':>12s} "
+    f"{'predicted MiB':>13s} {'evaluations':>11s}"
 )
 for (name, n), m in table.items():
     print(
-        f"{name:10s} {n:4d} {m.compiled_temp / 2**20:12.2f} {m.predicted / 2**20:13.2f} "
+        f"{name:10s} {n:4d} {m.compiled_temp / 2**20:12.2f} "
+        f"{m.predicted / 2**20:13.2f} "
         f"{m.evaluations:6d}"
     )
 
@@ -110,7 +134,10 @@ for (name, n), m in table.items():
 p16 = stacked(16)
 for s in ("sqrt", remat.Binomial(3)):
     counted = remat.count_evaluations(layer, p16, x, strategy=s)
-    print(f"{getattr(s, 'name', s):10s} counted {counted}, theory {remat.evaluations(s, 16)}")
+    print(
+        f"{getattr(s, 'name', s):10s} counted {counted}, theory "
+        f"{remat.evaluations(s, 16)}"
+    )
     assert counted == remat.evaluations(s, 16)
 
 # %% [markdown]
@@ -133,13 +160,22 @@ for event in events:
 fig, ax = plt.subplots(figsize=(6.5, 3))
 ax.step(range(len(trace)), trace, where="post")
 turns = [i for i, e in enumerate(events) if e[0] == "turn"]
-ax.plot(turns, [trace[i] for i in turns], "rv", ms=4, label="turn (a layer's VJP)")
+ax.plot(
+    turns,
+    [trace[i] for i in turns],
+    "rv",
+    ms=4,
+    label="turn (a layer's VJP)",
+)
 ax.set_xlabel("schedule step")
 ax.set_ylabel("layer")
 ax.legend()
 plt.show()
 advances = remat.schedule_advances(events)
-print(f"{len(turns)} turns, {advances} forward steps = t(16, 3) = {remat.optimal_advances(16, 3)}")
+print(
+    f"{len(turns)} turns, {advances} forward steps = t(16, 3) = "
+    f"{remat.optimal_advances(16, 3)}"
+)
 
 # %% [markdown]
 # ## The planner: the fastest strategy that fits a budget
@@ -150,9 +186,13 @@ print(f"{len(turns)} turns, {advances} forward steps = t(16, 3) = {remat.optimal
 
 # %%
 p256 = stacked(256)
-full = remat.measure_memory(layer, p256, x, strategy="none", run=False).compiled_temp
+full = remat.measure_memory(
+    layer, p256, x, strategy="none", run=False
+).compiled_temp
 for fraction in (0.5, 0.1, 0.02):
-    chosen = remat.plan(layer, p256, x, budget_bytes=int(fraction * full))
+    chosen = remat.plan(
+        layer, p256, x, budget_bytes=int(fraction * full)
+    )
     print(f"budget {fraction:4.0%} of 'none': {chosen}")
     assert chosen.compiled_bytes <= fraction * full
 
@@ -169,7 +209,9 @@ for fraction in (0.5, 0.1, 0.02):
 # gradient w.r.t. `b` equals a `lax.scan` run for the trip count the loop turned out to take.
 
 # %%
-w_fp = 0.3 * jax.random.normal(jax.random.key(1), (8, 8)) / jnp.sqrt(8.0)
+w_fp = (
+    0.3 * jax.random.normal(jax.random.key(1), (8, 8)) / jnp.sqrt(8.0)
+)
 
 
 def fixed_point(b, loop):
@@ -177,7 +219,11 @@ def fixed_point(b, loop):
         new = jnp.tanh(w_fp @ s[0] + b)
         return new, jnp.max(jnp.abs(new - s[0])), s[2] + 1
 
-    return loop(lambda s: s[1] > 1e-6, step, (jnp.zeros(8), jnp.float32(jnp.inf), 0))
+    return loop(
+        lambda s: s[1] > 1e-6,
+        step,
+        (jnp.zeros(8), jnp.float32(jnp.inf), 0),
+    )
 
 
 b = jnp.linspace(-1.0, 1.0, 8)
@@ -187,7 +233,8 @@ def online(cond, body, init):
     return remat.while_loop(cond, body, init, checkpoints=4)
 
 
-n_steps = int(fixed_point(b, jax.lax.while_loop)[2])  # what the loop found out
+# what the loop found out
+n_steps = int(fixed_point(b, jax.lax.while_loop)[2])
 
 
 def scan_fixed_point(b):
@@ -216,10 +263,15 @@ for n in (10, 21, 100, 1000, 10_000):
     online_cost = remat.online_evaluations(n, 5)
     offline = remat.optimal_advances(n, 5) + n + 1
     print(
-        f"L = {n:6d}, c = 5: {online_cost:7d} evaluations, offline optimum {offline:7d} "
+        f"L = {n:6d}, c = 5: {online_cost:7d} evaluations, offline "
+        f"optimum {offline:7d} "
         f"({online_cost / offline:.3f}×)"
     )
-assert remat.online_evaluations(21, 5) == remat.optimal_advances(21, 5) + 22  # β(5, 2) = 21
+# β(5, 2) = 21
+assert (
+    remat.online_evaluations(21, 5)
+    == remat.optimal_advances(21, 5) + 22
+)
 
 # %% [markdown]
 # Forward mode works through the same loop (`jax.jvp`, and `jax.hessian`, which is forward
@@ -228,9 +280,14 @@ assert remat.online_evaluations(21, 5) == remat.optimal_advances(21, 5) + 22  # 
 # loop and a padded scan, are in [online checkpointing](../findings/online_remat.md).
 
 # %%
-value, tangent = jax.jvp(lambda b: fixed_point(b, online)[0].sum(), (b,), (jnp.ones(8),))
+value, tangent = jax.jvp(
+    lambda b: fixed_point(b, online)[0].sum(), (b,), (jnp.ones(8),)
+)
 assert jnp.allclose(tangent, g_scan.sum(), atol=1e-5)
-print(f"jvp along ones: {float(tangent):.6f} = sum of the gradient {float(g_scan.sum()):.6f}")
+print(
+    f"jvp along ones: {float(tangent):.6f} = sum of the gradient "
+    f"{float(g_scan.sum()):.6f}"
+)
 
 # %% [markdown]
 # ## Check yourself
@@ -243,21 +300,31 @@ print(f"jvp along ones: {float(tangent):.6f} = sum of the gradient {float(g_scan
 #    does the strategy it picks cost in layer evaluations compared with "sqrt"?
 
 # %%
-# 1. t(L, c) = r·L − β(c+1, r−1); c = 1 recomputes from the input for every layer.
+# 1. t(L, c) = r·L − β(c+1, r−1); c = 1 recomputes from the input for
+#    every layer.
 t5, t1 = remat.optimal_advances(100, 5), remat.optimal_advances(100, 1)
 assert t1 == 100 * 99 // 2 and t5 < t1
 print(f"1. c = 5: {t5} forward steps; c = 1: {t1} = L(L−1)/2")
 
-# 2. Every layer runs once in the forward pass and once more when its segment is rebuilt.
+# 2. Every layer runs once in the forward pass and once more when its
+#    segment is rebuilt.
 assert remat.evaluations("sqrt", 256) == 2 * 256
-print("2. sqrt at L = 256:", remat.evaluations("sqrt", 256), "evaluations")
+print(
+    "2. sqrt at L = 256:", remat.evaluations("sqrt", 256), "evaluations"
+)
 
 
-# 3. sqrt needs ≈ 2√L states: more than the budget. Binomial fits by recomputing more.
+# 3. sqrt needs ≈ 2√L states: more than the budget. Binomial fits by
+#    recomputing more.
 sqrt_bytes = table[("sqrt", 256)].compiled_temp
 tight = remat.plan(layer, p256, x, budget_bytes=int(0.02 * full))
-assert sqrt_bytes > 0.02 * full and tight.evaluations > remat.evaluations("sqrt", 256)
+assert (
+    sqrt_bytes > 0.02 * full
+    and tight.evaluations > remat.evaluations("sqrt", 256)
+)
 print(
-    f"3. sqrt needs {sqrt_bytes / full:.1%} of 'none'; {tight.strategy.name} fits at "
-    f"{tight.evaluations / remat.evaluations('sqrt', 256):.1f}× the evaluations of sqrt"
+    f"3. sqrt needs {sqrt_bytes / full:.1%} of 'none'; "
+    f"{tight.strategy.name} fits at "
+    f"{tight.evaluations / remat.evaluations('sqrt', 256):.1f}× the "
+    "evaluations of sqrt"
 )

@@ -30,9 +30,13 @@ import numpy as np
 from bpjax import bench, measure
 
 sizes, batch = (784, 512, 512, 10), 256
-params, x, y = bench.problem(sizes, batch)  # NumPy float32 weights, inputs, labels
+# NumPy float32 weights, inputs, labels
+params, x, y = bench.problem(sizes, batch)
 flops = bench.step_flops(sizes, batch)
-print(f"{bench.size_label(sizes, batch)}: {flops / 1e9:.2f} GFLOP per training step")
+print(
+    f"{bench.size_label(sizes, batch)}: {flops / 1e9:.2f} GFLOP per "
+    "training step"
+)
 print(measure.environment()["cpu_model"], "|", jax.devices()[0])
 
 # %% [markdown]
@@ -61,11 +65,18 @@ assert max(agreement.values()) < 1e-4
 
 # %%
 start = time.perf_counter()
-samples, calls, verdict = bench.time_until_resolved(contenders, rounds=5, budget=5.0)
+samples, calls, verdict = bench.time_until_resolved(
+    contenders, rounds=5, budget=5.0
+)
 medians = {name: float(np.median(s)) for name, s in samples.items()}
-print(f"{len(next(iter(samples.values())))} rounds in {time.perf_counter() - start:.1f} s")
+print(
+    f"{len(next(iter(samples.values())))} rounds in "
+    f"{time.perf_counter() - start:.1f} s"
+)
 for name, t in sorted(medians.items(), key=lambda kv: kv[1]):
-    print(f"{name:20} {1e3 * t:7.2f} ms   {flops / t / 1e9:6.1f} GFLOP/s")
+    print(
+        f"{name:20} {1e3 * t:7.2f} ms   {flops / t / 1e9:6.1f} GFLOP/s"
+    )
 print(bench.verdict_line(bench.size_label(sizes, batch), verdict))
 
 # %%
@@ -76,9 +87,17 @@ mid = [1e3 * medians[n] for n in names]
 fig, ax = plt.subplots(figsize=(7, 0.45 * len(names) + 1))
 colors = ["tab:blue" if n in bench.OURS else "tab:gray" for n in names]
 ax.barh(names, mid, color=colors)
-ax.errorbar(mid, names, xerr=[np.subtract(mid, lo), np.subtract(hi, mid)], fmt="none", c="k")
+ax.errorbar(
+    mid,
+    names,
+    xerr=[np.subtract(mid, lo), np.subtract(hi, mid)],
+    fmt="none",
+    c="k",
+)
 ax.invert_yaxis()
-ax.set_xlabel("ms per training step (median; bars: 10th-90th percentile)")
+ax.set_xlabel(
+    "ms per training step (median; bars: 10th-90th percentile)"
+)
 ax.set_title(f"{bench.size_label(sizes, batch)}, blue: bpjax")
 plt.tight_layout()
 plt.show()
@@ -93,7 +112,10 @@ plt.show()
 
 # %%
 roof = bench.gemm_rate()
-print(f"one {roof['n']}×{roof['n']} float32 matmul: {roof['flops_per_second'] / 1e9:.0f} GFLOP/s")
+print(
+    f"one {roof['n']}×{roof['n']} float32 matmul: "
+    f"{roof['flops_per_second'] / 1e9:.0f} GFLOP/s"
+)
 for name in names:
     share = flops / medians[name] / roof["flops_per_second"]
     print(f"{name:20} {share:5.0%} of the matmul rate")
@@ -124,20 +146,35 @@ for name in names:
 #    many steps has `rev` caught up with a peer that needs no compilation?
 
 # %%
-# 1. 6 · m · Σ n_in n_out − 2 · m · n_0 n_1 (no ā for the input layer); the backward pass
-#    is everything but the forward's 2 · m · Σ n_in n_out.
-layer_products = sum(a * b for a, b in zip(sizes[:-1], sizes[1:], strict=True))
-assert flops == 6 * batch * layer_products - 2 * batch * sizes[0] * sizes[1]
+# 1. 6 · m · Σ n_in n_out − 2 · m · n_0 n_1 (no ā for the input layer);
+#    the backward pass is everything but the forward's
+#    2 · m · Σ n_in n_out.
+layer_products = sum(
+    a * b for a, b in zip(sizes[:-1], sizes[1:], strict=True)
+)
+assert (
+    flops
+    == 6 * batch * layer_products - 2 * batch * sizes[0] * sizes[1]
+)
 backward = flops - 2 * batch * layer_products
 print(f"1. {flops / 1e9:.3f} GFLOP, backward {backward / flops:.0%}")
 
 # 2. Computed from this page's own timings.
-print(f"2. {names[0]}, {medians[names[-1]] / medians[names[0]]:.1f}x faster than {names[-1]}")
+print(
+    f"2. {names[0]}, {medians[names[-1]] / medians[names[0]]:.1f}x "
+    f"faster than {names[-1]}"
+)
 
-# 3. The first call traces the Python function and compiles it with XLA; the step time
-#    then amortizes that. bench.break_even gives the step count from the first-call and
-#    steady-state times (None: never, when the peer's steady step is faster).
+# 3. The first call traces the Python function and compiles it with XLA;
+#    the step time then amortizes that. bench.break_even gives the step
+#    count from the first-call and steady-state times (None: never, when
+#    the peer's steady step is faster).
 first = {c.name: c.first_call for c in contenders}
 peer = min((n for n in names if n not in bench.OURS), key=medians.get)
-after = bench.break_even(first["rev"], medians["rev"], first[peer], medians[peer])
-print(f"3. rev's first call {first['rev']:.2f} s; against {peer}: caught up after {after} steps")
+after = bench.break_even(
+    first["rev"], medians["rev"], first[peer], medians[peer]
+)
+print(
+    f"3. rev's first call {first['rev']:.2f} s; against {peer}: caught "
+    f"up after {after} steps"
+)

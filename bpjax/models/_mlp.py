@@ -1,225 +1,21 @@
-"""Models as pure functions over pytrees.
-
-:func:`init_layers` / :func:`layers_logits` / :func:`layers_loss` describe a plain MLP as a
-list of ``(W, b)`` pairs, the format :mod:`bpjax.manual` uses, so the same parameters can be
-differentiated by hand (manual), by hand-written rules (``rev``/``fwd``) and by autodiff
-(``ref``) and compared one to one.
-"""
+"""The deep MLP with a choice of skip connections: a frozen config plus pure functions."""
 
 from __future__ import annotations
 
 import dataclasses
 import functools
 import math
-from collections.abc import Callable
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bpjax import _validate, fwd, ref, remat, rev
+from bpjax import _validate, remat, rev
+from bpjax.models._blocks import Block, get_block
+from bpjax.models._inits import INITS, kernel_init
+from bpjax.models._ops import namespace
 
-__all__ = [
-    "MLP",
-    "Block",
-    "register_block",
-    "block",
-    "init_layers",
-    "layers_logits",
-    "layers_loss",
-    "init_weight",
-    "kernel_init",
-    "namespace",
-]
-
-INITS = {
-    # name: variance scale as a function of (fan_in, fan_out)
-    "he": lambda fan_in, fan_out: 2.0 / fan_in,  # He et al. 2015, for ReLU
-    "xavier": lambda fan_in, fan_out: 2.0 / (fan_in + fan_out),  # Glorot & Bengio 2010
-    "lecun": lambda fan_in, fan_out: 1.0 / fan_in,  # LeCun 1998, for tanh/SELU
-}
-
-
-def init_weight(key, fan_in: int, fan_out: int, *, weight_init="he", gain=1.0, dtype=jnp.float32):
-    """A ``(fan_in, fan_out)`` Gaussian weight with the named variance scaling times ``gain²``.
-
-    ``gain > 1`` provokes exploding activations and gradients on purpose.
-    """
-    if weight_init not in INITS:
-        raise ValueError(f"unknown weight_init {weight_init!r}; choose one of {sorted(INITS)}")
-    std = gain * math.sqrt(INITS[weight_init](fan_in, fan_out))
-    return std * jax.random.normal(key, (fan_in, fan_out), dtype)
-
-
-def kernel_init(weight_init: str = "he", gain: float = 1.0):
-    """:func:`init_weight` as an initializer ``init(key, (fan_in, fan_out), dtype)``.
-
-    The form ``nnx.Linear(kernel_init=...)`` takes, so the NNX modules draw their weights
-    with exactly the function the pure-function models use.
-    """
-    if weight_init not in INITS:
-        raise ValueError(f"unknown weight_init {weight_init!r}; choose one of {sorted(INITS)}")
-
-    def init(key, shape, dtype=jnp.float32):
-        fan_in, fan_out = shape
-        return init_weight(key, fan_in, fan_out, weight_init=weight_init, gain=gain, dtype=dtype)
-
-    return init
-
-
-NAMESPACES = {"ref": ref, "rev": rev, "fwd": fwd}
-
-
-def namespace(ops):
-    """The rule namespace ``ops`` names: :mod:`bpjax.ref`, ``rev`` or ``fwd``, as the module
-    or its name. Everything that takes ``ops=`` resolves it here."""
-    if isinstance(ops, str) and ops in NAMESPACES:
-        return NAMESPACES[ops]
-    if ops in NAMESPACES.values():
-        return ops
-    raise ValueError(
-        f"ops must be one of {sorted(NAMESPACES)} (or the module bpjax.ref/rev/fwd), got {ops!r}"
-    )
-
-
-def init_layers(key, sizes, *, weight_init="he", dtype=jnp.float32):
-    """Parameters of a plain MLP with layer widths ``sizes = (d_in, h_1, …, d_out)``.
-
-    Returns:
-      A list of ``(W, b)`` with ``W: (sizes[l], sizes[l+1])`` and zero biases.
-    """
-    if len(sizes) < 2:
-        raise ValueError(f"init_layers: sizes needs at least (d_in, d_out), got {sizes}")
-    keys = jax.random.split(key, len(sizes) - 1)
-    return [
-        (init_weight(k, a, b, weight_init=weight_init, dtype=dtype), jnp.zeros(b, dtype))
-        for k, a, b in zip(keys, sizes[:-1], sizes[1:], strict=True)
-    ]
-
-
-def layers_logits(params, x, *, ops=rev, activation="relu"):
-    """Logits ``(batch, d_out)`` of the MLP ``params`` (see :func:`init_layers`) at ``x``.
-
-    ``ops`` is the rule namespace that differentiates it: ``bpjax.ref``, ``rev`` or ``fwd``
-    (the module or its name).
-    """
-    ops = namespace(ops)
-    act = getattr(ops, activation)
-    a = x
-    for W, b in params[:-1]:
-        a = act(ops.linear(a, W, b))
-    W, b = params[-1]
-    return ops.linear(a, W, b)
-
-
-def layers_loss(params, x, labels, *, ops=rev, activation="relu"):
-    """Mean softmax cross-entropy of :func:`layers_logits` against ``labels``."""
-    return namespace(ops).softmax_cross_entropy(
-        layers_logits(params, x, ops=ops, activation=activation), labels
-    )
-
-
-# The hidden blocks of MLP in one registry: models.MLP and nnx.MLP look `arch` up here and
-# nowhere else switch on its name, so a new block is one register_block call.
-@dataclasses.dataclass(frozen=True)
-class Block:
-    """One kind of hidden block: its formula and what it needs from the network.
-
-    Attributes:
-      apply: ``apply(state, *, affine, act, gate, alpha) -> state``, the block's formula.
-        ``state`` is ``h: (batch, width)``, or with ``windowed`` the tuple of the last
-        ``window`` outputs, newest first; ``affine: (batch, fan) -> (batch, width)`` is the
-        block's linear map ``h W + b`` (``fan = window · width``); ``act`` the activation;
-        ``gate: (batch, width) -> (batch, width)`` the gate ``sigmoid(h W_T + b_T)`` (``None``
-        unless ``gated``); ``alpha`` the residual branch scale. Returns the next state,
-        shaped like ``state``.
-      gated: the block has a gate ``W_T: (width, width)``, ``b_T: (width,)``, its bias
-        starting at the config's ``gate_bias``.
-      windowed: the block reads the last ``window = min(dense_cap, depth)`` hidden outputs
-        (zero-padded at the start) and so does the output layer, which sees them
-        concatenated.
-    """
-
-    apply: Callable[..., Any]
-    gated: bool = False
-    windowed: bool = False
-
-
-def _plain(state, *, affine, act, gate, alpha):
-    del gate, alpha
-    return act(affine(state))
-
-
-def _residual(state, *, affine, act, gate, alpha):
-    del gate
-    return state + alpha * act(affine(state))
-
-
-def _highway(state, *, affine, act, gate, alpha):
-    del alpha
-    branch = act(affine(state))
-    t = gate(state)
-    return t * branch + (1 - t) * state
-
-
-def _dense(state, *, affine, act, gate, alpha):
-    del gate, alpha
-    new = act(affine(jnp.concatenate(state, axis=-1)))
-    return (new, *state[:-1])
-
-
-BLOCKS: dict[str, Block] = {
-    "plain": Block(_plain),  # h ← σ(h W + b)
-    "residual": Block(_residual),  # h ← h + α σ(h W + b)
-    "highway": Block(_highway, gated=True),  # h ← T ⊙ σ(h W + b) + (1 − T) ⊙ h
-    "dense": Block(_dense, windowed=True),  # h ← σ([h_l, …, h_{l−K+1}] W + b)
-}
-
-
-def register_block(name: str, block: Block, *, replace: bool = False) -> None:
-    """Make ``block`` available as ``MLP(arch=name)`` in :mod:`bpjax.models` and
-    :mod:`bpjax.nnx`.
-
-    Args:
-      name: the ``arch`` string that selects it.
-      block: its :class:`Block` record.
-      replace: allow ``name`` to be registered already (it then names ``block``).
-
-    >>> def scaled(state, *, affine, act, gate, alpha):
-    ...     del gate
-    ...     return (1 - alpha) * state + alpha * act(affine(state))
-    >>> register_block("scaled", Block(scaled), replace=True)
-    """
-    if not isinstance(name, str) or not name:
-        raise ValueError(f"register_block: name must be a non-empty string, got {name!r}")
-    if not isinstance(block, Block):
-        raise TypeError(
-            f"register_block: block must be a bpjax.models.Block, got {type(block).__name__}; "
-            "wrap its formula as Block(apply, gated=..., windowed=...)"
-        )
-    if not callable(block.apply):
-        raise TypeError(f"register_block: {name!r}: Block.apply must be callable")
-    if name in BLOCKS and not replace:
-        raise ValueError(
-            f"register_block: {name!r} is registered already; pass replace=True to redefine it"
-        )
-    BLOCKS[name] = block
-
-
-def _get_block(name: str, where: str = "MLP") -> Block:
-    """The registered :class:`Block` called ``name``, or a ValueError listing them."""
-    if isinstance(name, str) and name in BLOCKS:
-        return BLOCKS[name]
-    raise ValueError(
-        f"{where}: unknown arch {name!r}; choose one of {tuple(BLOCKS)} or register your own "
-        "with bpjax.models.register_block(name, bpjax.models.Block(apply, gated=..., "
-        "windowed=...))"
-    )
-
-
-# The built-in blocks; MLP accepts any name registered with register_block.
-ARCHS = tuple(BLOCKS)
 ACTIVATIONS = ("sigmoid", "tanh", "relu")
 
 
@@ -232,26 +28,6 @@ def _finite(name, value, *, positive=False) -> None:
     if not _validate.is_number(value) or not math.isfinite(value) or (positive and value <= 0):
         kind = "a positive finite number" if positive else "a finite number"
         raise ValueError(f"MLP: {name} must be {kind}, got {value!r}")
-
-
-def block(arch: str, state, *, affine, act, gate=None, alpha: float = 1.0):
-    """One hidden block of :class:`MLP`: the formula, written once for every implementation.
-
-    The formula is the ``apply`` of the :class:`Block` registered as ``arch``.
-
-    Args:
-      arch: ``"plain"``, ``"residual"``, ``"highway"``, ``"dense"`` or a name given to
-        :func:`register_block`.
-      state: ``h: (batch, width)``; for ``"dense"`` the tuple of the last ``window`` outputs.
-      affine: ``h -> h W + b``, the block's linear map (``(batch, fan) -> (batch, width)``).
-      act: the activation.
-      gate: ``h -> T``, the highway gate ``sigmoid(h W_T + b_T)`` (highway only).
-      alpha: the residual branch scale.
-
-    Returns:
-      The next state, shaped like ``state``.
-    """
-    return _get_block(arch, "block").apply(state, affine=affine, act=act, gate=gate, alpha=alpha)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -310,7 +86,7 @@ class MLP:
     checkpoint: Any = "none"
 
     def __post_init__(self):
-        _get_block(self.arch)
+        get_block(self.arch)
         _choice("activation", self.activation, ACTIVATIONS)
         _choice("weight_init", self.weight_init, tuple(INITS))
         _validate.require_int("MLP", "depth", self.depth)
@@ -327,7 +103,7 @@ class MLP:
     @property
     def block(self) -> Block:
         """The registered :class:`Block` named by ``arch``."""
-        return _get_block(self.arch)
+        return get_block(self.arch)
 
     @property
     def alpha(self) -> float:

@@ -1,49 +1,16 @@
-"""Measurement helpers every benchmark uses: timing, XLA FLOPs, compiled memory, environment.
-
-Timing follows the usual rules for JAX: compile once and report that time apart, warm up,
-``block_until_ready`` on every result, many repeats, and report the median with the spread
-(10th-90th percentile). :func:`compare` interleaves contenders round by round, so drift on a
-shared machine (another process, frequency scaling) hits all of them alike.
-
-Two pitfalls the helpers document rather than hide:
-
-* ``compiled.cost_analysis()["flops"]`` counts the body of a ``scan``/``while`` loop once,
-  not once per iteration: count FLOPs on an unrolled program or analytically.
-* ``memory_analysis().temp_size_in_bytes`` is what XLA plans for temporaries: deterministic
-  and available on CPU, unlike ``device.memory_stats()`` (``None`` on CPU).
-"""
+"""Timing: compile apart, warm up, ``block_until_ready``, interleaved rounds, median and
+spread."""
 
 from __future__ import annotations
 
 import dataclasses
-import importlib.metadata
 import math
-import os
-import platform
-import re
 import statistics
 import time
 from collections.abc import Callable
 
 import jax
 import numpy as np
-
-__all__ = [
-    "Timing",
-    "calibrate",
-    "compare",
-    "compile_fn",
-    "copies",
-    "cost",
-    "cpu_info",
-    "environment",
-    "flops",
-    "page_faults",
-    "run_rounds",
-    "summarize",
-    "temp_bytes",
-    "time_steps",
-]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -295,108 +262,3 @@ def page_faults(step: Callable[[], object], *, calls: int = 3) -> float | None:
     for _ in range(calls):
         _block(step())
     return (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / calls
-
-
-def cost(fn: Callable, *args, missing: float = 0.0) -> dict[str, float]:
-    """XLA's cost estimates for ``jit(fn)(*args)``: ``{"flops", "bytes accessed"}``.
-
-    Loop bodies are counted once (see above). An estimate XLA does not give is ``missing``.
-    """
-    compiled, _ = compile_fn(fn, *args)
-    analysis = compiled.cost_analysis()
-    if isinstance(analysis, list | tuple):  # older jaxlib returned one dict per device
-        analysis = analysis[0]
-    return {key: float(analysis.get(key, missing)) for key in ("flops", "bytes accessed")}
-
-
-def flops(fn: Callable, *args) -> float:
-    """XLA's FLOP estimate for ``jit(fn)(*args)``. Loop bodies are counted once (see above)."""
-    return cost(fn, *args, missing=float("nan"))["flops"]
-
-
-def temp_bytes(fn: Callable, *args) -> int:
-    """Compiled temporary memory of ``jit(fn)(*args)`` in bytes (deterministic, works on CPU)."""
-    compiled, _ = compile_fn(fn, *args)
-    return int(compiled.memory_analysis().temp_size_in_bytes)
-
-
-def copies(compiled) -> list[str]:
-    """Shapes of the ``copy`` instructions in a compiled program's optimized HLO.
-
-    Args:
-      compiled: from ``jax.jit(fn).lower(*args).compile()`` (or :func:`compile_fn`).
-
-    Returns:
-      e.g. ``["f32[1024,1024]", ...]``, one entry per copy, in program order.
-    """
-    return re.findall(r"= (\w+\[[0-9,]*\])(?:\{[^}]*\})? copy\(", compiled.as_text())
-
-
-# Vector-ISA flags worth recording beside a CPU timing (x86 /proc/cpuinfo and ARM names).
-_ISA_FLAGS = (
-    "sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni",
-    "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16", "amx_int8", "asimd", "sve", "sve2",
-)  # fmt: skip
-
-
-def cpu_info() -> dict:
-    """The CPU's model and the vector ISA extensions it reports (Linux ``/proc/cpuinfo``).
-
-    Returns:
-      ``{"cpu_model", "cpu_id", "cpu_isa", "virtualized"}``: the model name, ``"family F model
-      M stepping S"`` (virtual machines often report a generic name), the vector-ISA flags
-      among :data:`_ISA_FLAGS`, and whether a hypervisor is reported. Elsewhere the model is
-      ``platform.processor()`` and the rest is empty.
-    """
-    fields: dict[str, str] = {}
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                if not line.strip():
-                    break  # the first processor's block is enough
-                fields.setdefault(key.strip(), value.strip())
-    except OSError:
-        pass
-    flags = set((fields.get("flags") or fields.get("Features") or "").split())
-    ident = [f"{k} {fields[n]}" for k, n in (("family", "cpu family"), ("model", "model"))]
-    ident += [f"stepping {fields['stepping']}"] if "stepping" in fields else []
-    return {
-        "cpu_model": fields.get("model name") or platform.processor() or platform.machine(),
-        "cpu_id": " ".join(ident) if "cpu family" in fields else "",
-        "cpu_isa": [f for f in _ISA_FLAGS if f in flags],
-        "virtualized": "hypervisor" in flags,
-    }
-
-
-def _version(distribution: str) -> str | None:
-    # From the installed metadata, so recording a version does not import the package.
-    try:
-        return importlib.metadata.version(distribution)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
-def environment() -> dict:
-    """Device, versions and machine: recorded beside every published number.
-
-    Imports nothing beyond JAX: the versions of optional packages come from their metadata.
-    """
-    device = jax.devices()[0]
-    return {
-        "backend": jax.default_backend(),
-        "device": str(getattr(device, "device_kind", device.platform)),
-        "device_count": jax.device_count(),
-        "cpu_count": os.cpu_count(),
-        "machine": platform.machine(),
-        **cpu_info(),
-        "python": platform.python_version(),
-        "jax": jax.__version__,
-        "jaxlib": _version("jaxlib"),
-        "numpy": np.__version__,
-        "optax": _version("optax"),
-        "flax": _version("flax"),
-        "torch": _version("torch"),
-        "x64": bool(jax.config.jax_enable_x64),
-        "xla_flags": os.environ.get("XLA_FLAGS", ""),
-    }
