@@ -56,6 +56,22 @@ def compile_fn(fn: Callable, *args, donate_argnums=()) -> tuple[Callable, float]
     return compiled, time.perf_counter() - start
 
 
+def compile_all(fns: dict[str, Callable], *args) -> dict[str, Callable]:
+    """name → ``jax.jit(fn)`` compiled for ``args``, for several functions at once.
+
+    Lowered one by one (tracing holds Python's lock), compiled side by side on a thread
+    per core (XLA's compiler releases the lock), so deciding among a few candidate programs
+    costs about as much wall time as compiling the slowest of them.
+    """
+    import concurrent.futures
+    import os
+
+    lowered = {k: jax.jit(fn).lower(*args) for k, fn in fns.items()}
+    with concurrent.futures.ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        futures = {k: pool.submit(low.compile) for k, low in lowered.items()}
+        return {k: f.result() for k, f in futures.items()}
+
+
 def _percentile(samples, q):
     return float(np.percentile(np.asarray(samples), q))
 

@@ -54,11 +54,9 @@ class ProbeBasis(CostBasis):
         close = [c for c in plan.candidates if model[c.name]["seconds"] <= model_basis.band * best]
         if calls or len(close) < 2:
             return _as_model_decides(model, close, best)
-        steps = {}
-        for c in close:
-            program = plan.program(c, sparse_output=sparse_output)
-            compiled, _ = measure.compile_fn(program, plan.x_flat)
-            steps[c.name] = lambda compiled=compiled: compiled(plan.x_flat)
+        programs = {c.name: plan.program(c, sparse_output=sparse_output) for c in close}
+        compiled = measure.compile_all(programs, plan.x_flat)
+        steps = {k: (lambda c=c: c(plan.x_flat)) for k, c in compiled.items()}
         calls_per_round = measure.calibrate(steps, min_round_seconds=0.005, warmup=1)
         samples = measure.run_rounds(steps, calls_per_round, rounds=ROUNDS)
         # Paired: each round ran every candidate back to back, so the per-round ratio to the

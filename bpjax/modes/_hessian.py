@@ -14,8 +14,6 @@ sound.
 
 from __future__ import annotations
 
-import concurrent.futures
-import os
 import time
 import warnings
 
@@ -154,12 +152,9 @@ def _check_options(op, mode, order, coloring, sparse_output, x):
 
 
 def _timed(programs, x_flat):
-    """Seconds per call of each program: lowered one by one (tracing holds Python's lock),
-    compiled side by side (XLA's compiler releases it), then timed in interleaved rounds."""
-    lowered = {k: jax.jit(fn).lower(x_flat) for k, fn in programs.items()}
-    with concurrent.futures.ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        futures = {k: pool.submit(low.compile) for k, low in lowered.items()}
-        compiled = {k: f.result() for k, f in futures.items()}
+    """Seconds per call of each program: compiled side by side (``measure.compile_all``),
+    then timed in interleaved rounds."""
+    compiled = measure.compile_all(programs, x_flat)
     steps = {k: (lambda c=c: c(x_flat)) for k, c in compiled.items()}
     calls = measure.calibrate(steps, min_round_seconds=0.005, warmup=1)
     samples = measure.run_rounds(steps, calls, rounds=3)
