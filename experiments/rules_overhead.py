@@ -3,7 +3,9 @@
 Each contender runs one full SGD step (forward, backward, update) of the same MLP with the
 same parameters, jit-compiled with the parameters donated. Gradients are compared once per
 size before timing, so no contender is fast by being wrong. Ratios are to ``ref`` +
-``jax.grad`` in the same run (median of interleaved rounds).
+``jax.grad`` in the same run (median of interleaved rounds). Beside them, the step a user
+builds from the public API (``models.MLP.apply(ops=rev)`` + ``softmax_cross_entropy`` +
+``jax.grad`` + SGD), timed against the same built with ``ops=ref``.
 """
 
 from __future__ import annotations
@@ -25,6 +27,42 @@ NAMES = {
 }
 
 
+USER_REF = "user step: MLP.apply(ref)"
+
+
+def user_steps(sizes, batch, x, y, seed):
+    """The step a user builds from the public API, for ``rev`` and for ``ref``:
+    ``models.MLP.apply(ops=...)`` + ``ops.softmax_cross_entropy`` + ``jax.grad`` + SGD,
+    jit-compiled with the parameters donated. Returns name -> zero-argument step."""
+    import jax
+    import numpy as np
+
+    from bpjax import models, ref, rev, steps
+
+    hidden = sizes[1:-1]
+    model = models.MLP(depth=len(hidden), width=hidden[0], activation="relu")
+    params = model.init(jax.random.key(seed), sizes[0], sizes[-1])
+    out, grads = {}, {}
+    for tag, ops in (("rev", rev), ("ref", ref)):
+
+        def loss(p, x, y, ops=ops):
+            return ops.softmax_cross_entropy(model.apply(p, x, ops=ops), y)
+
+        grads[tag] = jax.jit(jax.grad(loss))(params, x, y)
+        step = jax.jit(steps.sgd_step(jax.grad(loss), learning_rate=bench.LR), donate_argnums=0)
+        state = [jax.tree.map(jax.numpy.array, params)]
+
+        def run(step=step, state=state):
+            state[0] = step(state[0], x, y)
+            return state[0]
+
+        out[f"user step: MLP.apply({tag})"] = run
+    # Same gradients (float32 tolerance) before anything is timed.
+    for a, b in zip(jax.tree.leaves(grads["rev"]), jax.tree.leaves(grads["ref"]), strict=True):
+        np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-6)
+    return out
+
+
 def main(argv=None):
     args = results.parse_args(__doc__.splitlines()[0], argv)
     grid = FULL if args.full else QUICK
@@ -36,11 +74,14 @@ def main(argv=None):
         # Same gradients (float32 tolerance) before anything is timed.
         bench.check_agreement(contenders, params, x, y)
         timings = measure.time_steps(
-            {NAMES[c.name]: c.step for c in contenders}, rounds=rounds, rewarm_seconds=0.05
+            {NAMES[c.name]: c.step for c in contenders} | user_steps(sizes, batch, x, y, args.seed),
+            rounds=rounds,
+            rewarm_seconds=0.05,
         )
-        base = timings["ref + jax.grad"].median
         label = bench.size_label(sizes, batch)
         for name, t in timings.items():
+            # The user-built steps against each other; the rest against ref + jax.grad.
+            base = timings[USER_REF if name.startswith("user") else "ref + jax.grad"].median
             rows.append(
                 {"size": label, "contender": name, "ratio_to_ref": t.median / base, **t.as_dict()}
             )
