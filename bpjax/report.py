@@ -81,6 +81,9 @@ def measured_with(env: dict) -> str:
 def section(rec: dict, *, level: int = 2) -> list[str]:
     """One record as Markdown lines: heading, provenance, notes, summary table, figures.
 
+    The summary table shows each entry's text and value; the entries derived for the
+    findings pages (``"derived": true``, :mod:`bpjax.tables`) are left out.
+
     Args:
       rec: a record as :func:`load` returns it.
       level: the heading level of its title (1 for a page of its own).
@@ -93,9 +96,10 @@ def section(rec: dict, *, level: int = 2) -> list[str]:
     lines += ["", f"Measured with: {measured_with(rec['environment'])}.", ""]
     if rec.get("notes"):
         lines += [rec["notes"].strip(), ""]
-    if rec.get("summary"):
+    headline = [e for e in rec.get("summary", []) if not e.get("derived")]
+    if headline:
         lines += ["| quantity | value |", "|---|---|"]
-        lines += [f"| {k} | {_format(v)} |" for k, v in rec["summary"].items()]
+        lines += [f"| {e['text']} | {_format(e['value'])} |" for e in headline]
         lines.append("")
     for fig in rec.get("figures", []):
         lines += [f"![{fig}]({fig})", ""]
