@@ -15,6 +15,10 @@ the findings pages (``docs/findings/*.md``),
 with :func:`readme_tables` (the builders are in :mod:`bpjax.tables`) computed from the
 committed results, so the tables the README and the site publish are the results' numbers;
 ``--check`` only reports whether they already are (the test suite runs the same comparison).
+
+``python -m bpjax.report --derive [DIR]`` recomputes the derived summary entries of every
+record (:func:`rederive`): the figures the findings pages publish that an experiment's own
+summary does not hold.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ import sys
 from pathlib import Path
 
 from bpjax.results import write_atomic
-from bpjax.tables import SOURCES, TABLES, provenance
+from bpjax.tables import SOURCES, TABLES, derive, provenance
 
 __all__ = [
     "load",
@@ -36,6 +40,7 @@ __all__ = [
     "records_by_name",
     "readme_tables",
     "fill_tables",
+    "rederive",
     "main",
 ]
 
@@ -190,6 +195,21 @@ def _fill_files(files, tables, check: bool, results_dir) -> int:
     return 1 if check and stale else 0
 
 
+def rederive(results_dir: Path | str = "results") -> list[Path]:
+    """Recompute the derived summary entries (:func:`bpjax.tables.derive`) of every record
+    under ``results_dir`` (``full/`` and its subfolders included) from its data, in place;
+    the files that changed. Run it after changing a derivation: the records then hold what
+    the findings pages are checked against."""
+    changed = []
+    for path in sorted(Path(results_dir).glob("**/*.json")):
+        record = json.loads(path.read_text())
+        summary = derive(record)
+        if summary != record["summary"]:
+            write_atomic(path, json.dumps({**record, "summary": summary}, indent=1) + "\n")
+            changed.append(path)
+    return changed
+
+
 def main(argv=None) -> int:
     """``python -m bpjax.report [DIR]`` or ``python -m bpjax.report --readme [README]``."""
     parser = argparse.ArgumentParser(prog="python -m bpjax.report", description=__doc__)
@@ -203,7 +223,16 @@ def main(argv=None) -> int:
         "findings pages docs/findings/*.md)",
     )
     parser.add_argument("--check", action="store_true", help="with --readme: compare only")
+    parser.add_argument(
+        "--derive",
+        action="store_true",
+        help="recompute the derived summary entries of every record in DIR from its data",
+    )
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    if args.derive:
+        for path in rederive(args.results_dir):
+            print(f"{path}: derived entries recomputed")
+        return 0
     if args.readme is not None:
         files = args.readme or [Path("README.md"), *sorted(Path("docs/findings").glob("*.md"))]
         return _fill_files(files, readme_tables(args.results_dir), args.check, args.results_dir)

@@ -154,19 +154,23 @@ def _clean(value):
     return value
 
 
-# What a summary entry's ``unit`` may be: "ratio" (a quotient of two like quantities: times,
-# sizes), "fraction" (a share, an accuracy), "count", "bool", "text" (a value in words), "" (a
-# dimensionless number of another kind: a slope, a cosine, an error), or a physical unit.
-UNITS = frozenset({"", "ratio", "fraction", "count", "bool", "text", "s", "ms", "MiB", "MB", "GB"})
-UNITS |= {"GFLOP/s"}
+UNITS = frozenset(
+    {"", "ratio", "fraction", "count", "bool", "text", "s", "ms", "MiB", "MB", "GB", "GFLOP/s"}
+)
+"""What a summary entry's ``unit`` may be: ``"ratio"`` (a quotient of two like quantities:
+times, sizes), ``"fraction"`` (a share, an accuracy), ``"count"``, ``"bool"``, ``"text"`` (a
+value in words), ``""`` (a dimensionless number of another kind: a slope, a cosine, an
+error), or a physical unit."""
 
 _NAME = re.compile(r"[a-z][a-z0-9_]*")
 
 
 def entry(name: str, value, *, unit: str, text: str, **at) -> dict:
     """One summary entry: ``name`` (a short identifier, stable across runs), ``value``,
-    ``unit`` (one of :data:`UNITS`), the grid point ``at`` it was measured at (keyword
-    arguments: ``family="stencil", n=4096``) and ``text``, the sentence the report shows.
+    ``unit`` (one of ``UNITS``: ``"ratio"``, ``"fraction"``, ``"count"``, ``"bool"``,
+    ``"text"``, ``""`` for another dimensionless number, or a physical unit), the grid point
+    ``at`` it was measured at (keyword arguments: ``family="stencil", n=4096``) and
+    ``text``, the sentence the report shows.
 
     Readers find an entry by name and grid point (:func:`value`); the text is for people.
     """
@@ -245,6 +249,10 @@ def save(
         been staged this run (:func:`save_figure`) or exist from an earlier one.
       notes: a paragraph of interpretation for the report.
 
+    The summary gets the record's derived entries (:func:`bpjax.tables.derive`: figures the
+    findings pages publish, computed from ``data``) after the experiment's own; a run whose
+    data lacks what a derivation needs is saved without them, saying so.
+
     The JSON is serialised and written to a temporary file first; only when that succeeded
     are the staged figures and the JSON moved into place, so a failure at any point before
     leaves every previous file as it was.
@@ -271,6 +279,14 @@ def save(
         "figures": list(figures),
         "data": data,
     }
+    from bpjax.tables import derive  # the figures the findings pages publish (imports this)
+
+    try:
+        record["summary"] = derive(_clean(record))
+    except (KeyError, IndexError, ValueError, TypeError, ZeroDivisionError) as err:
+        # A partial run (a subset of families, sizes) lacks what the pages publish: keep the
+        # measurements; the published-numbers test names the entries that are missing.
+        print(f"results.save({name!r}): no derived entries ({type(err).__name__}: {err})")
     path = out / f"{name}.json"
     try:
         text = json.dumps(_clean(record), indent=1) + "\n"

@@ -240,3 +240,21 @@ def test_table_builders_compute_their_columns_from_the_record():
     ]
     colors = tables.jacobian_colors_table({"jacobians": {"data": {"points": points}}})
     assert colors.splitlines()[2:] == ["| arrowhead | 8×8 | – | – | 3 (2 JVPs + 1 VJP) |"]
+
+
+def test_save_adds_the_derived_entries_and_survives_a_partial_run(tmp_path):
+    vanishing = json.loads((ROOT / "results" / "vanishing.json").read_text())
+    own = [e for e in vanishing["summary"] if not e.get("derived")]
+    _save(tmp_path, name="vanishing", summary=own, data=vanishing["data"])
+    assert json.loads((tmp_path / "vanishing.json").read_text())["summary"] == vanishing["summary"]
+    _save(tmp_path, name="vanishing", summary=own, data={"width": 8})  # no batch, no seeds
+    assert json.loads((tmp_path / "vanishing.json").read_text())["summary"] == own
+
+
+def test_committed_derived_entries_are_current(tmp_path):
+    # A derivation changed without `python -m bpjax.report --derive` fails here.
+    for path in (ROOT / "results").glob("**/*.json"):
+        copy = tmp_path / path.relative_to(ROOT / "results")
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        copy.write_text(path.read_text())
+    assert report.rederive(tmp_path) == []

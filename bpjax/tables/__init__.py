@@ -21,7 +21,10 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from bpjax.tables._common import compact
-from bpjax.tables._headlines import HEADLINES, bench_table, headlines_table
+from bpjax.tables._derived import DERIVED as DERIVED  # the derivations, by record name
+from bpjax.tables._derived import derive
+from bpjax.tables._headlines import HEADLINES as HEADLINES  # the README's headline rows
+from bpjax.tables._headlines import bench_table, headlines_table
 from bpjax.tables._remat import online_remat_table, online_remat_uses_table, remat_table
 from bpjax.tables._sparse import hessians_table, jacobian_colors_table, jacobians_table
 from bpjax.tables._training import (
@@ -35,7 +38,7 @@ from bpjax.tables._training import (
 __all__ = [
     "TABLES",
     "SOURCES",
-    "HEADLINES",
+    "derive",
     "compact",
     "provenance",
     "depth_table",
