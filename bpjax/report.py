@@ -29,7 +29,7 @@ import re
 import sys
 from pathlib import Path
 
-from bpjax.results import write_atomic
+from bpjax.results import summary_problems, write_atomic
 from bpjax.tables import SOURCES, TABLES, derive, provenance
 
 __all__ = [
@@ -55,8 +55,9 @@ def _format(value) -> str:
 
 def load(results_dir: Path) -> tuple[list[dict], dict[str, str]]:
     """Every readable ``*.json`` record in ``results_dir`` (sorted by name), and the problem
-    with each file that could not be read (file name → why), so one bad file does not hide
-    the others."""
+    with each file that could not be read or whose summary is not a list of entries
+    (:func:`bpjax.results.summary_problems`) (file name → why), so one bad file does not
+    hide the others."""
     records, problems = [], {}
     for path in sorted(Path(results_dir).glob("*.json")):
         try:
@@ -64,6 +65,9 @@ def load(results_dir: Path) -> tuple[list[dict], dict[str, str]]:
             for key in ("name", "title", "environment"):
                 if key not in record:
                     raise ValueError(f"no {key!r} field: not a bpjax result record")
+            wrong = summary_problems(record.get("summary", []))
+            if wrong:  # e.g. a record from before summaries were lists of entries
+                raise ValueError("summary: " + "; ".join(wrong[:3]))
         except (OSError, ValueError) as err:
             problems[path.name] = f"{type(err).__name__}: {err}"
             continue

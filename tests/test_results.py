@@ -129,11 +129,14 @@ def test_report_names_an_unreadable_file_and_keeps_the_others(tmp_path, capsys):
     _save(tmp_path, name="good", title="Good one")
     (tmp_path / "broken.json").write_text('{"name": "broken", "title": ')
     (tmp_path / "other.json").write_text('{"unrelated": true}')
+    old = {"name": "old", "title": "Old", "environment": {}, "summary": {"a sentence": 1.0}}
+    (tmp_path / "old.json").write_text(json.dumps(old))
     assert report.main([str(tmp_path)]) == 0
     text = (tmp_path / "REPORT.md").read_text()
     assert "## Good one" in text
     assert "`broken.json`: JSONDecodeError" in text
     assert "`other.json`: ValueError" in text
+    assert "`old.json`: ValueError: summary: summary is a dict, not a list of entries" in text
     err = capsys.readouterr().err
     assert "broken.json" in err and "other.json" in err
 

@@ -292,7 +292,6 @@ def mode_cost(record: dict) -> list[dict]:
     out.append(_e("sizes", ", ".join(map(str, data["sizes"])), "text", "sizes n and m"))
     out.append(_e("width_min", min(data["widths"]), "count", "narrowest width"))
     out.append(_e("width_max", max(data["widths"]), "count", "widest width"))
-    n = len(data["jacobian"])
     for basis, key in (
         ("xla", "auto_over_best"),
         ("calibrated", "calibrated_over_best"),
@@ -308,7 +307,6 @@ def mode_cost(record: dict) -> list[dict]:
                 basis=basis,
             )
         )
-    assert n  # the grid's size is the summary's grid_points
     deepest = max(data["memory"], key=lambda r: r["depth"])
     for mode, key in (
         ("rev", "temp_rev"),
