@@ -15,6 +15,10 @@ the findings pages (``docs/findings/*.md``),
 with :func:`readme_tables` (the builders are in :mod:`bpjax.tables`) computed from the
 committed results, so the tables the README and the site publish are the results' numbers;
 ``--check`` only reports whether they already are (the test suite runs the same comparison).
+
+``python -m bpjax.report --derive [DIR]`` recomputes the derived summary entries of every
+record (:func:`rederive`): the figures the findings pages publish that an experiment's own
+summary does not hold.
 """
 
 from __future__ import annotations
@@ -25,8 +29,8 @@ import re
 import sys
 from pathlib import Path
 
-from bpjax.results import write_atomic
-from bpjax.tables import SOURCES, TABLES, provenance
+from bpjax.results import summary_problems, write_atomic
+from bpjax.tables import SOURCES, TABLES, derive, provenance
 
 __all__ = [
     "load",
@@ -36,6 +40,7 @@ __all__ = [
     "records_by_name",
     "readme_tables",
     "fill_tables",
+    "rederive",
     "main",
 ]
 
@@ -50,8 +55,9 @@ def _format(value) -> str:
 
 def load(results_dir: Path) -> tuple[list[dict], dict[str, str]]:
     """Every readable ``*.json`` record in ``results_dir`` (sorted by name), and the problem
-    with each file that could not be read (file name → why), so one bad file does not hide
-    the others."""
+    with each file that could not be read or whose summary is not a list of entries
+    (:func:`bpjax.results.summary_problems`) (file name → why), so one bad file does not
+    hide the others."""
     records, problems = [], {}
     for path in sorted(Path(results_dir).glob("*.json")):
         try:
@@ -59,6 +65,9 @@ def load(results_dir: Path) -> tuple[list[dict], dict[str, str]]:
             for key in ("name", "title", "environment"):
                 if key not in record:
                     raise ValueError(f"no {key!r} field: not a bpjax result record")
+            wrong = summary_problems(record.get("summary", []))
+            if wrong:  # e.g. a record from before summaries were lists of entries
+                raise ValueError("summary: " + "; ".join(wrong[:3]))
         except (OSError, ValueError) as err:
             problems[path.name] = f"{type(err).__name__}: {err}"
             continue
@@ -81,6 +90,9 @@ def measured_with(env: dict) -> str:
 def section(rec: dict, *, level: int = 2) -> list[str]:
     """One record as Markdown lines: heading, provenance, notes, summary table, figures.
 
+    The summary table shows each entry's text and value; the entries derived for the
+    findings pages (``"derived": true``, :mod:`bpjax.tables`) are left out.
+
     Args:
       rec: a record as :func:`load` returns it.
       level: the heading level of its title (1 for a page of its own).
@@ -93,9 +105,10 @@ def section(rec: dict, *, level: int = 2) -> list[str]:
     lines += ["", f"Measured with: {measured_with(rec['environment'])}.", ""]
     if rec.get("notes"):
         lines += [rec["notes"].strip(), ""]
-    if rec.get("summary"):
+    headline = [e for e in rec.get("summary", []) if not e.get("derived")]
+    if headline:
         lines += ["| quantity | value |", "|---|---|"]
-        lines += [f"| {k} | {_format(v)} |" for k, v in rec["summary"].items()]
+        lines += [f"| {e['text']} | {_format(e['value'])} |" for e in headline]
         lines.append("")
     for fig in rec.get("figures", []):
         lines += [f"![{fig}]({fig})", ""]
@@ -186,6 +199,21 @@ def _fill_files(files, tables, check: bool, results_dir) -> int:
     return 1 if check and stale else 0
 
 
+def rederive(results_dir: Path | str = "results") -> list[Path]:
+    """Recompute the derived summary entries (:func:`bpjax.tables.derive`) of every record
+    under ``results_dir`` (``full/`` and its subfolders included) from its data, in place;
+    the files that changed. Run it after changing a derivation: the records then hold what
+    the findings pages are checked against."""
+    changed = []
+    for path in sorted(Path(results_dir).glob("**/*.json")):
+        record = json.loads(path.read_text())
+        summary = derive(record)
+        if summary != record["summary"]:
+            write_atomic(path, json.dumps({**record, "summary": summary}, indent=1) + "\n")
+            changed.append(path)
+    return changed
+
+
 def main(argv=None) -> int:
     """``python -m bpjax.report [DIR]`` or ``python -m bpjax.report --readme [README]``."""
     parser = argparse.ArgumentParser(prog="python -m bpjax.report", description=__doc__)
@@ -199,7 +227,16 @@ def main(argv=None) -> int:
         "findings pages docs/findings/*.md)",
     )
     parser.add_argument("--check", action="store_true", help="with --readme: compare only")
+    parser.add_argument(
+        "--derive",
+        action="store_true",
+        help="recompute the derived summary entries of every record in DIR from its data",
+    )
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    if args.derive:
+        for path in rederive(args.results_dir):
+            print(f"{path}: derived entries recomputed")
+        return 0
     if args.readme is not None:
         files = args.readme or [Path("README.md"), *sorted(Path("docs/findings").glob("*.md"))]
         return _fill_files(files, readme_tables(args.results_dir), args.check, args.results_dir)

@@ -19,6 +19,7 @@ import datetime
 import json
 import math
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -28,6 +29,9 @@ from bpjax.measure import environment
 
 __all__ = [
     "save",
+    "entry",
+    "summary_problems",
+    "value",
     "parse_args",
     "save_figure",
     "save_text",
@@ -150,6 +154,74 @@ def _clean(value):
     return value
 
 
+UNITS = frozenset(
+    {"", "ratio", "fraction", "count", "bool", "text", "s", "ms", "MiB", "MB", "GB", "GFLOP/s"}
+)
+"""What a summary entry's ``unit`` may be: ``"ratio"`` (a quotient of two like quantities:
+times, sizes), ``"fraction"`` (a share, an accuracy), ``"count"``, ``"bool"``, ``"text"`` (a
+value in words), ``""`` (a dimensionless number of another kind: a slope, a cosine, an
+error), or a physical unit."""
+
+_NAME = re.compile(r"[a-z][a-z0-9_]*")
+
+
+def entry(name: str, value, *, unit: str, text: str, **at) -> dict:
+    """One summary entry: ``name`` (a short identifier, stable across runs), ``value``,
+    ``unit`` (one of ``UNITS``: ``"ratio"``, ``"fraction"``, ``"count"``, ``"bool"``,
+    ``"text"``, ``""`` for another dimensionless number, or a physical unit), the grid point
+    ``at`` it was measured at (keyword arguments: ``family="stencil", n=4096``) and
+    ``text``, the sentence the report shows.
+
+    Readers find an entry by name and grid point (:func:`value`); the text is for people.
+    """
+    return {"name": name, "at": at, "value": value, "unit": unit, "text": text}
+
+
+def summary_problems(summary) -> list[str]:
+    """What is wrong with a record's ``summary`` (a list of :func:`entry` dicts), in words:
+    a missing field, a name that is not an identifier, an unknown unit, a grid point that is
+    not a dict of scalars, two entries with one name and grid point. Empty if nothing."""
+    if not isinstance(summary, list):
+        return [f"summary is a {type(summary).__name__}, not a list of entries"]
+    problems, seen = [], set()
+    for i, e in enumerate(summary):
+        if not isinstance(e, dict) or not {"name", "at", "value", "unit", "text"} <= set(e):
+            problems.append(f"entry {i} lacks name, at, value, unit or text: {e!r}")
+            continue
+        if not isinstance(e["name"], str) or not _NAME.fullmatch(e["name"]):
+            problems.append(f"entry {i}: name {e['name']!r} is not a lower-case identifier")
+        if e["unit"] not in UNITS:
+            problems.append(f"entry {i} ({e['name']}): unit {e['unit']!r} not in {sorted(UNITS)}")
+        at = e["at"]
+        if not isinstance(at, dict) or not all(
+            isinstance(v, str | int | float | bool) for v in at.values()
+        ):
+            problems.append(f"entry {i} ({e['name']}): grid point {at!r} is not a dict of scalars")
+            continue
+        key = (e["name"], tuple(sorted(at.items())))
+        if key in seen:
+            problems.append(f"entry {i}: {e['name']} at {at} twice")
+        seen.add(key)
+    return problems
+
+
+def value(record: dict, name: str, **at):
+    """The value of summary entry ``name`` at grid point ``at`` of ``record``.
+
+    Raises:
+      KeyError: no such entry (the message lists the grid points ``name`` has, if any).
+    """
+    found = [e for e in record["summary"] if e["name"] == name]
+    for e in found:
+        if e["at"] == at:
+            return e["value"]
+    points = [e["at"] for e in found]
+    raise KeyError(
+        f"results/{record.get('name')}.json has no summary entry {name} at {at}"
+        + (f"; it has {name} at {points}" if points else "")
+    )
+
+
 def save(
     name: str,
     *,
@@ -170,17 +242,25 @@ def save(
       profile: ``"quick"`` or ``"full"`` (which sweep produced the numbers).
       seed: the random seed of the run.
       title: one line for the report.
-      summary: the headline numbers, shown as a table in the report.
+      summary: the headline numbers, shown as a table in the report: a list of
+        :func:`entry` dicts (name, grid point, value, unit, text).
       data: every number measured.
       figures: PNG file names (relative to ``out``) to embed in the report; each must have
         been staged this run (:func:`save_figure`) or exist from an earlier one.
       notes: a paragraph of interpretation for the report.
+
+    The summary gets the record's derived entries (:func:`bpjax.tables.derive`: figures the
+    findings pages publish, computed from ``data``) after the experiment's own; a run whose
+    data lacks what a derivation needs is saved without them, saying so.
 
     The JSON is serialised and written to a temporary file first; only when that succeeded
     are the staged figures and the JSON moved into place, so a failure at any point before
     leaves every previous file as it was.
     """
     out = Path(out)
+    problems = summary_problems(summary)
+    if problems:
+        raise ValueError(f"results.save({name!r}): bad summary: " + "; ".join(problems))
     missing = [f for f in figures if (out / f) not in _STAGED and not (out / f).exists()]
     if missing:
         raise FileNotFoundError(
@@ -199,6 +279,14 @@ def save(
         "figures": list(figures),
         "data": data,
     }
+    from bpjax.tables import derive  # the figures the findings pages publish (imports this)
+
+    try:
+        record["summary"] = derive(_clean(record))
+    except (KeyError, IndexError, ValueError, TypeError, ZeroDivisionError) as err:
+        # A partial run (a subset of families, sizes) lacks what the pages publish: keep the
+        # measurements; the published-numbers test names the entries that are missing.
+        print(f"results.save({name!r}): no derived entries ({type(err).__name__}: {err})")
     path = out / f"{name}.json"
     try:
         text = json.dumps(_clean(record), indent=1) + "\n"

@@ -123,17 +123,37 @@ def main(argv=None):
         profile=args.profile,
         seed=args.seed,
         title="Autograd made visible: the graph, accumulation, no-grad, custom rules",
-        summary={
-            ".grad after 3 backward() without zeroing": str(pitfall["without zero_grad"][-1]),
-            ".grad after 3 backward() with zero_grad": str(pitfall["with zero_grad"][-1]),
-            "micro-batch accumulated vs full-batch gradient (max rel diff)": micro[
-                "max_relative_difference_to_full_batch"
-            ],
-            "custom relu == autodiff": str(custom["custom relu equals autodiff"]),
-            "second derivative through hand VJP − exact": abs(
-                custom["d2/dz2 tanh at 0.7 through rev rule"] - custom["exact"]
+        summary=[
+            results.entry(
+                "grad_after_backward_calls",
+                str(pitfall[f"{how} zero_grad"][-1]),
+                unit="text",
+                text=f".grad after 3 backward() {words}",
+                calls=3,
+                zero_grad=how == "with",
+            )
+            for how, words in (("without", "without zeroing"), ("with", "with zero_grad"))
+        ]
+        + [
+            results.entry(
+                "microbatch_max_rel_diff",
+                micro["max_relative_difference_to_full_batch"],
+                unit="",
+                text="micro-batch accumulated vs full-batch gradient (max rel diff)",
             ),
-        },
+            results.entry(
+                "custom_relu_equals_autodiff",
+                str(custom["custom relu equals autodiff"]),
+                unit="text",
+                text="custom relu == autodiff",
+            ),
+            results.entry(
+                "second_derivative_error",
+                abs(custom["d2/dz2 tanh at 0.7 through rev rule"] - custom["exact"]),
+                unit="",
+                text="second derivative through hand VJP − exact",
+            ),
+        ],
         data={
             "accumulation": pitfall,
             "microbatch": micro,

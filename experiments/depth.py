@@ -115,13 +115,21 @@ def summarize(runs, depths):
         ]
         return float(np.mean(v))
 
-    return {
-        f"{act} {arch} test acc @ depth {d}": acc(act, arch, d)
+    return [
+        results.entry(
+            "test_acc",
+            acc(act, arch, d),
+            unit="fraction",
+            text=f"{act} {arch} test acc @ depth {d}",
+            activation=act,
+            arch=arch,
+            depth=d,
+        )
         for act in ACTIVATIONS
         for arch in models.ARCHS
         for d in (8, max(depths))
         if d in depths
-    }
+    ]
 
 
 def main(argv=None):

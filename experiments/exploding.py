@@ -199,14 +199,51 @@ def figure(measured):
 def summarize(measured):
     """The headline numbers of (a)-(d) for the report table."""
     runs, residual = measured["divergence"], measured["residual"]
-    summary = {f"log-growth per layer, gain {g}": s for g, s in measured["slopes"].items()}
-    summary |= {f"(b) {k}: diverged at step": str(v["diverged_at"]) for k, v in runs.items()}
-    summary |= {f"(b) {k}: test acc": v["test_acc"] for k, v in runs.items()}
-    summary |= {
-        "(c) min cosine, global-norm clipping": min(measured["cos_norm"]),
-        "(c) min cosine, value clipping": min(measured["cos_value"]),
-    }
-    summary |= {f"(d) {k}: test acc": final(v["test_acc"]) for k, v in residual.items()}
+    entry = results.entry
+    summary = [
+        entry(
+            "log_growth_per_layer",
+            s,
+            unit="",
+            text=f"log-growth per layer, gain {g}",
+            gain=float(g),
+        )
+        for g, s in measured["slopes"].items()
+    ]
+    for k, v in runs.items():
+        text = f"(b) {k}: diverged at step"
+        summary.append(
+            entry(
+                "diverged_at_step", str(v["diverged_at"]), unit="text", text=text, part="b", run=k
+            )
+        )
+    summary += [
+        entry(
+            "test_acc", v["test_acc"], unit="fraction", text=f"(b) {k}: test acc", part="b", run=k
+        )
+        for k, v in runs.items()
+    ]
+    for clipping, key, words in (
+        ("global norm", "cos_norm", "global-norm"),
+        ("value", "cos_value", "value"),
+    ):
+        text = f"(c) min cosine, {words} clipping"
+        summary.append(
+            entry(
+                "min_cosine_to_gradient", min(measured[key]), unit="", text=text, clipping=clipping
+            )
+        )
+    summary += [
+        entry(
+            "test_acc",
+            final(v["test_acc"]),
+            unit="fraction",
+            text=f"(d) {k}: test acc",
+            part="d",
+            run=k,
+        )
+        for k, v in residual.items()
+    ]
     return summary
 
 

@@ -206,27 +206,47 @@ def measure_point(name, N, rounds, notes, check=False):
 
 
 def acceptance(rows):
-    out = {}
+    entry, out = results.entry, []
     at = {(r["family"], r["N"]): r for r in rows}
     for (family, N), r in sorted(at.items()):
         c = r["contenders"]
         if N != 4096 or "bpjax auto" not in c:
             continue
         auto = c["bpjax auto"]["median"]
+        point = {"family": family, "n": N}
         if family == "stencil":
-            out["stencil n=4096: jax.hessian ÷ bpjax auto, target ≥ 50"] = (
-                c["jax.hessian"]["median"] / auto
+            text = "stencil n=4096: jax.hessian ÷ bpjax auto, target ≥ 50"
+            value = c["jax.hessian"]["median"] / auto
+            out.append(
+                entry(
+                    "jax_hessian_over_auto", value, unit="ratio", text=text, **point, output="dense"
+                )
             )
             if "bpjax auto BCOO" in c:
-                out["stencil n=4096: jax.hessian ÷ bpjax auto in BCOO"] = (
-                    c["jax.hessian"]["median"] / c["bpjax auto BCOO"]["median"]
+                text = "stencil n=4096: jax.hessian ÷ bpjax auto in BCOO"
+                value = c["jax.hessian"]["median"] / c["bpjax auto BCOO"]["median"]
+                out.append(
+                    entry(
+                        "jax_hessian_over_auto",
+                        value,
+                        unit="ratio",
+                        text=text,
+                        **point,
+                        output="bcoo",
+                    )
                 )
         if "asdex BCOO" in c and "bpjax auto BCOO" in c:
-            out[f"{family} n=4096: bpjax auto ÷ asdex, both BCOO"] = (
-                c["bpjax auto BCOO"]["median"] / c["asdex BCOO"]["median"]
+            text = f"{family} n=4096: bpjax auto ÷ asdex, both BCOO"
+            value = c["bpjax auto BCOO"]["median"] / c["asdex BCOO"]["median"]
+            out.append(
+                entry("auto_over_asdex", value, unit="ratio", text=text, **point, output="bcoo")
             )
         if "asdex" in c:
-            out[f"{family} n=4096: bpjax auto ÷ asdex, target ≤ 1.0"] = auto / c["asdex"]["median"]
+            text = f"{family} n=4096: bpjax auto ÷ asdex, target ≤ 1.0"
+            value = auto / c["asdex"]["median"]
+            out.append(
+                entry("auto_over_asdex", value, unit="ratio", text=text, **point, output="dense")
+            )
     return out
 
 
@@ -280,13 +300,19 @@ def main(argv=None):
             if row is not None:
                 rows.append(row)
     newton = newton_run(grid["newton_grid"], notes)
-    summary = {"grid points (family × size)": len(rows)} | acceptance(rows)
-    summary[f"Newton n={newton['n']}: iterations to ‖∇f‖ ≤ 1e-10"] = len(newton["history"]) - 1
-    for who, seconds in newton["hessian seconds"].items():
-        summary[f"Newton n={newton['n']}: one sparse Hessian, {who} (s)"] = seconds
-    summary["largest error vs jax.hessian (smallest size)"] = max(
-        (r.get("max error vs jax.hessian", 0.0) for r in rows), default=0.0
+    entry, n = results.entry, newton["n"]
+    summary = [entry("grid_points", len(rows), unit="count", text="grid points (family × size)")]
+    summary += acceptance(rows)
+    text = f"Newton n={n}: iterations to ‖∇f‖ ≤ 1e-10"
+    summary.append(
+        entry("newton_iterations", len(newton["history"]) - 1, unit="count", text=text, n=n)
     )
+    for who, seconds in newton["hessian seconds"].items():
+        text = f"Newton n={n}: one sparse Hessian, {who} (s)"
+        summary.append(entry("newton_hessian_seconds", seconds, unit="s", text=text, n=n, who=who))
+    error = max((r.get("max error vs jax.hessian", 0.0) for r in rows), default=0.0)
+    text = "largest error vs jax.hessian (smallest size)"
+    summary.append(entry("max_error_vs_jax_hessian", error, unit="", text=text))
     results.save(
         "hessians",
         out=args.out,

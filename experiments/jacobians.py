@@ -359,21 +359,32 @@ def _row(rows, family, n, out_format):
 
 def acceptance(rows, big):
     """The issue's speed figures, from this run."""
-    out = {}
+    out = []
+
+    def put(name, value, text, unit="ratio", **at):
+        out.append(results.entry(name, value, unit=unit, text=text, **at))
+
+    tri = {"family": "tridiagonal", "n": 4096}
     dense, bcoo = _row(rows, "tridiagonal", 4096, "dense"), _row(rows, "tridiagonal", 4096, "bcoo")
     if dense and bcoo:
         sparse = bcoo["contenders"]["bpjax columns"]["median"]
         jax_best = min(dense["contenders"][k]["median"] for k in ("jax.jacfwd", "jax.jacrev"))
         label = "tridiagonal n=4096: faster of jacfwd/jacrev ÷ bpjax sparse (columns, BCOO)"
-        out[f"{label}, target ≥ 50"] = jax_best / sparse
+        put(
+            "faster_jax_over_sparse",
+            jax_best / sparse,
+            f"{label}, target ≥ 50",
+            **tri,
+            output="bcoo",
+        )
         if "asdex" in bcoo["contenders"]:
-            out["tridiagonal n=4096: bpjax sparse ÷ asdex, both BCOO, target ≤ 1.0"] = (
-                sparse / bcoo["contenders"]["asdex"]["median"]
-            )
+            text = "tridiagonal n=4096: bpjax sparse ÷ asdex, both BCOO, target ≤ 1.0"
+            value = sparse / bcoo["contenders"]["asdex"]["median"]
+            put("sparse_over_asdex", value, text, **tri, output="bcoo")
             dense_sparse = dense["contenders"]["bpjax columns"]["median"]
-            out["tridiagonal n=4096: bpjax sparse ÷ asdex, both dense output"] = (
-                dense_sparse / dense["contenders"]["asdex"]["median"]
-            )
+            text = "tridiagonal n=4096: bpjax sparse ÷ asdex, both dense output"
+            value = dense_sparse / dense["contenders"]["asdex"]["median"]
+            put("sparse_over_asdex", value, text, **tri, output="dense")
     for out_format in ("bcoo", "dense"):
         arrow = _row(rows, "arrowhead", 2048, out_format)
         if not arrow:
@@ -382,25 +393,27 @@ def acceptance(rows, big):
         c = arrow["contenders"]
         single = min(c[k]["median"] for k in ("bpjax fwd", "bpjax rev"))
         head = f"arrowhead n=2048 ({out_format})"
-        out[f"{head}: best of fwd/rev/one-sided coloring ÷ bicoloring, target ≥ 20"] = (
-            single / c["bpjax bicoloring"]["median"]
-        )
+        at = {"family": "arrowhead", "n": 2048, "output": out_format}
+        text = f"{head}: best of fwd/rev/one-sided coloring ÷ bicoloring, target ≥ 20"
+        put("one_sided_over_bicoloring", single / c["bpjax bicoloring"]["median"], text, **at)
         if "asdex" in c:
-            out[f"{head}: asdex ÷ bpjax bicoloring"] = (
-                c["asdex"]["median"] / c["bpjax bicoloring"]["median"]
-            )
+            value = c["asdex"]["median"] / c["bpjax bicoloring"]["median"]
+            put("asdex_over_bicoloring", value, f"{head}: asdex ÷ bpjax bicoloring", **at)
     head = f"tridiagonal n={big['n']} BCOO"
-    out[f"{head}: end-to-end seconds (trace, detect, color, compile, run)"] = big[
-        "end_to_end_seconds"
-    ]
-    out[f"{head}: steady-state ms per Jacobian"] = big["steady_seconds"] * 1e3
-    out[f"{head}: peak RSS MiB (process, JAX included)"] = big["peak_rss_bytes"] / 2**20
+    at = {"family": "tridiagonal", "n": big["n"], "output": "bcoo"}
+    text = f"{head}: end-to-end seconds (trace, detect, color, compile, run)"
+    put("big_end_to_end", big["end_to_end_seconds"], text, unit="s", **at)
+    text = f"{head}: steady-state ms per Jacobian"
+    put("big_steady", big["steady_seconds"] * 1e3, text, unit="ms", **at)
+    text = f"{head}: peak RSS MiB (process, JAX included)"
+    put("big_peak_rss", big["peak_rss_bytes"] / 2**20, text, unit="MiB", **at)
     return out
 
 
 def auto_summary(rows):
-    """Fractions of points where auto is within 10% of the best contender, per metric."""
-    out = {}
+    """Fractions of points where auto is within 10% of the best contender, per metric (the
+    grid point names the output format and the timing, by the row's ``regret_`` key)."""
+    out = []
     labels = {
         "regret_choice": "steady state, the chosen method's own timing",
         "regret_steady": "steady state",
@@ -422,12 +435,16 @@ def auto_summary(rows):
                 if r[key] > 1.10
             ]
             prefix = f"auto ({out_format} output{'s' if out_format == 'all' else ''}, {label})"
-            out[f"{prefix}: within 10% of the best, fraction of {len(sel)}"] = float(
-                np.mean(values <= 1.10)
-            )
-            out[f"{prefix}: worst ratio"] = float(values.max())
+            at = {"output": out_format, "timing": key.removeprefix("regret_")}
+            text = f"{prefix}: within 10% of the best, fraction of {len(sel)}"
+            within = float(np.mean(values <= 1.10))
+            out.append(results.entry("auto_within_10pct", within, unit="fraction", text=text, **at))
+            text = f"{prefix}: worst ratio"
+            worst = float(values.max())
+            out.append(results.entry("auto_worst_ratio", worst, unit="ratio", text=text, **at))
             if out_format != "all":
-                out[f"{prefix}: misses"] = "; ".join(misses) or "none"
+                text, missed = f"{prefix}: misses", "; ".join(misses) or "none"
+                out.append(results.entry("auto_misses", missed, unit="text", text=text, **at))
     return out
 
 
@@ -553,12 +570,11 @@ def main(argv=None):
     big = big_run(args.big_n)
     plot_times(rows, args.out / "jacobians.png")
     plot_auto_and_colors(rows, args.out / "jacobians_auto.png")
-    summary = (
-        {"grid points (family × size × output format)": len(rows)}
-        | acceptance(rows, big)
-        | auto_summary(rows)
-    )
-    summary["cost-model calibration seconds (once per machine, then kept)"] = calibration
+    text = "grid points (family × size × output format)"
+    summary = [results.entry("grid_points", len(rows), unit="count", text=text)]
+    summary += acceptance(rows, big) + auto_summary(rows)
+    text = "cost-model calibration seconds (once per machine, then kept)"
+    summary.append(results.entry("calibration_seconds", calibration, unit="s", text=text))
     results.save(
         "jacobians",
         out=args.out,

@@ -309,35 +309,72 @@ def plot(sweep, omega, memory, hvps, sizes, path):
 
 
 def summarize(sweep, omega, memory, hvps):
-    summary = {"grid points": len(sweep)}
-    for key, label in (
-        ("auto_over_best", "auto (XLA costs)"),
-        ("calibrated_over_best", "auto (calibrated)"),
-        ("model_over_best", "auto (run-time model)"),
+    entry = results.entry
+    summary = [entry("grid_points", len(sweep), unit="count", text="grid points")]
+    for key, label, basis in (
+        ("auto_over_best", "auto (XLA costs)", "xla"),
+        ("calibrated_over_best", "auto (calibrated)", "calibrated"),
+        ("model_over_best", "auto (run-time model)", "model"),
     ):
         ratios = np.array([r[key] for r in sweep])
         misses = [
             f"{r['family']} n={r['n']} m={r['m']}: {r[key]:.2f}x" for r in sweep if r[key] > 1.10
         ]
-        summary |= {
-            f"{label} within 10% of the faster mode (fraction)": float(np.mean(ratios <= 1.10)),
-            f"{label} worst ratio to the faster mode": float(ratios.max()),
-            f"{label} misses (>10%)": "; ".join(misses) or "none",
-        }
+        summary += [
+            entry(
+                "auto_within_10pct",
+                float(np.mean(ratios <= 1.10)),
+                unit="fraction",
+                text=f"{label} within 10% of the faster mode (fraction)",
+                basis=basis,
+            ),
+            entry(
+                "auto_worst_ratio",
+                float(ratios.max()),
+                unit="ratio",
+                text=f"{label} worst ratio to the faster mode",
+                basis=basis,
+            ),
+            entry(
+                "auto_misses",
+                "; ".join(misses) or "none",
+                unit="text",
+                text=f"{label} misses (>10%)",
+                basis=basis,
+            ),
+        ]
 
     def span(key):
         values = [r[key] for r in omega]
         return f"{min(values):.2f}..{max(values):.2f}"
 
-    return summary | {
-        "ω rev (time), min..max over widths": span("omega_time_rev"),
-        "ω rev (FLOPs), min..max": span("omega_flops_rev"),
-        "ω fwd (time), min..max": span("omega_time_fwd"),
-        "temp memory at max depth, rev / fwd": memory[-1]["temp_rev"]
-        / max(memory[-1]["temp_fwd"], 1),
-        "fastest HVP order (per width)": ", ".join(f"{r['width']}: {r['fastest']}" for r in hvps),
-        "HVP orders max relative disagreement": max(r["max_rel_disagreement"] for r in hvps),
-    }
+    for mode, cost, text in (
+        ("rev", "time", "ω rev (time), min..max over widths"),
+        ("rev", "flops", "ω rev (FLOPs), min..max"),
+        ("fwd", "time", "ω fwd (time), min..max"),
+    ):
+        span_ = span(f"omega_{cost}_{mode}")
+        summary.append(entry("omega_span", span_, unit="text", text=text, mode=mode, cost=cost))
+    return summary + [
+        entry(
+            "temp_rev_over_fwd_deepest",
+            memory[-1]["temp_rev"] / max(memory[-1]["temp_fwd"], 1),
+            unit="ratio",
+            text="temp memory at max depth, rev / fwd",
+        ),
+        entry(
+            "fastest_hvp_order",
+            ", ".join(f"{r['width']}: {r['fastest']}" for r in hvps),
+            unit="text",
+            text="fastest HVP order (per width)",
+        ),
+        entry(
+            "hvp_max_rel_disagreement",
+            max(r["max_rel_disagreement"] for r in hvps),
+            unit="",
+            text="HVP orders max relative disagreement",
+        ),
+    ]
 
 
 def main(argv=None):

@@ -298,30 +298,36 @@ def plot(out, curve, rows):
 
 def summarize(curve, rows, uses, jvp):
     worst = max(curve, key=lambda r: r["bpjax"] / r["optimum"])
-    summary = {
-        "device": jax.devices()[0].device_kind,
-        "worst evaluations / optimum (L to 1e5)": worst["bpjax"] / worst["optimum"],
-        "worst at (L, c)": f"({worst['L']}, {worst['c']})",
-        "optimal at every L <= beta(c, 2)": all(
-            r["bpjax"] == r["optimum"] for r in curve if r["L"] <= remat.beta(r["c"], 2)
-        ),
-        "counted == model": all(r["bpjax evaluations"] == r["model"] for r in rows),
-    }
+    summary = []
+
+    def put(name, value, unit, text, **at):
+        summary.append(results.entry(name, value, unit=unit, text=text, **at))
+
+    put("device", jax.devices()[0].device_kind, "text", "device")
+    ratio, text = worst["bpjax"] / worst["optimum"], "worst evaluations / optimum (L to 1e5)"
+    put("worst_evaluations_over_optimum", ratio, "ratio", text)
+    put("worst_at", f"({worst['L']}, {worst['c']})", "text", "worst at (L, c)")
+    optimal = all(r["bpjax"] == r["optimum"] for r in curve if r["L"] <= remat.beta(r["c"], 2))
+    put("optimal_up_to_beta2", optimal, "bool", "optimal at every L <= beta(c, 2)")
+    counted = all(r["bpjax evaluations"] == r["model"] for r in rows)
+    put("counted_equals_model", counted, "bool", "counted == model")
     for c in CHECKPOINTS:
         temps = [r["bpjax temp"] for r in rows if r["c"] == c]
-        summary[f"bpjax temp MiB, c={c} (max/min over L)"] = (
-            f"{max(temps) / 2**20:.3f} ({max(temps) / min(temps):.3f})"
-        )
+        text = f"bpjax temp MiB, c={c} (max/min over L)"
+        span = f"{max(temps) / 2**20:.3f} ({max(temps) / min(temps):.3f})"
+        put("bpjax_temp_mib_max_min", span, "text", text, c=c)
     if eqxi:
-        summary["evaluations <= Equinox at every point"] = all(
-            r["bpjax evaluations"] <= r["equinox evaluations"] for r in rows
-        )
+        fewer = all(r["bpjax evaluations"] <= r["equinox evaluations"] for r in rows)
+        put("evaluations_at_most_equinox", fewer, "bool", "evaluations <= Equinox at every point")
         speed = [r["bpjax seconds"] / r["equinox seconds"] for r in rows]
-        summary["time bpjax / Equinox, median"] = float(np.median(speed))
-        summary["time bpjax / Equinox <= 1.0 at"] = f"{sum(s <= 1.0 for s in speed)}/{len(speed)}"
+        median = float(np.median(speed))
+        put("time_over_equinox_median", median, "ratio", "time bpjax / Equinox, median")
+        at_most = f"{sum(s <= 1.0 for s in speed)}/{len(speed)}"
+        put("time_at_most_equinox_at", at_most, "text", "time bpjax / Equinox <= 1.0 at")
     for name, r in uses.items():
-        summary[f"{name}: grad vs central difference (rel. error)"] = r["relative error"]
-    summary["jax.jvp"] = "; ".join(f"{k}: {v.split(':')[0]}" for k, v in jvp.items())
+        text = f"{name}: grad vs central difference (rel. error)"
+        put("grad_rel_error_vs_central_difference", r["relative error"], "", text, loop=name)
+    put("jax_jvp", "; ".join(f"{k}: {v.split(':')[0]}" for k, v in jvp.items()), "text", "jax.jvp")
     return summary
 
 
@@ -352,8 +358,9 @@ def main(argv=None):
     jvp = jvp_support()
     plot(args.out, curve, rows)
     summary = summarize(curve, rows, uses, jvp)
-    summary["seconds"] = time.perf_counter() - start
-    for key, value in summary.items():
+    seconds = time.perf_counter() - start
+    summary.append(results.entry("seconds", seconds, unit="s", text="seconds"))
+    for key, value in ((e["text"], e["value"]) for e in summary):
         print(f"  {key}: {value}")
     results.save(
         "online_remat",

@@ -264,20 +264,34 @@ def summarize(time_rows, slopes, counts, n_time):
     at = {r["strategy"]: r for r in time_rows}  # memory and time at the timed depth
     log_l = math.ceil(math.log2(n_time))
     none, binomial = at["none"], at["binomial c=log2L"]
-    return {
-        "device": jax.devices()[0].device_kind,
-        f"none compiled temp at L={n_time} (MiB)": none["compiled_temp"] / 2**20,
-        "sqrt / none compiled temp": at["sqrt"]["compiled_temp"] / none["compiled_temp"],
-        f"nested3 compiled temp at L={n_time} (MiB)": at["nested3"]["compiled_temp"] / 2**20,
-        f"binomial c={log_l} compiled temp (MiB)": binomial["compiled_temp"] / 2**20,
-        "sqrt step time / none": at["sqrt"]["median"] / none["median"],
-        "nested3 step time / none": at["nested3"]["median"] / none["median"],
-        f"binomial c={log_l} step time / none": binomial["median"] / none["median"],
-        **{f"slope {name}": slopes[name] for name in ("none", "sqrt", "nested3", "nested4")},
-        "slope binomial c=log2L": slopes["binomial c=log2L"],
-        "compiled/predicted, worst": max(r["compiled_temp"] / r["predicted"] for r in time_rows),
-        "counted evaluations == theory": all(v["counted"] == v["theory"] for v in counts.values()),
-    }
+    entry, mib = results.entry, 2**20
+    binomial_c = f"binomial c={log_l}"
+    return [
+        entry("device", jax.devices()[0].device_kind, unit="text", text="device"),
+        entry("compiled_temp", none["compiled_temp"] / mib, unit="MiB",
+              text=f"none compiled temp at L={n_time} (MiB)", strategy="none", L=n_time),
+        entry("compiled_temp_over_none", at["sqrt"]["compiled_temp"] / none["compiled_temp"],
+              unit="ratio", text="sqrt / none compiled temp", strategy="sqrt"),
+        entry("compiled_temp", at["nested3"]["compiled_temp"] / mib, unit="MiB",
+              text=f"nested3 compiled temp at L={n_time} (MiB)", strategy="nested3", L=n_time),
+        entry("compiled_temp", binomial["compiled_temp"] / mib, unit="MiB",
+              text=f"{binomial_c} compiled temp (MiB)", strategy=binomial_c),
+        *[
+            entry("step_time_over_none", row["median"] / none["median"], unit="ratio",
+                  text=f"{strategy} step time / none", strategy=strategy)
+            for strategy, row in (("sqrt", at["sqrt"]), ("nested3", at["nested3"]),
+                                  (binomial_c, binomial))
+        ],
+        *[
+            entry("memory_slope", slopes[name], unit="", text=f"slope {name}", strategy=name)
+            for name in ("none", "sqrt", "nested3", "nested4", "binomial c=log2L")
+        ],
+        entry("compiled_over_predicted_worst",
+              max(r["compiled_temp"] / r["predicted"] for r in time_rows), unit="ratio",
+              text="compiled/predicted, worst"),
+        entry("counted_equals_theory", all(v["counted"] == v["theory"] for v in counts.values()),
+              unit="bool", text="counted evaluations == theory"),
+    ]  # fmt: skip
 
 
 NOTES = (
@@ -305,8 +319,9 @@ def main(argv=None):
     plot_pareto(args.out, time_rows, n_time)
     plot_sources(args.out, time_rows, n_time)
     summary = summarize(time_rows, slopes, counts, n_time)
-    summary["seconds"] = time.perf_counter() - start
-    for key, value in summary.items():
+    seconds = time.perf_counter() - start
+    summary.append(results.entry("seconds", seconds, unit="s", text="seconds"))
+    for key, value in ((e["text"], e["value"]) for e in summary):
         print(f"  {key}: {value}")
     results.save(
         "remat_memory",

@@ -99,22 +99,19 @@ def main(argv=None):
     fig.tight_layout()
     results.save_figure(fig, args.out / "rules_overhead.png", dpi=120)
 
-    summary = {
-        f"rev / ref @ {s}": next(
-            r["ratio_to_ref"] for r in rows if r["size"] == s and r["contender"].startswith("rev")
+    ratio = {(r["size"], r["contender"]): r["ratio_to_ref"] for r in rows}
+    summary = [
+        results.entry(
+            f"{who}_over_ref",
+            ratio[bench.size_label(sizes, batch), NAMES[who]],
+            unit="ratio",
+            text=f"{who} / ref @ {bench.size_label(sizes, batch)}",
+            layers=bench.layers_label(sizes),
+            batch=batch,
         )
-        for s in sizes
-    }
-    summary.update(
-        {
-            f"manual / ref @ {s}": next(
-                r["ratio_to_ref"]
-                for r in rows
-                if r["size"] == s and r["contender"].startswith("manual")
-            )
-            for s in sizes
-        }
-    )
+        for who in ("rev", "manual")
+        for sizes, batch in grid
+    ]
     results.save(
         "rules_overhead",
         out=args.out,

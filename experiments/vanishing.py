@@ -100,18 +100,32 @@ def summarize(measured, depths):
         norms = np.asarray(profiles[key])
         return float(np.exp(np.mean(np.log(norms[:, 0] / norms[:, -2]))))
 
-    summary = {
-        f"float32 layers whose gradient underflows to 0, sigmoid plain L={d}": underflow[
-            f"sigmoid/plain/{d}"
-        ]
+    summary = [
+        results.entry(
+            "float32_zero_gradient_layers",
+            underflow[f"sigmoid/plain/{d}"],
+            unit="count",
+            text=f"float32 layers whose gradient underflows to 0, sigmoid plain L={d}",
+            activation="sigmoid",
+            arch="plain",
+            L=d,
+        )
         for d in depths
-    }
-    summary |= {
-        f"first/last hidden grad norm, {act} {arch} L={d}": ratio(f"{act}/{arch}/{d}")
+    ]
+    summary += [
+        results.entry(
+            "first_over_last_grad_norm",
+            ratio(f"{act}/{arch}/{d}"),
+            unit="ratio",
+            text=f"first/last hidden grad norm, {act} {arch} L={d}",
+            activation=act,
+            arch=arch,
+            L=d,
+        )
         for act in ACTIVATIONS
         for arch in ARCHS
         for d in depths[1:]
-    }
+    ]
     return summary
 
 

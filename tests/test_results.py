@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import textwrap
@@ -21,7 +22,10 @@ def _save(out, name="demo", **overrides):
         profile="quick",
         seed=3,
         title="A demo",
-        summary={"ratio": 0.5, "bad": float("nan")},
+        summary=[
+            results.entry("ratio", 0.5, unit="ratio", text="ratio", n=4),
+            results.entry("bad", float("nan"), unit="", text="bad"),
+        ],
         data={"xs": [1.0, float("inf")]},
         figures=[],
         notes="Some words.",
@@ -36,7 +40,10 @@ def test_save_and_report_roundtrip(tmp_path):
     _save(args.out, seed=args.seed, profile=args.profile, figures=["demo.png"])
     rec = json.loads((tmp_path / "demo.json").read_text())
     assert rec["seed"] == 3 and rec["profile"] == "quick"
-    assert rec["summary"]["bad"] == "nan" and rec["data"]["xs"][1] == "inf"
+    assert results.value(rec, "bad") == "nan" and rec["data"]["xs"][1] == "inf"
+    assert results.value(rec, "ratio", n=4) == 0.5
+    with pytest.raises(KeyError, match="no summary entry ratio at {'n': 5}; it has ratio at"):
+        results.value(rec, "ratio", n=5)
     assert (tmp_path / "demo.png").read_text() == "not really a png"
     text = report.render(tmp_path)
     assert "## A demo" in text and "| ratio | 0.5 |" in text and "![demo.png](demo.png)" in text
@@ -73,13 +80,35 @@ def test_a_full_disk_does_not_truncate_the_previous_result(tmp_path):
         from bpjax import results
         resource.setrlimit(resource.RLIMIT_FSIZE, (8 * 1024, 8 * 1024))
         results.save("demo", out={str(tmp_path)!r}, profile="quick", seed=0, title="big",
-                     summary={{}}, data={{"xs": list(range(100_000))}})
+                     summary=[], data={{"xs": list(range(100_000))}})
         """
     )
     proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode != 0 and "File too large" in proc.stderr, proc.stderr
     assert (tmp_path / "demo.json").read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["demo.json"]
+
+
+@pytest.mark.parametrize(
+    "summary, problem",
+    [
+        ({"ratio": 0.5}, "not a list of entries"),
+        ([{"name": "x", "value": 1}], "lacks name, at, value, unit or text"),
+        ([results.entry("Bad name", 1, unit="", text="t")], "not a lower-case identifier"),
+        ([results.entry("x", 1, unit="furlongs", text="t")], "unit 'furlongs' not in"),
+        ([results.entry("x", 1, unit="", text="t", n=[1, 2])], "is not a dict of scalars"),
+        ([results.entry("x", 1, unit="", text="t", n=1)] * 2, "x at {'n': 1} twice"),
+    ],
+)
+def test_save_refuses_a_summary_readers_cannot_look_up(tmp_path, summary, problem):
+    with pytest.raises(ValueError, match="bad summary: .*" + re.escape(problem)):
+        _save(tmp_path, summary=summary)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_committed_records_have_structured_summaries():
+    for path in sorted((ROOT / "results").glob("**/*.json")):
+        assert results.summary_problems(json.loads(path.read_text())["summary"]) == [], path
 
 
 def test_staged_files_are_not_committed_without_save(tmp_path):
@@ -100,11 +129,14 @@ def test_report_names_an_unreadable_file_and_keeps_the_others(tmp_path, capsys):
     _save(tmp_path, name="good", title="Good one")
     (tmp_path / "broken.json").write_text('{"name": "broken", "title": ')
     (tmp_path / "other.json").write_text('{"unrelated": true}')
+    old = {"name": "old", "title": "Old", "environment": {}, "summary": {"a sentence": 1.0}}
+    (tmp_path / "old.json").write_text(json.dumps(old))
     assert report.main([str(tmp_path)]) == 0
     text = (tmp_path / "REPORT.md").read_text()
     assert "## Good one" in text
     assert "`broken.json`: JSONDecodeError" in text
     assert "`other.json`: ValueError" in text
+    assert "`old.json`: ValueError: summary: summary is a dict, not a list of entries" in text
     err = capsys.readouterr().err
     assert "broken.json" in err and "other.json" in err
 
@@ -156,7 +188,8 @@ def test_headlines_table_names_the_renamed_summary_entry():
     records = report.records_by_name(ROOT / "results")
     table = tables.headlines_table(records)
     assert len(table.splitlines()) == 2 + len(tables.HEADLINES)
-    records["jacobians"] = {**records["jacobians"], "summary": {"renamed": 1.0}}
+    renamed = [{**e, "name": "renamed"} for e in records["jacobians"]["summary"]]
+    records["jacobians"] = {**records["jacobians"], "summary": renamed}
     with pytest.raises(KeyError, match="results/jacobians.json has no summary entry.*HEADLINES"):
         tables.headlines_table(records)
 
@@ -170,13 +203,16 @@ def test_table_builders_compute_their_columns_from_the_record():
     # published tables are produced by these same builders, so comparing them with the
     # committed pages alone would not catch it).
     overhead = {
+        "summary": [
+            results.entry("rev_over_ref", 0.5, unit="ratio", text="", layers="4-8-3", batch=100)
+        ],
         "data": {
             "rows": [
                 _row("4-8-3 b100", "rev (hand VJP)", 0.5),
                 _row("4-8-3 b100", "fwd (hand JVP, transposed)", 2.0),
                 _row("4-8-3 b100", "manual (δ recursion)", 1.25),
             ]
-        }
+        },
     }
     assert tables.rules_overhead_table({"rules_overhead": overhead}).splitlines()[2] == (
         "| 4-8-3, batch 100 | 0.50 | 2.00 | 1.25 |"
@@ -207,3 +243,21 @@ def test_table_builders_compute_their_columns_from_the_record():
     ]
     colors = tables.jacobian_colors_table({"jacobians": {"data": {"points": points}}})
     assert colors.splitlines()[2:] == ["| arrowhead | 8×8 | – | – | 3 (2 JVPs + 1 VJP) |"]
+
+
+def test_save_adds_the_derived_entries_and_survives_a_partial_run(tmp_path):
+    vanishing = json.loads((ROOT / "results" / "vanishing.json").read_text())
+    own = [e for e in vanishing["summary"] if not e.get("derived")]
+    _save(tmp_path, name="vanishing", summary=own, data=vanishing["data"])
+    assert json.loads((tmp_path / "vanishing.json").read_text())["summary"] == vanishing["summary"]
+    _save(tmp_path, name="vanishing", summary=own, data={"width": 8})  # no batch, no seeds
+    assert json.loads((tmp_path / "vanishing.json").read_text())["summary"] == own
+
+
+def test_committed_derived_entries_are_current(tmp_path):
+    # A derivation changed without `python -m bpjax.report --derive` fails here.
+    for path in (ROOT / "results").glob("**/*.json"):
+        copy = tmp_path / path.relative_to(ROOT / "results")
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        copy.write_text(path.read_text())
+    assert report.rederive(tmp_path) == []

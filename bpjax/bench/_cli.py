@@ -330,8 +330,9 @@ def finish(args, record: dict, passes: dict, seconds: float) -> None:
     device = measure.environment()["device"]
     _figures.figure(record, args.out / "peers.png", device)
     summary = _records.summary(record, threads=threads, devices=args.devices or 1)
-    summary["seconds"] = seconds
-    summary["allocator (--malloc)"] = record.get("malloc", {}).get("setting", "glibc")
+    summary.append(results.entry("seconds", seconds, unit="s", text="seconds"))
+    allocator = record.get("malloc", {}).get("setting", "glibc")
+    summary.append(results.entry("allocator", allocator, unit="text", text="allocator (--malloc)"))
     results.save(
         "peers",
         out=args.out,

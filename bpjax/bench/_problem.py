@@ -29,14 +29,20 @@ OURS = ("rev", "fwd", REFERENCE, "manual", UNDONATED)
 HEADLINE = "rev"
 
 
-def size_label(sizes, batch: int) -> str:
-    """How the README names a size: ``"784-256-10 b128"``, or ``"8 × 1024 b512"`` when the
+def layers_label(sizes) -> str:
+    """How the README names the layer widths: ``"784-256-10"``, or ``"8 × 1024"`` when the
     input and at least three hidden layers share one width (``(1024,) * 9 + (10,)``)."""
     sizes = tuple(sizes)
     hidden = sizes[1:-1]
     if len(hidden) >= 3 and all(w == sizes[0] for w in hidden):
-        return f"{len(hidden)} × {sizes[0]} b{batch}"
-    return "-".join(map(str, sizes)) + f" b{batch}"
+        return f"{len(hidden)} × {sizes[0]}"
+    return "-".join(map(str, sizes))
+
+
+def size_label(sizes, batch: int) -> str:
+    """How the README names a size: ``"784-256-10 b128"``, ``"8 × 1024 b512"``
+    (:func:`layers_label` and the batch)."""
+    return f"{layers_label(sizes)} b{batch}"
 
 
 def problem(sizes, batch: int, seed: int = 0):

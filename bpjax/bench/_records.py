@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import math
 
-from bpjax.bench._problem import HEADLINE, OURS, REFERENCE, UNDONATED, step_flops
+from bpjax.bench._problem import (
+    HEADLINE,
+    OURS,
+    REFERENCE,
+    UNDONATED,
+    layers_label,
+    step_flops,
+)
 
 
 def break_even(first_ours: float, step_ours: float, first_peer: float, step_peer: float):
@@ -123,22 +130,42 @@ def pick(rows, size: str, contender: str, key: str):
     )
 
 
-def summary(record: dict, *, threads: int, devices: int) -> dict:
-    """The headline numbers for the report: per size, rev against ref and the best peer."""
+def summary(record: dict, *, threads: int, devices: int) -> list[dict]:
+    """The headline numbers for the report, as :func:`bpjax.results.entry` dicts: per size
+    (grid point: its layer widths and batch), rev against ref and the best peer."""
+    from bpjax.results import entry
+
     rows = record["rows"]
-    sizes = list(dict.fromkeys(r["size"] for r in rows))
-    out = {"threads": threads, "devices": devices}
-    out["gemm GFLOP/s"] = record["gemm"]["flops_per_second"] / 1e9
-    for s in sizes:
-        out[f"rev / ref @ {s}"] = pick(rows, s, HEADLINE, "ratio_to_ref")
-        out[f"rev / best peer @ {s}"] = pick(rows, s, HEADLINE, "ratio_to_best_peer")
+    # Each size's label and grid point (its layer widths and batch).
+    sizes = {r["size"]: {"layers": layers_label(r["sizes"]), "batch": r["batch"]} for r in rows}
+    out = [
+        entry("threads", threads, unit="count", text="threads"),
+        entry("devices", devices, unit="count", text="devices"),
+        entry(
+            "gemm_rate",
+            record["gemm"]["flops_per_second"] / 1e9,
+            unit="GFLOP/s",
+            text="gemm GFLOP/s",
+        ),
+    ]
+    for s, at in sizes.items():
         verdict = record["rankings"].get(s)
-        out[f"ranking @ {s}"] = verdict["verdict"] if verdict else None
-        out[f"rev first call s @ {s}"] = pick(rows, s, HEADLINE, "first_call")
+        out += [
+            entry("rev_over_ref", pick(rows, s, HEADLINE, "ratio_to_ref"), unit="ratio",
+                  text=f"rev / ref @ {s}", **at),
+            entry("rev_over_best_peer", pick(rows, s, HEADLINE, "ratio_to_best_peer"),
+                  unit="ratio", text=f"rev / best peer @ {s}", **at),
+            entry("ranking", verdict["verdict"] if verdict else None, unit="text",
+                  text=f"ranking @ {s}", **at),
+            entry("rev_first_call", pick(rows, s, HEADLINE, "first_call"), unit="s",
+                  text=f"rev first call s @ {s}", **at),
+        ]  # fmt: skip
     if sizes:
-        out[f"rev GEMM fraction @ {sizes[-1]}"] = pick(
-            rows, sizes[-1], HEADLINE, "fraction_of_gemm"
-        )
+        s, at = list(sizes.items())[-1]
+        out.append(
+            entry("rev_gemm_fraction", pick(rows, s, HEADLINE, "fraction_of_gemm"),
+                  unit="fraction", text=f"rev GEMM fraction @ {s}", **at)
+        )  # fmt: skip
     return out
 
 
