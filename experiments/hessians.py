@@ -247,6 +247,34 @@ def acceptance(rows):
             out.append(
                 entry("auto_over_asdex", value, unit="ratio", text=text, **point, output="dense")
             )
+        if "dense output floor" in c:
+            text = f"{family} n=4096: bpjax auto ÷ writing any n x n array (the dense floor)"
+            value = auto / c["dense output floor"]["median"]
+            out.append(
+                entry("auto_over_floor", value, unit="ratio", text=text, **point, output="dense")
+            )
+        for fmt, v in r.get("verdicts", {}).items():
+            output = fmt.lower()
+            lo, hi = v["ci"]
+            text = (
+                f"{family} n=4096, {fmt}: bpjax auto ÷ asdex per round (paired, {v['rounds']} "
+                f"rounds, 95% bootstrap {lo:.2f}-{hi:.2f}): {v['verdict']}"
+            )
+            out.append(
+                entry(
+                    "paired_over_asdex", v["ratio"], unit="ratio", text=text, **point, output=output
+                )
+            )
+            out.append(
+                entry(
+                    "verdict_vs_asdex",
+                    v["verdict"],
+                    unit="text",
+                    text=f"{family} n=4096, {fmt}: bpjax auto against asdex",
+                    **point,
+                    output=output,
+                )
+            )
     return out
 
 

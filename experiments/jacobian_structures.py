@@ -143,7 +143,8 @@ def measure_structure(name, notes):
         f"{name:<18} nnz={pattern.nnz:>7} "
         + ", ".join(f"{k} {v:.4g} us" for k, v in us.items())
         + f" | sparse vs {peer.get('best_peer')} {peer.get('ratio', float('nan')):.3f} "
-        f"({peer.get('verdict')}), vs auto {verdicts['vs auto']['ratio']:.3f} "
+        f"({peer.get('verdict')}, sparse: {colorings[SPARSE]['method']}), "
+        f"vs auto {verdicts['vs auto']['ratio']:.3f} "
         f"({verdicts['vs auto']['verdict']}, auto: {colorings[AUTO]['method']})",
         flush=True,
     )
@@ -184,12 +185,39 @@ def main(argv=None):
     ]
     rows = [measure_structure(name, notes) for name in names]
     plot(rows, args.out / "jacobian_structures.png")
-    summary = {"structures": len(rows)}
+    summary = [results.entry("structures", len(rows), unit="count", text="structures timed")]
     for r in rows:
-        for v in r["verdicts"].values():
-            summary[f"{r['structure']}: bpjax sparse ÷ {v['best_peer']}"] = v["ratio"]
-    summary["largest relative error vs jax.jacfwd"] = max(
-        r["max relative error vs jax.jacfwd"] for r in rows
+        for which, v in r["verdicts"].items():
+            lo, hi = v["ci"]
+            against = "auto" if which == "vs auto" else "best_peer"
+            summary.append(
+                results.entry(
+                    f"sparse_over_{against}",
+                    v["ratio"],
+                    unit="ratio",
+                    text=(
+                        f"{r['structure']}: bpjax sparse ÷ {v['best_peer']} per round (paired, "
+                        f"{v['rounds']} rounds, 95% bootstrap {lo:.2f}-{hi:.2f}): {v['verdict']}"
+                    ),
+                    structure=r["structure"],
+                )
+            )
+            summary.append(
+                results.entry(
+                    f"verdict_vs_{against}",
+                    v["verdict"],
+                    unit="text",
+                    text=f"{r['structure']}: bpjax sparse against {v['best_peer']}",
+                    structure=r["structure"],
+                )
+            )
+    summary.append(
+        results.entry(
+            "max_relative_error",
+            max(r["max relative error vs jax.jacfwd"] for r in rows),
+            unit="",
+            text="largest relative error of any contender vs jax.jacfwd",
+        )
     )
     results.save(
         "jacobian_structures",

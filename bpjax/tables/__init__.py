@@ -26,7 +26,12 @@ from bpjax.tables._derived import derive
 from bpjax.tables._headlines import HEADLINES as HEADLINES  # the README's headline rows
 from bpjax.tables._headlines import bench_table, headlines_table
 from bpjax.tables._remat import online_remat_table, online_remat_uses_table, remat_table
-from bpjax.tables._sparse import hessians_table, jacobian_colors_table, jacobians_table
+from bpjax.tables._sparse import (
+    hessians_table,
+    jacobian_colors_table,
+    jacobian_structures_table,
+    jacobians_table,
+)
 from bpjax.tables._training import (
     depth_table,
     exploding_growth_table,
@@ -54,6 +59,7 @@ __all__ = [
     "online_remat_table",
     "online_remat_uses_table",
     "hessians_table",
+    "jacobian_structures_table",
 ]
 
 
@@ -71,6 +77,7 @@ TABLES: dict[str, Callable[[dict], str]] = {
     "online-remat": online_remat_table,
     "online-remat-uses": online_remat_uses_table,
     "hessians": hessians_table,
+    "jacobian-structures": jacobian_structures_table,
 }
 """README table name → function of the records by name (``{"depth": record, ...}``)."""
 
@@ -90,6 +97,7 @@ SOURCES: dict[str, tuple[str, ...]] = {
     "online-remat": ("online_remat",),
     "online-remat-uses": ("online_remat",),
     "hessians": ("hessians",),
+    "jacobian-structures": ("jacobian_structures",),
 }
 
 

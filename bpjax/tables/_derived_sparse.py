@@ -43,18 +43,17 @@ def hessians(record: dict) -> list[dict]:
             out.append(_e("asdex_setup", c["asdex"]["setup"], "s", f"asdex's setup, {where}", **at))
         mb = p["n"] ** 2 * 8 / 1e6
         out.append(_e("dense_hessian", mb, "MB", f"dense float64 Hessian, {where}", **at))
-    floor = min(
-        1e3 * largest[f]["contenders"]["bpjax auto"]["median"]
-        for f in ("banded", "stencil", "arrowhead")
-    )
-    out.append(
-        _e(
-            "dense_output_floor",
-            floor,
-            "ms",
-            "fastest dense auto Hessian, banded/stencil/arrowhead",
+    if "dense output floor" in largest["stencil"]["contenders"]:
+        # Measured: writing any n x n array from x (no derivative at all).
+        floor = 1e3 * largest["stencil"]["contenders"]["dense output floor"]["median"]
+        what = "writing an n x n array from x, stencil n=4096 (the dense-output floor)"
+    else:  # records before the floor was measured
+        floor = min(
+            1e3 * largest[f]["contenders"]["bpjax auto"]["median"]
+            for f in ("banded", "stencil", "arrowhead")
         )
-    )
+        what = "fastest dense auto Hessian, banded/stencil/arrowhead"
+    out.append(_e("dense_output_floor", floor, "ms", what))
     out.append(_e("rounds", data["rounds"], "count", "timing rounds per contender"))
     newton = data["newton"]
     ms = 1e3 * newton["hessian seconds"]["bpjax"]

@@ -81,13 +81,51 @@ def hessians_table(records: dict) -> str:
                 cell("asdex"),
                 cell("bpjax auto"),
                 f"{auto['method']}, {auto['order']}" if auto["method"] != "dense" else "dense",
+                cell("dense output floor"),
                 cell("asdex BCOO"),
                 cell("bpjax auto BCOO"),
+                " / ".join(
+                    point.get("verdicts", {}).get(fmt, {}).get("verdict", "")
+                    for fmt in ("dense", "BCOO")
+                ),
                 " / ".join(str(colors.get(k)) for k in ("star", "acyclic", "asdex star"))
                 if colors.get("star") is not None
                 else "none (dense)",
             ]
         )
     header = ["family", "jax.hessian", "bpjax dense", "asdex", "bpjax auto", "auto chose"]
-    header += ["asdex BCOO", "bpjax auto BCOO", "colors star / acyclic / asdex"]
+    header += ["n x n write", "asdex BCOO", "bpjax auto BCOO", "auto vs asdex, dense / BCOO"]
+    header += ["colors star / acyclic / asdex"]
+    return table(header, body)
+
+
+def jacobian_structures_table(records: dict) -> str:
+    """Microseconds per Jacobian (n = 4096, float64, BCOO output) on structures beyond the
+    tuned families, and bpjax sparse's paired ratio to the best peer with its verdict
+    (``jacobian_structures``)."""
+    body = []
+    for p in records["jacobian_structures"]["data"]["points"]:
+        c, colorings, v = p["contenders"], p["colorings"], p["verdicts"]
+        us = lambda name, c=c: f"{1e6 * c[name]['median']:.0f}" if name in c else "–"  # noqa: E731
+        sparse = colorings["bpjax sparse"]
+        peer = v.get("vs best peer")
+        body.append(
+            [
+                p["structure"],
+                str(p["nnz"]),
+                f"{sparse['method']} ({sparse['products']})",
+                str(colorings.get("asdex", {}).get("products", "–")),
+                us("bpjax sparse"),
+                us("bpjax auto"),
+                us("asdex"),
+                us("sparsejac.jacfwd"),
+                us("sparsejac.jacrev"),
+                f"{peer['ratio']:.2f} ({peer['ci'][0]:.2f}-{peer['ci'][1]:.2f}), {peer['verdict']}"
+                if peer
+                else "–",
+            ]
+        )
+    header = ["structure", "nonzeros", "bpjax sparse (products)", "asdex colors"]
+    header += ["bpjax sparse", "bpjax auto", "asdex", "sparsejac.jacfwd", "sparsejac.jacrev"]
+    header += ["sparse ÷ best peer (95% CI), verdict"]
     return table(header, body)
