@@ -81,3 +81,11 @@ def test_with_calls_the_probe_is_the_model(fake):
     probe = modes.choose_mode(f, x, basis="probe", calls=3, sparse_output=True)
     model = modes.choose_mode(f, x, basis="model", calls=3, sparse_output=True)
     assert compiled == [] and probe.method == model.method == "columns"
+
+
+def test_a_jacobian_too_quick_to_repay_the_probe_is_left_to_the_model(fake):
+    tiny = _basis_probe.PROBE_MIN_SECONDS / 10
+    compiled = fake({"columns": tiny, "rows": 1.1 * tiny}, {"columns": 2.0, "rows": 1.0})
+    f, x = _band()
+    assert modes.jacobian_fn(f, x, mode="sparse", sparse_output=True).method == "columns"
+    assert compiled == []

@@ -6,8 +6,9 @@ faster; those few are compiled and timed, and the measurement ranks them. The or
 of a coloring is the usual such race: the model prices 17 JVPs and 17 VJPs of a band
 within a few percent, while XLA:CPU runs one of them 2-3x faster than the other, in either
 direction depending on the structure. Candidates the model prices clearly worse are not
-compiled. With ``calls=`` (a few calls, compilation counted) the model alone decides: a
-probe's compilations would cost more than a few calls can gain.
+compiled. With ``calls=`` (a few calls, compilation counted), or where the model prices
+the best under ``PROBE_MIN_SECONDS`` (0.1 ms), the model alone decides: the probe's
+compilations would cost more than the calls can gain.
 
 This is the default of :func:`~bpjax.modes.jacobian_fn`, which decides once for many
 calls; :func:`~bpjax.modes.jacobian` and :func:`~bpjax.modes.choose_mode` default to the
@@ -22,6 +23,9 @@ from bpjax import measure
 from bpjax.modes._basis import CostBasis
 from bpjax.modes._basis_model import ModelBasis
 
+# Below this predicted time per call the probe is not worth its compilations (~0.1 s): a
+# 2x faster 0.1 ms Jacobian earns them back only after thousands of calls.
+PROBE_MIN_SECONDS = 1e-4
 ROUNDS = 7  # interleaved rounds of the probe, each at least 5 ms per candidate
 
 
@@ -52,7 +56,7 @@ class ProbeBasis(CostBasis):
         model = model_basis.prices(plan, sparse_output=sparse_output, calls=calls)
         best = min(p["seconds"] for p in model.values())
         close = [c for c in plan.candidates if model[c.name]["seconds"] <= model_basis.band * best]
-        if calls or len(close) < 2:
+        if calls or len(close) < 2 or best < PROBE_MIN_SECONDS:
             return _as_model_decides(model, close, best)
         programs = {c.name: plan.program(c, sparse_output=sparse_output) for c in close}
         compiled = measure.compile_all(programs, plan.x_flat)
