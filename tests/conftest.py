@@ -9,8 +9,9 @@ optimizing the generated code, which the tests do not measure: they check values
 references with tolerances, and compiled memory sizes and FLOP counts, which XLA fixes at
 the HLO level before LLVM runs. So the tests compile with LLVM's optimization off
 (``--xla_backend_optimization_level=0``: the suite takes about a quarter less time);
-``BPJAX_TEST_FULL_OPT=1`` keeps XLA's default. Timings and published numbers come from the
-experiments and ``bpjax bench``, which never run under this flag.
+``BPJAX_TEST_FULL_OPT=1`` keeps XLA's defaults (for this flag and the next). Timings and
+published numbers come from the experiments and ``bpjax bench``, which never run under these
+flags.
 
 On jaxlib 0.10 (the Python 3.11 pin) XLA:CPU still has its older fusion code generator,
 which emits LLVM IR straight from each fusion; the newer one (its default, the only one in
@@ -43,7 +44,7 @@ if not os.environ.get("BPJAX_TEST_FULL_OPT"):
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + _fast_compile_flags()).strip()
 
 # The automatic Jacobian mode keeps per-machine rates on disk; the tests measure their own
-# (under the flag above they differ from a real run's) and leave the user's cache alone.
+# (under the flags above they differ from a real run's) and leave the user's cache alone.
 os.environ.setdefault("BPJAX_CACHE_DIR", "off")
 
 import jax  # noqa: E402  (after XLA_FLAGS: the backend reads them when it starts)
