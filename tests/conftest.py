@@ -9,22 +9,42 @@ optimizing the generated code, which the tests do not measure: they check values
 references with tolerances, and compiled memory sizes and FLOP counts, which XLA fixes at
 the HLO level before LLVM runs. So the tests compile with LLVM's optimization off
 (``--xla_backend_optimization_level=0``: the suite takes about a quarter less time);
-``BPJAX_TEST_FULL_OPT=1`` keeps XLA's default. Timings and published numbers come from the
-experiments and ``bpjax bench``, which never run under this flag.
+``BPJAX_TEST_FULL_OPT=1`` keeps XLA's defaults (for this flag and the next). Timings and
+published numbers come from the experiments and ``bpjax bench``, which never run under these
+flags.
+
+On jaxlib 0.10 (the Python 3.11 pin) XLA:CPU still has its older fusion code generator,
+which emits LLVM IR straight from each fusion; the newer one (its default, the only one in
+0.12) lowers through MLIR first and compiles these small programs about 2.5 times slower.
+So the tests there also set ``--xla_cpu_use_fusion_emitters=false``: it picks how a fusion
+XLA has already formed becomes machine code, after the HLO passes that fix memory sizes and
+FLOP counts. Other jaxlib releases are left alone (0.12 rejects the flag and aborts). The
+miscompile canary (test_canary.py) runs without any of these flags.
 """
 
 from __future__ import annotations
 
 import functools
+import importlib.metadata
 import os
 
+
+def _fast_compile_flags() -> str:
+    flags = " --xla_backend_optimization_level=0"
+    try:
+        jaxlib_version = importlib.metadata.version("jaxlib")
+    except importlib.metadata.PackageNotFoundError:
+        return flags
+    if jaxlib_version.startswith("0.10."):
+        flags += " --xla_cpu_use_fusion_emitters=false"
+    return flags
+
+
 if not os.environ.get("BPJAX_TEST_FULL_OPT"):
-    os.environ["XLA_FLAGS"] = (
-        os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0"
-    ).strip()
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + _fast_compile_flags()).strip()
 
 # The automatic Jacobian mode keeps per-machine rates on disk; the tests measure their own
-# (under the flag above they differ from a real run's) and leave the user's cache alone.
+# (under the flags above they differ from a real run's) and leave the user's cache alone.
 os.environ.setdefault("BPJAX_CACHE_DIR", "off")
 
 import jax  # noqa: E402  (after XLA_FLAGS: the backend reads them when it starts)
