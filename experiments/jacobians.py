@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import gc
 import json
-import re
 import resource
 import subprocess
 import sys
@@ -213,7 +212,7 @@ def measure_point(name, N, out_format, rounds, notes, check=False):
     row |= regrets(row)
     # The same compiled program as the best contender's (jax.jacfwd and bpjax fwd, say): a
     # timing difference between them is noise, not a worse choice.
-    if _same_program(programs["bpjax auto"][0], programs[row["best"]][0], x):
+    if measure.same_program(programs["bpjax auto"][0], programs[row["best"]][0], x):
         row["same_program_as_best"] = True
         row["regret_choice_as_timed"] = row["regret_choice"]
         row["regret_choice"] = 1.0
@@ -226,26 +225,6 @@ def measure_point(name, N, out_format, rounds, notes, check=False):
         flush=True,
     )
     return row
-
-
-def _program_signature(fn, x):
-    """The optimized HLO as a multiset of instructions with names and metadata left out, so
-    two compilations of one program compare equal whatever they were called."""
-    compiled, _ = measure.compile_fn(fn, x)
-    lines = []
-    for line in compiled.as_text().splitlines():
-        # Instructions only: "%name = type op(...)"; not the module line or the debug tables
-        # of file names and stack frames.
-        if not line.lstrip().startswith(("%", "ROOT")):
-            continue
-        line = re.sub(r", metadata=\{[^}]*\}", "", line)
-        line = re.sub(r",? stack_frame_id=\d+", "", line)
-        lines.append(re.sub(r"%[\w.\-]+", "%", line).strip())
-    return sorted(lines)
-
-
-def _same_program(a, b, x):
-    return a is b or _program_signature(a, x) == _program_signature(b, x)
 
 
 def regrets(row):

@@ -112,6 +112,20 @@ def main(argv=None):
         for who in ("rev", "manual")
         for sizes, batch in grid
     ]
+    summary += [
+        results.entry(
+            "user_rev_over_user_ref",
+            ratio[bench.size_label(sizes, batch), "user step: MLP.apply(rev)"],
+            unit="ratio",
+            text=(
+                "user-built step, MLP.apply(ops=rev) / MLP.apply(ops=ref) @ "
+                + bench.size_label(sizes, batch)
+            ),
+            layers=bench.layers_label(sizes),
+            batch=batch,
+        )
+        for sizes, batch in grid
+    ]
     results.save(
         "rules_overhead",
         out=args.out,

@@ -16,7 +16,14 @@ One file per concern: ``_timing.py`` the timing, ``_compiled.py`` what XLA says 
 program, ``_environment.py`` the device and versions recorded beside a number.
 """
 
-from bpjax.measure._compiled import copies, cost, flops, temp_bytes
+from bpjax.measure._compiled import (
+    copies,
+    cost,
+    flops,
+    program_signature,
+    same_program,
+    temp_bytes,
+)
 from bpjax.measure._environment import cpu_info, environment
 from bpjax.measure._timing import (
     Timing,
@@ -42,7 +49,9 @@ __all__ = [
     "environment",
     "flops",
     "page_faults",
+    "program_signature",
     "run_rounds",
+    "same_program",
     "summarize",
     "temp_bytes",
     "time_steps",

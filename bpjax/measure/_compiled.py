@@ -45,3 +45,28 @@ def copies(compiled) -> list[str]:
       e.g. ``["f32[1024,1024]", ...]``, one entry per copy, in program order.
     """
     return re.findall(r"= (\w+\[[0-9,]*\])(?:\{[^}]*\})? copy\(", compiled.as_text())
+
+
+def program_signature(fn: Callable, *args) -> list[str]:
+    """The optimized HLO of ``jit(fn)(*args)`` as a sorted list of its instructions, with
+    names, metadata and stack frames left out: two compilations of one program (``jax.jacfwd``
+    and ``bpjax.modes.jacobian_fn(mode="fwd")``, say) give equal signatures whatever their
+    functions and values were called."""
+    compiled, _ = compile_fn(fn, *args)
+    lines = []
+    for line in compiled.as_text().splitlines():
+        # Instructions only ("%name = type op(...)"): not the module line, not the debug
+        # tables of file names and stack frames.
+        if not line.lstrip().startswith(("%", "ROOT")):
+            continue
+        line = re.sub(r", metadata=\{[^}]*\}", "", line)
+        line = re.sub(r",? stack_frame_id=\d+", "", line)
+        lines.append(re.sub(r"%[\w.\-]+", "%", line).strip())
+    return sorted(lines)
+
+
+def same_program(a: Callable, b: Callable, *args) -> bool:
+    """Whether ``a`` and ``b`` compile to the same optimized program for ``args`` (equal
+    :func:`program_signature`): a timing difference between them is then noise, not a
+    difference in what they compute or how."""
+    return a is b or program_signature(a, *args) == program_signature(b, *args)

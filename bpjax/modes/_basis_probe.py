@@ -26,7 +26,7 @@ from bpjax.modes._basis_model import ModelBasis
 # Below this predicted time per call the probe is not worth its compilations (~0.1 s): a
 # 2x faster 0.1 ms Jacobian earns them back only after thousands of calls.
 PROBE_MIN_SECONDS = 1e-4
-ROUNDS = 7  # interleaved rounds of the probe, each at least 5 ms per candidate
+ROUNDS = 11  # interleaved rounds of the probe, each at least 10 ms per candidate
 
 
 def _as_model_decides(model, close, best):
@@ -61,7 +61,7 @@ class ProbeBasis(CostBasis):
         programs = {c.name: plan.program(c, sparse_output=sparse_output) for c in close}
         compiled = measure.compile_all(programs, plan.x_flat)
         steps = {k: (lambda c=c: c(plan.x_flat)) for k, c in compiled.items()}
-        calls_per_round = measure.calibrate(steps, min_round_seconds=0.005, warmup=1)
+        calls_per_round = measure.calibrate(steps, min_round_seconds=0.01, warmup=2)
         samples = measure.run_rounds(steps, calls_per_round, rounds=ROUNDS)
         # Paired: each round ran every candidate back to back, so the per-round ratio to the
         # model's own pick cancels what the round's conditions (a busy neighbour) did to all.

@@ -151,14 +151,24 @@ def _check_options(op, mode, order, coloring, sparse_output, x):
         )
 
 
+DECISION_ROUNDS = 7  # interleaved rounds of the timed decision, each at least 5 ms
+
+
 def _timed(programs, x_flat):
     """Seconds per call of each program: compiled side by side (``measure.compile_all``),
     then timed in interleaved rounds."""
     compiled = measure.compile_all(programs, x_flat)
     steps = {k: (lambda c=c: c(x_flat)) for k, c in compiled.items()}
-    calls = measure.calibrate(steps, min_round_seconds=0.005, warmup=1)
-    samples = measure.run_rounds(steps, calls, rounds=3)
-    return {k: float(np.median(v)) for k, v in samples.items()}
+    calls = measure.calibrate(steps, min_round_seconds=0.005, warmup=2)
+    samples = measure.run_rounds(steps, calls, rounds=DECISION_ROUNDS)
+    # Paired: each candidate's time relative to another's in the same round (the round's
+    # conditions cancel), scaled by that one's median.
+    first = next(iter(samples))
+    base = float(np.median(samples[first]))
+    return {
+        k: base * float(np.median(np.asarray(v) / np.asarray(samples[first])))
+        for k, v in samples.items()
+    }
 
 
 def _orders(f_flat, x_flat):
@@ -200,11 +210,12 @@ def _decide(f_flat, x_flat, sym, mode, coloring, order, sparse_output):
         (k, o) = pairs[0]
         c = colorings[k]
         return k, o, c, f"{k} coloring, {c.count} HVPs by {o} (given)", None
-    # Timed as BCOO programs whatever the output: the products and the recovery are what
-    # differ between candidates; writing a dense n x n result is the same for all of them
-    # and, at n = 4096, would make every timed call 100x longer.
+    # Timed in the output asked for: the dense layout is not the same work for every
+    # candidate (on the 2-D stencil at n = 4096 the star coloring's took 40 ms against the
+    # acyclic one's 25 ms, their BCOO programs 0.2-0.3 ms).
     programs = {
-        f"{k} {o}": _program.program(f_flat, colorings[k], o, sparse_output=True) for k, o in pairs
+        f"{k} {o}": _program.program(f_flat, colorings[k], o, sparse_output=sparse_output)
+        for k, o in pairs
     }
     seconds = _timed(programs, x_flat)
     name = min(seconds, key=seconds.get)
@@ -218,8 +229,6 @@ def _decide(f_flat, x_flat, sym, mode, coloring, order, sparse_output):
         f"{k} coloring, {c.count} HVPs{rounds} by {o}: measured {_fmt(seconds[name])} per "
         f"call, fastest of {len(seconds)} timed ({others}); row-count bound {c.row_bound}"
     )
-    if not sparse_output:
-        why += " (timed as BCOO: the dense layout adds the same n x n write to every one)"
     return k, o, c, why, seconds
 
 

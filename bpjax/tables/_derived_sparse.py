@@ -172,7 +172,13 @@ def _auto(record: dict) -> list[dict]:
     points, out = record["data"]["points"], []
     own = [e for e in record["summary"] if not e.get("derived")]
     have = {(e["name"], e["at"].get("output"), e["at"].get("timing")) for e in own}
-    timings = [k.removeprefix("regret_") for k in points[0] if k.startswith("regret_")]
+    # Ratios every point has (not regret_choice_as_timed: kept only where auto's program is
+    # the best contender's own, beside the regret of 1 counted there).
+    timings = [
+        k.removeprefix("regret_")
+        for k in points[0]
+        if k.startswith("regret_") and all(k in p for p in points)
+    ]
     for timing in timings:
         ratios = [p[f"regret_{timing}"] for p in points]
         at = {"output": "all", "timing": timing}

@@ -59,6 +59,14 @@ def jacobian_colors_table(records: dict) -> str:
     return table(["family", "n×m", "column coloring", "row coloring", "bicoloring"], body)
 
 
+def _verdict(v: dict) -> str:
+    """A paired verdict as the tables show it: the ratio and ahead/behind/tie, or that the
+    two compiled to one program (their ratio is then the spread between compilations)."""
+    if not v:
+        return "–"
+    return f"{v['ratio']:.2f} " + ("same program" if v.get("same_program") else v["verdict"])
+
+
 def hessians_table(records: dict) -> str:
     """Milliseconds per Hessian at each family's largest size, dense and BCOO output, with
     the colors each symmetric coloring needs (``hessians``)."""
@@ -85,8 +93,7 @@ def hessians_table(records: dict) -> str:
                 cell("asdex BCOO"),
                 cell("bpjax auto BCOO"),
                 " / ".join(
-                    point.get("verdicts", {}).get(fmt, {}).get("verdict", "")
-                    for fmt in ("dense", "BCOO")
+                    _verdict(point.get("verdicts", {}).get(fmt, {})) for fmt in ("dense", "BCOO")
                 ),
                 " / ".join(str(colors.get(k)) for k in ("star", "acyclic", "asdex star"))
                 if colors.get("star") is not None
@@ -120,7 +127,8 @@ def jacobian_structures_table(records: dict) -> str:
                 us("asdex"),
                 us("sparsejac.jacfwd"),
                 us("sparsejac.jacrev"),
-                f"{peer['ratio']:.2f} ({peer['ci'][0]:.2f}-{peer['ci'][1]:.2f}), {peer['verdict']}"
+                f"{peer['ratio']:.2f} ({peer['ci'][0]:.2f}-{peer['ci'][1]:.2f}), "
+                + ("same program" if peer.get("same_program") else peer["verdict"])
                 if peer
                 else "–",
             ]
