@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 
 from bpjax.results import entry
-from bpjax.tables._derived_sparse import hessians, jacobians, mode_cost
+from bpjax.tables._derived_sparse import hessians, jacobian_structures, jacobians, mode_cost
 
 
 def _e(name, value, unit, text, **at) -> dict:
@@ -198,6 +198,7 @@ DERIVED = {
     "autograd_tour": autograd_tour,
     "depth": depth,
     "hessians": hessians,
+    "jacobian_structures": jacobian_structures,
     "jacobians": jacobians,
     "mode_cost": mode_cost,
     "online_remat": online_remat,

@@ -349,3 +349,35 @@ def mode_cost(record: dict) -> list[dict]:
                 _e("time_rev_over_fwd", r["t_rev"] / r["t_fwd"], "ratio", "time, rev / fwd", **at)
             )
     return out
+
+
+def jacobian_structures(record: dict) -> list[dict]:
+    """Per structure: bpjax sparse's and auto's time over asdex's (medians), the products
+    each used, and over all structures how many bpjax sparse was at or below asdex on."""
+    out, at_or_below = [], 0
+    points = record["data"]["points"]
+    for p in points:
+        c, at = p["contenders"], {"structure": p["structure"]}
+        if "asdex" not in c:
+            continue
+        for who in ("bpjax sparse", "bpjax auto"):
+            ratio = c[who]["median"] / c["asdex"]["median"]
+            key = who.split()[1]
+            text = f"{p['structure']}: {who} ÷ asdex (medians)"
+            out.append(_e(f"{key}_over_asdex", ratio, "ratio", text, **at))
+        at_or_below += c["bpjax sparse"]["median"] <= c["asdex"]["median"]
+        for who, coloring in p["colorings"].items():
+            if coloring.get("products") is not None:
+                text = f"{p['structure']}: products, {who}"
+                out.append(_e("products", coloring["products"], "count", text, **at, who=who))
+    text = "structures where bpjax sparse took at most asdex's time"
+    out.append(_e("sparse_at_or_below_asdex", at_or_below, "count", text))
+    out.append(
+        _e(
+            "structures_with_asdex",
+            sum("asdex" in p["contenders"] for p in points),
+            "count",
+            "structures asdex ran",
+        )
+    )
+    return out
