@@ -360,9 +360,8 @@ def jacobian_structures(record: dict) -> list[dict]:
         c, at = p["contenders"], {"structure": p["structure"]}
         if "asdex" not in c:
             continue
-        for who in ("bpjax sparse", "bpjax auto"):
+        for who, key in (("bpjax sparse", "sparse"), ("bpjax auto", "auto")):
             ratio = c[who]["median"] / c["asdex"]["median"]
-            key = who.split()[1]
             text = f"{p['structure']}: {who} ÷ asdex (medians)"
             out.append(_e(f"{key}_over_asdex", ratio, "ratio", text, **at))
         at_or_below += c["bpjax sparse"]["median"] <= c["asdex"]["median"]
