@@ -55,11 +55,22 @@ def test_compare_reports_ordered_spread_and_carries_state():
 
 def test_run_rounds_keeps_rotating_and_summarize_counts_rounds():
     order = []
-    steps = {name: (lambda name=name: order.append(name)) for name in "abc"}
-    samples = measure.run_rounds(steps, dict.fromkeys("abc", 1), rounds=2, first_round=1)
-    assert order == ["b", "c", "a", "c", "a", "b"]
-    timings = measure.summarize(samples, dict.fromkeys("abc", 1))
-    assert {t.rounds for t in timings.values()} == {2}
+    steps = {name: (lambda name=name: order.append(name)) for name in "abcd"}
+    samples = measure.run_rounds(steps, dict.fromkeys("abcd", 1), rounds=12, first_round=1)
+    rounds = [order[i : i + 4] for i in range(0, len(order), 4)]
+    assert all(sorted(r) == list("abcd") for r in rounds)  # every round runs each once
+    assert [r[0] for r in rounds] == list("bcda" * 3)  # the first place rotates
+    # No contender always follows the same one (a fixed rotation made it so).
+    for name in "abcd":
+        before = {r[r.index(name) - 1] for r in rounds if r.index(name) > 0}
+        assert len(before) >= 2, (name, before)
+    # The same rounds give the same orders.
+    again = []
+    steps = {name: (lambda name=name: again.append(name)) for name in "abcd"}
+    measure.run_rounds(steps, dict.fromkeys("abcd", 1), rounds=12, first_round=1)
+    assert again == order
+    timings = measure.summarize(samples, dict.fromkeys("abcd", 1))
+    assert {t.rounds for t in timings.values()} == {12}
 
 
 def test_copies_finds_the_copy_of_a_donated_buffer_read_after_its_update():
