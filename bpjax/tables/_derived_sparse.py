@@ -37,6 +37,10 @@ def hessians(record: dict) -> list[dict]:
                     contender=who,
                 )
             )
+        for fmt, v in p.get("verdicts", {}).items():
+            text = f"bpjax auto against asdex, {where} ({fmt}): paired verdict"
+            verdict = "same program" if v.get("same_program") else v["verdict"]
+            out.append(_e("verdict", verdict, "text", text, **at, output=fmt.lower()))
         decision = p["auto"]["decision_seconds"]
         out.append(_e("auto_decision", decision, "s", f"auto's decision, {where}", **at))
         if "asdex" in c:
