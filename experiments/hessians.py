@@ -123,7 +123,7 @@ def _time_until_resolved(found, x, rounds, same):
     bootstrap (``bench._stability.ranking``) cannot say whether bpjax is ahead of, behind
     or tied with asdex in either output format, up to ``MAX_ROUNDS`` or ``BUDGET_SECONDS``.
     Returns the timings and the verdicts."""
-    from bpjax.bench._stability import ranking
+    from bpjax.bench._stability import ranking, rounds_until_resolved
 
     steps = {}
     compile_seconds = {}
@@ -132,25 +132,22 @@ def _time_until_resolved(found, x, rounds, same):
         steps[k] = lambda c=compiled: c(x)
         compile_seconds[k] = seconds
     calls = measure.calibrate(steps, min_round_seconds=0.01, warmup=1)
-    samples = {k: [] for k in steps}
-    start, batch, verdicts = time.perf_counter(), rounds, {}
-    while batch > 0:
-        more = measure.run_rounds(steps, calls, rounds=batch, first_round=len(samples[k]))
-        for name, s in more.items():
-            samples[name] += s
+
+    def judge(samples):
         verdicts = {
             fmt: ranking(samples, ours, [peer], min_rounds=MIN_ROUNDS)
             for fmt, (ours, peer) in PAIRS.items()
             if ours in samples and peer in samples
         }
-        done = len(samples[k])
         for fmt, v in verdicts.items():
             v["same_program"] = same[fmt]
-        if all(v["verdict"] != "unresolved" or v["same_program"] for v in verdicts.values()):
-            break
-        if time.perf_counter() - start >= BUDGET_SECONDS:
-            break
-        batch = min(max(2, rounds // 2), MAX_ROUNDS - done)
+        return verdicts, all(
+            v["verdict"] != "unresolved" or v["same_program"] for v in verdicts.values()
+        )
+
+    samples, verdicts = rounds_until_resolved(
+        steps, calls, judge, rounds=rounds, budget=BUDGET_SECONDS, max_rounds=MAX_ROUNDS
+    )
     timed = measure.summarize(samples, calls)
     for k, t in timed.items():
         timed[k] = dataclasses.replace(t, compile=compile_seconds[k])

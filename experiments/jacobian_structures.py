@@ -27,7 +27,7 @@ import numpy as np
 from jax.experimental import sparse as jsparse
 
 from bpjax import measure, modes, results
-from bpjax.bench._stability import ranking
+from bpjax.bench._stability import ranking, rounds_until_resolved
 from bpjax.modes import examples
 
 try:  # peers: optional (pip install -e ".[peers]")
@@ -88,23 +88,20 @@ def time_until_resolved(found, x, same):
         compile_seconds[k] = seconds
     calls = measure.calibrate(steps, min_round_seconds=0.01, warmup=2)
     peers = [k for k in steps if k not in (SPARSE, AUTO)]
-    samples = {k: [] for k in steps}
-    start, batch, verdicts = time.perf_counter(), ROUNDS, {}
-    while batch > 0:
-        more = measure.run_rounds(steps, calls, rounds=batch, first_round=len(samples[SPARSE]))
-        for k, s in more.items():
-            samples[k] += s
+
+    def judge(samples):
         verdicts = {"vs auto": ranking(samples, SPARSE, [AUTO], min_rounds=MIN_ROUNDS)}
         if peers:
             verdicts["vs best peer"] = ranking(samples, SPARSE, peers, min_rounds=MIN_ROUNDS)
         for v in verdicts.values():
             v["same_program"] = same[v["best_peer"]]
-        done = len(samples[SPARSE])
-        if all(v["verdict"] != "unresolved" or v["same_program"] for v in verdicts.values()):
-            break
-        if time.perf_counter() - start >= BUDGET_SECONDS:
-            break
-        batch = min(ROUNDS // 2, MAX_ROUNDS - done)
+        return verdicts, all(
+            v["verdict"] != "unresolved" or v["same_program"] for v in verdicts.values()
+        )
+
+    samples, verdicts = rounds_until_resolved(
+        steps, calls, judge, rounds=ROUNDS, budget=BUDGET_SECONDS, max_rounds=MAX_ROUNDS
+    )
     timed = measure.summarize(samples, calls)
     return {k: {**t.as_dict(), "compile": compile_seconds[k]} for k, t in timed.items()}, verdicts
 

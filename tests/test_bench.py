@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from bpjax import bench, measure
-from bpjax.bench import _harness, _records
+from bpjax.bench import _harness, _records, _stability
 
 ROOT = Path(__file__).resolve().parents[1]
 CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
@@ -147,7 +147,7 @@ def test_unresolved_rankings_get_more_rounds_until_resolved(monkeypatch):
     assert calls[0] == 6 and len(calls) > 1 and verdict["verdict"] == "ahead"
     assert len(got["rev"]) == sum(calls) == verdict["rounds"]
     calls.clear()
-    monkeypatch.setattr(_harness.time, "perf_counter", iter(range(0, 10**6, 100)).__next__)
+    monkeypatch.setattr(_stability.time, "perf_counter", iter(range(0, 10**6, 100)).__next__)
     _, _, verdict = bench.time_until_resolved(contenders, rounds=6, budget=60)
     assert calls == [6] and verdict["rounds"] == 6  # budget spent: no rounds added
 

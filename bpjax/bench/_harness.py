@@ -5,14 +5,13 @@ check its gradients, and time the steady state in interleaved rounds until the r
 from __future__ import annotations
 
 import importlib.util
-import time
 
 from bpjax.bench import _records
 from bpjax.bench._agreement import check_agreement
 from bpjax.bench._bpjax import jax_contenders
 from bpjax.bench._peers import flax_contender, numpy_contender, torch_contenders
 from bpjax.bench._problem import HEADLINE, OURS, REFERENCE, problem, size_label
-from bpjax.bench._stability import ranking
+from bpjax.bench._stability import ranking, rounds_until_resolved
 
 # Interleaving settings (see bpjax.measure.time_steps): a pause between runtimes so spinning
 # thread pools go quiet, and 50 ms of untimed steps before each timed block.
@@ -76,27 +75,24 @@ def time_until_resolved(contenders, *, rounds: int, budget: float, max_rounds: i
     calls = measure.calibrate(steps, min_round_seconds=MIN_ROUND_SECONDS)
     for c in contenders:
         c.faults_per_step = measure.page_faults(c.step)
-    start, samples, verdict = time.perf_counter(), {name: [] for name in steps}, None
-    batch = rounds
-    while batch > 0:
-        more = measure.run_rounds(
-            steps,
-            calls,
-            rounds=batch,
-            groups=groups,
-            settle_seconds=SETTLE_SECONDS,
-            rewarm_seconds=REWARM_SECONDS,
-            first_round=len(samples[contenders[0].name]),
-        )
-        for name, s in more.items():
-            samples[name] += s
+
+    def judge(samples):
         if HEADLINE not in steps or not peers:
-            break
+            return None, True
         verdict = ranking(samples, HEADLINE, peers)
-        done = len(samples[HEADLINE])
-        if verdict["verdict"] != "unresolved" or time.perf_counter() - start >= budget:
-            break
-        batch = min(max(2, rounds // 2), max_rounds - done)
+        return verdict, verdict["verdict"] != "unresolved"
+
+    samples, verdict = rounds_until_resolved(
+        steps,
+        calls,
+        judge,
+        rounds=rounds,
+        budget=budget,
+        max_rounds=max_rounds,
+        groups=groups,
+        settle_seconds=SETTLE_SECONDS,
+        rewarm_seconds=REWARM_SECONDS,
+    )
     return samples, calls, verdict
 
 

@@ -16,6 +16,8 @@ distribution, whose central interval decides the verdict:
 
 from __future__ import annotations
 
+import time
+
 VERDICTS = ("ahead", "behind", "tie", "unresolved")
 
 
@@ -75,3 +77,33 @@ def ranking(
         "rounds": rounds,
         "verdict": verdict,
     }
+
+
+def rounds_until_resolved(
+    steps: dict, calls: dict, judge, *, rounds: int, budget: float, max_rounds: int, **options
+):
+    """Interleaved rounds (:func:`bpjax.measure.run_rounds`): ``rounds`` first, then half as
+    many again (at least 2) while ``judge`` says the question is open, until ``max_rounds``
+    rounds or ``budget`` seconds.
+
+    Args:
+      steps, calls: as for :func:`~bpjax.measure.run_rounds`; ``options`` are passed to it.
+      judge: ``judge(samples) -> (verdicts, resolved)``, called after every batch.
+
+    Returns:
+      ``(samples, verdicts)``: per-round seconds by name, and the last ``judge`` verdicts.
+    """
+    from bpjax import measure
+
+    samples = {name: [] for name in steps}
+    start, batch, done, verdicts = time.perf_counter(), rounds, 0, None
+    while batch > 0:
+        more = measure.run_rounds(steps, calls, rounds=batch, first_round=done, **options)
+        for name, s in more.items():
+            samples[name] += s
+        done += batch
+        verdicts, resolved = judge(samples)
+        if resolved or time.perf_counter() - start >= budget:
+            break
+        batch = min(max(2, rounds // 2), max_rounds - done)
+    return samples, verdicts
