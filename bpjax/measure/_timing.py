@@ -72,6 +72,29 @@ def compile_all(fns: dict[str, Callable], *args) -> dict[str, Callable]:
         return {k: f.result() for k, f in futures.items()}
 
 
+def paired_seconds(
+    programs: dict[str, Callable],
+    *args,
+    rounds: int,
+    min_round_seconds: float,
+    reference: str | None = None,
+) -> dict[str, float]:
+    """Seconds per call of each program, for choosing among a few candidates.
+
+    Compiled side by side (:func:`compile_all`), then timed in interleaved rounds; each
+    program's time is ``reference``'s median (default: the first program) times the median
+    of its per-round ratio to ``reference``, so what a round's conditions (a busy
+    neighbour) did to all of them cancels.
+    """
+    compiled = compile_all(programs, *args)
+    steps = {k: (lambda c=c: c(*args)) for k, c in compiled.items()}
+    calls = calibrate(steps, min_round_seconds=min_round_seconds, warmup=2)
+    samples = run_rounds(steps, calls, rounds=rounds)
+    ref = np.asarray(samples[reference or next(iter(samples))])
+    base = float(np.median(ref))
+    return {k: base * float(np.median(np.asarray(v) / ref)) for k, v in samples.items()}
+
+
 def _percentile(samples, q):
     return float(np.percentile(np.asarray(samples), q))
 

@@ -17,8 +17,6 @@ model alone.
 
 from __future__ import annotations
 
-import numpy as np
-
 from bpjax import measure
 from bpjax.modes._basis import CostBasis
 from bpjax.modes._basis_model import ModelBasis
@@ -59,22 +57,15 @@ class ProbeBasis(CostBasis):
         if calls or len(close) < 2 or best < PROBE_MIN_SECONDS:
             return _as_model_decides(model, close, best)
         programs = {c.name: plan.program(c, sparse_output=sparse_output) for c in close}
-        compiled = measure.compile_all(programs, plan.x_flat)
-        steps = {k: (lambda c=c: c(plan.x_flat)) for k, c in compiled.items()}
-        calls_per_round = measure.calibrate(steps, min_round_seconds=0.01, warmup=2)
-        samples = measure.run_rounds(steps, calls_per_round, rounds=ROUNDS)
-        # Paired: each round ran every candidate back to back, so the per-round ratio to the
-        # model's own pick cancels what the round's conditions (a busy neighbour) did to all.
+        # Paired rounds, each time relative to the model's own pick in the same round.
         pick = min(close, key=lambda c: model[c.name]["seconds"]).name
-        base = np.median(samples[pick])
-        ratio = {
-            k: float(np.median(np.asarray(v) / np.asarray(samples[pick])))
-            for k, v in samples.items()
-        }
+        measured = measure.paired_seconds(
+            programs, plan.x_flat, rounds=ROUNDS, min_round_seconds=0.01, reference=pick
+        )
         # One scale for all: the model's prices scaled so its pick costs what was measured
         # (the order among unmeasured candidates, priced above the band, is kept).
-        scale = base / model[pick]["seconds"]
+        scale = measured[pick] / model[pick]["seconds"]
         prices = {name: {"seconds": p["seconds"] * scale} for name, p in model.items()}
-        for name, r in ratio.items():
-            prices[name] = {"seconds": base * r, "measured": True}
+        for name, seconds in measured.items():
+            prices[name] = {"seconds": seconds, "measured": True}
         return prices

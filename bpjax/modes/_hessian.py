@@ -154,23 +154,6 @@ def _check_options(op, mode, order, coloring, sparse_output, x):
 DECISION_ROUNDS = 7  # interleaved rounds of the timed decision, each at least 5 ms
 
 
-def _timed(programs, x_flat):
-    """Seconds per call of each program: compiled side by side (``measure.compile_all``),
-    then timed in interleaved rounds."""
-    compiled = measure.compile_all(programs, x_flat)
-    steps = {k: (lambda c=c: c(x_flat)) for k, c in compiled.items()}
-    calls = measure.calibrate(steps, min_round_seconds=0.005, warmup=2)
-    samples = measure.run_rounds(steps, calls, rounds=DECISION_ROUNDS)
-    # Paired: each candidate's time relative to another's in the same round (the round's
-    # conditions cancel), scaled by that one's median.
-    first = next(iter(samples))
-    base = float(np.median(samples[first]))
-    return {
-        k: base * float(np.median(np.asarray(v) / np.asarray(samples[first])))
-        for k, v in samples.items()
-    }
-
-
 def _orders(f_flat, x_flat):
     """The orders that trace for ``f`` (rev-over-fwd fails on a ``custom_vjp``)."""
     ok = []
@@ -217,7 +200,9 @@ def _decide(f_flat, x_flat, sym, mode, coloring, order, sparse_output):
         f"{k} {o}": _program.program(f_flat, colorings[k], o, sparse_output=sparse_output)
         for k, o in pairs
     }
-    seconds = _timed(programs, x_flat)
+    seconds = measure.paired_seconds(
+        programs, x_flat, rounds=DECISION_ROUNDS, min_round_seconds=0.005
+    )
     name = min(seconds, key=seconds.get)
     k, o = name.split(" ")
     c = colorings[k]
