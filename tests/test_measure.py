@@ -169,3 +169,36 @@ def test_accelerator_script_runs_its_cpu_profile(tmp_path):
         record = json.loads((tmp_path / f"{name}.json").read_text())
         assert record["environment"]["backend"] == jax.default_backend()
     assert (tmp_path / "REPORT.md").exists()
+
+
+def test_same_program_sees_through_names_and_tells_programs_apart():
+    from bpjax import modes
+
+    def f(x):
+        return jnp.tanh(x[1:] * x[:-1])
+
+    x = jnp.linspace(0.1, 1.0, 8)
+    # jacobian_fn(mode="fwd") and jax.jacfwd compile to one program under other names.
+    assert measure.same_program(modes.jacobian_fn(f, x, mode="fwd"), jax.jacfwd(f), x)
+    assert not measure.same_program(jax.jacfwd(f), jax.jacrev(f), x)
+    signature = measure.program_signature(jax.jacfwd(f), x)
+    assert signature and not any("metadata" in line or "jacfwd" in line for line in signature)
+
+
+def test_paired_seconds_prices_by_the_per_round_ratio_to_the_reference(monkeypatch):
+    from bpjax.measure import _timing
+
+    # Round conditions swing 2x; b is always 1.5x a in the same round, c always 0.5x.
+    swing = [1.0, 2.0, 1.0, 2.0, 1.0]
+    times = {"a": swing, "b": [1.5 * s for s in swing], "c": [0.5 * s for s in swing]}
+    monkeypatch.setattr(_timing, "compile_all", lambda fns, *a: dict.fromkeys(fns, lambda *b: 0))
+    monkeypatch.setattr(_timing, "calibrate", lambda steps, **_: dict.fromkeys(steps, 1))
+    monkeypatch.setattr(
+        _timing, "run_rounds", lambda steps, calls, *, rounds: {k: times[k] for k in steps}
+    )
+    got = measure.paired_seconds(dict.fromkeys("abc"), 0.0, rounds=5, min_round_seconds=0)
+    assert got == pytest.approx({"a": 1.0, "b": 1.5, "c": 0.5})  # a's median is 1.0
+    got = measure.paired_seconds(
+        dict.fromkeys("abc"), 0.0, rounds=5, min_round_seconds=0, reference="b"
+    )
+    assert got == pytest.approx({"a": 1.0, "b": 1.5, "c": 0.5})
