@@ -188,17 +188,18 @@ def test_same_program_sees_through_names_and_tells_programs_apart():
 def test_paired_seconds_prices_by_the_per_round_ratio_to_the_reference(monkeypatch):
     from bpjax.measure import _timing
 
-    # Round conditions swing 2x; b is always 1.5x a in the same round, c always 0.5x.
-    swing = [1.0, 2.0, 1.0, 2.0, 1.0]
-    times = {"a": swing, "b": [1.5 * s for s in swing], "c": [0.5 * s for s in swing]}
+    # Round conditions swing 2x; b is 1.5x a in 4 of 5 rounds (half in the last), c 0.5x.
+    # Pairing gives b = median(a) x 1.5 = 3; b's own median would be 1.5.
+    a = [1.0, 2.0, 1.0, 2.0, 2.0]
+    times = {"a": a, "b": [1.5, 3.0, 1.5, 3.0, 1.5], "c": [0.5 * t for t in a]}
     monkeypatch.setattr(_timing, "compile_all", lambda fns, *a: dict.fromkeys(fns, lambda *b: 0))
     monkeypatch.setattr(_timing, "calibrate", lambda steps, **_: dict.fromkeys(steps, 1))
     monkeypatch.setattr(
         _timing, "run_rounds", lambda steps, calls, *, rounds: {k: times[k] for k in steps}
     )
     got = measure.paired_seconds(dict.fromkeys("abc"), 0.0, rounds=5, min_round_seconds=0)
-    assert got == pytest.approx({"a": 1.0, "b": 1.5, "c": 0.5})  # a's median is 1.0
+    assert got == pytest.approx({"a": 2.0, "b": 3.0, "c": 1.0})  # a's median is 2.0
     got = measure.paired_seconds(
-        dict.fromkeys("abc"), 0.0, rounds=5, min_round_seconds=0, reference="b"
+        dict.fromkeys("abc"), 0.0, rounds=5, min_round_seconds=0, reference="c"
     )
-    assert got == pytest.approx({"a": 1.0, "b": 1.5, "c": 0.5})
+    assert got == pytest.approx({"a": 2.0, "b": 3.0, "c": 1.0})
