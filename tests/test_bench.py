@@ -329,3 +329,40 @@ def test_thread_pass_part_files_are_written_atomically(monkeypatch, tmp_path):
     part = tmp_path / "threads-1.json"
     assert _cli.main(["--threads", "1", "--part", str(part)]) == 0
     assert written == [(part, '{"threads": 1}')]
+
+
+def _weight_gradient_experiment():
+    path = Path(__file__).resolve().parents[1] / "experiments" / "weight_gradient.py"
+    spec = importlib.util.spec_from_file_location("weight_gradient", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_weight_gradient_gemm_routing_is_what_the_bench_page_shows():
+    import jax
+    import jax.numpy as jnp
+
+    if jax.default_backend() != "cpu":
+        pytest.skip("XLA:CPU's kernel routing")
+    # The bench page's HLO: on XLA:CPU the forward and input-gradient GEMMs are YNNPACK
+    # dots, x^T g is XLA's dot emitter, and a materialised x^T makes it a YNNPACK dot. A
+    # JAX release that routes them differently fails here, so the page gets re-measured.
+    wg = _weight_gradient_experiment()
+    x, W, g = jnp.ones((128, 784)), jnp.ones((784, 256)), jnp.ones((128, 256))
+    kernels = {
+        name: wg.kernel(jax.jit(fn).lower(x, W, g).compile().as_text())
+        for name, fn in wg.gemm_programs().items()
+    }
+    assert kernels == {
+        "z = x W": "YNNPACK",
+        "dx = δ Wᵀ": "YNNPACK",
+        "dW = xᵀ δ": "XLA dot emitter",
+        "dW via xᵀ copy": "YNNPACK",
+    }
+    assert wg.layer_shapes(wg.GRID) == [
+        (128, 784, 256),
+        (256, 784, 512),
+        (256, 512, 512),
+        (512, 1024, 1024),
+    ]

@@ -38,6 +38,8 @@ from bpjax.tables._training import (
     exploding_training_table,
     rules_overhead_table,
     vanishing_table,
+    weight_gradient_steps_table,
+    weight_gradient_table,
 )
 
 __all__ = [
@@ -60,6 +62,8 @@ __all__ = [
     "online_remat_uses_table",
     "hessians_table",
     "jacobian_structures_table",
+    "weight_gradient_table",
+    "weight_gradient_steps_table",
 ]
 
 
@@ -78,6 +82,8 @@ TABLES: dict[str, Callable[[dict], str]] = {
     "online-remat-uses": online_remat_uses_table,
     "hessians": hessians_table,
     "jacobian-structures": jacobian_structures_table,
+    "weight-gradient": weight_gradient_table,
+    "weight-gradient-steps": weight_gradient_steps_table,
 }
 """README table name → function of the records by name (``{"depth": record, ...}``)."""
 
@@ -98,6 +104,8 @@ SOURCES: dict[str, tuple[str, ...]] = {
     "online-remat-uses": ("online_remat",),
     "hessians": ("hessians",),
     "jacobian-structures": ("jacobian_structures",),
+    "weight-gradient": ("weight_gradient",),
+    "weight-gradient-steps": ("weight_gradient",),
 }
 
 

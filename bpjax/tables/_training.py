@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from bpjax.tables._common import compact, entries, number, table
+from bpjax.tables._common import compact, entries, ms, number, table
 
 
 def depth_table(records: dict) -> str:
@@ -109,3 +109,36 @@ def rules_overhead_table(records: dict) -> str:
         cells = [f"{ratio[f'{layers} b{batch}', _OVERHEAD[who]]:.2f}" for who in _OVERHEAD]
         body.append([f"{layers}, batch {batch}", *cells])
     return table(["size", "rev / ref", "fwd / ref", "manual / ref"], body)
+
+
+def weight_gradient_table(records: dict) -> str:
+    """GFLOP/s of one linear layer's GEMMs per shape (``weight_gradient``): XLA's three
+    products with the kernel each ran on, ``dW`` through a materialised ``xᵀ``, and ``xᵀ δ``
+    in NumPy and PyTorch where the record has them."""
+    rows = records["weight_gradient"]["data"]["gemms"]
+    gemms = list(dict.fromkeys(r["gemm"] for r in rows))
+    shapes = list(dict.fromkeys((r["batch"], r["d_in"], r["d_out"]) for r in rows))
+    rate = {(r["batch"], r["d_in"], r["d_out"], r["gemm"]): r for r in rows}
+    header = ["layer (batch)"]
+    for g in gemms:
+        kernel = rate[(*shapes[0], g)].get("kernel")
+        header.append(f"{g} ({kernel})" if kernel else g)
+    body = [
+        [f"{d_in} → {d_out} ({batch})"]
+        + [f"{rate[(batch, d_in, d_out, g)]['gflops']:.0f}" for g in gemms]
+        for batch, d_in, d_out in shapes
+    ]
+    return table(header, body)
+
+
+def weight_gradient_steps_table(records: dict) -> str:
+    """The donated ``rev`` SGD step with ``xᵀ`` saved for the weight gradient, over the
+    step as shipped, per bench size (``weight_gradient``)."""
+    rows = records["weight_gradient"]["data"]["steps"]
+    base = {r["size"]: r["median"] for r in rows if r["contender"] == "rev"}
+    body = [
+        [r["size"], ms(base[r["size"]]), ms(r["median"]), f"{r['ratio_to_rev']:.2f}"]
+        for r in rows
+        if r["contender"] != "rev"
+    ]
+    return table(["size", "rev step (ms)", "with xᵀ saved (ms)", "ratio"], body)
