@@ -29,7 +29,7 @@ def fake(monkeypatch):
 
         def compile_all(fns, *args):
             compiled.extend(fns)
-            return {name: (lambda *a: None) for name in fns}
+            return {name: (lambda *a, name=name: f"compiled {name}") for name in fns}
 
         def run_rounds(steps, calls, *, rounds, **_):
             return {name: [(measured or {}).get(name, 1.0)] * rounds for name in steps}
@@ -91,3 +91,60 @@ def test_a_jacobian_too_quick_to_repay_the_probe_is_left_to_the_model(fake):
     f, x = _band()
     assert modes.jacobian_fn(f, x, mode="sparse", sparse_output=True).method == "columns"
     assert compiled == []
+
+
+def test_the_probe_compiled_program_serves_the_calls(fake):
+    # The probe compiled both candidates for x while deciding; the JacobianFn calls the
+    # chosen one's executable rather than compiling the program a second time.
+    fake({"columns": 1e-3, "rows": 1.1e-3}, {"columns": 2e-3, "rows": 1e-3})
+    f, x = _band()
+    jac = modes.jacobian_fn(f, x, mode="sparse", sparse_output=True)
+    assert jac.method == "rows"
+    assert jac(x) == "compiled rows"  # the fake executable's answer, so it was the one called
+    assert "compiled_program" not in jac.choice.candidates["rows"]
+
+
+class _CompilesItsPick(modes.CostBasis):
+    """A basis that compiles the candidate it picks, as the probe does, and counts calls."""
+
+    name, verb = "compiles", "counted"
+
+    def __init__(self):
+        self.calls = 0
+
+    def prices(self, plan, *, sparse_output, calls):
+        import jax
+
+        from bpjax.modes._basis import COMPILED
+
+        best = min(plan.candidates, key=lambda c: c.products)
+        compiled = jax.jit(plan.user_program(best, sparse_output=sparse_output))
+        compiled = compiled.lower(plan.x).compile()
+
+        def counted(x):
+            self.calls += 1
+            return compiled(x)
+
+        prices = {c.name: {"seconds": float(c.products)} for c in plan.candidates}
+        prices[best.name][COMPILED] = counted
+        return prices
+
+
+def test_a_basis_compiled_program_is_called_and_other_shapes_get_the_planned_for_error():
+    import jax
+    import jax.numpy as jnp
+
+    def f(x):
+        return {"d": x[1:] * x[:-1], "s": jnp.sin(x)}
+
+    x = jnp.linspace(0.1, 1.0, 12)
+    basis = _CompilesItsPick()
+    jac = modes.jacobian_fn(f, x, basis=basis)
+    got = jac(x)
+    assert basis.calls == 1
+    want = jax.jacrev(f)(x)
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-6)
+    with pytest.raises(ValueError, match="planned for inputs .* Call jacobian_fn again"):
+        jac(jnp.ones(7))
+    assert basis.calls == 2  # tried, refused by the executable, explained by the jit path

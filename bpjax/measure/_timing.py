@@ -78,15 +78,19 @@ def paired_seconds(
     rounds: int,
     min_round_seconds: float,
     reference: str | None = None,
+    compiled_out: dict | None = None,
 ) -> dict[str, float]:
     """Seconds per call of each program, for choosing among a few candidates.
 
     Compiled side by side (:func:`compile_all`), then timed in interleaved rounds; each
     program's time is ``reference``'s median (default: the first program) times the median
     of its per-round ratio to ``reference``, so what a round's conditions (a busy
-    neighbour) did to all of them cancels.
+    neighbour) did to all of them cancels. ``compiled_out``: a dict that receives name →
+    compiled program, so the chosen one need not be compiled again.
     """
     compiled = compile_all(programs, *args)
+    if compiled_out is not None:
+        compiled_out.update(compiled)
     steps = {k: (lambda c=c: c(*args)) for k, c in compiled.items()}
     calls = calibrate(steps, min_round_seconds=min_round_seconds, warmup=2)
     samples = run_rounds(steps, calls, rounds=rounds)

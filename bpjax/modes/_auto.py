@@ -25,7 +25,7 @@ from typing import NamedTuple
 import jax
 
 from bpjax.modes import _checks, _cost, _plan, _rates
-from bpjax.modes._basis import CostBasis
+from bpjax.modes._basis import COMPILED, CostBasis
 from bpjax.modes._basis_model import ModelBasis
 from bpjax.modes._basis_probe import ProbeBasis
 from bpjax.modes._basis_timing import TimingBasis
@@ -144,8 +144,9 @@ def decide(plan, *, basis="model", sparse_output: bool = False, calls: int | Non
       calls: price each candidate per call over that many calls, its compilation included.
 
     Returns:
-      ``(method, choice)``: the chosen candidate of ``plan`` itself and the
-      :class:`ModeChoice` that explains it.
+      ``(method, choice, compiled)``: the chosen candidate of ``plan`` itself, the
+      :class:`ModeChoice` that explains it, and the chosen program compiled for ``plan.x``
+      if the basis compiled it while pricing (else ``None``).
     """
     basis = resolve_basis(basis)
     _checks.check_calls(calls)
@@ -153,6 +154,7 @@ def decide(plan, *, basis="model", sparse_output: bool = False, calls: int | Non
         able = " or ".join(repr(b.name) for b in _BASES.values() if b.prices_calls)
         raise ValueError(f"choose_mode: calls= needs basis={able}, not {basis.name!r}")
     prices = basis.prices(plan, sparse_output=sparse_output, calls=calls)
+    executables = {k: p.pop(COMPILED) for k, p in prices.items() if COMPILED in p}
     method = _pick(plan.candidates, prices, basis)
     others = [c for c in plan.candidates if c.name in prices and c.name != method.name]
     runner_up = min(others, key=lambda c: prices[c.name]["seconds"], default=None)
@@ -181,7 +183,7 @@ def decide(plan, *, basis="model", sparse_output: bool = False, calls: int | Non
         candidates=table,
         compiler_options=options,
     )
-    return method, choice
+    return method, choice, executables.get(method.name)
 
 
 @_checks.refuse_removed_keywords
@@ -225,5 +227,5 @@ def choose_mode(
     basis = resolve_basis(basis)
     colorings = colorings and basis.colorings
     plan = _plan.plan(f, x, mode="auto", sparse_output=sparse_output, colorings=colorings)
-    _, choice = decide(plan, basis=basis, sparse_output=sparse_output, calls=calls)
+    _, choice, _ = decide(plan, basis=basis, sparse_output=sparse_output, calls=calls)
     return choice._replace(decision_seconds=time.perf_counter() - start)

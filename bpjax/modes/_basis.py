@@ -6,6 +6,9 @@ A basis is an object that prices every candidate method of a :class:`~bpjax.mode
 * :meth:`CostBasis.prices`: method name → ``{"seconds": ...}`` (per call); with ``calls=``,
   also ``"run_seconds"`` and ``"compile_seconds"`` (the price is then
   ``run + compile / calls``, see :func:`per_call`). A method left out is not a candidate.
+  A basis that compiled a candidate for ``plan.x`` (``plan.user_program``, the program
+  ``jacobian_fn`` runs) may add its executable under :data:`COMPILED`; if that candidate is
+  chosen, ``jacobian_fn`` calls it instead of compiling the program again.
 * :attr:`CostBasis.band`: prices within ``band`` times the cheapest are a tie, broken by the
   faster compilation, then fewer products, then fewer VJPs.
 * :attr:`CostBasis.verb`: how the price was found, for the reason (``"predicted"``).
@@ -21,6 +24,10 @@ is one subclass, passed as ``basis=`` to :func:`~bpjax.modes.jacobian_fn`,
 from __future__ import annotations
 
 import abc
+
+# The key under which a price may carry the candidate's compiled program (not shown in a
+# ModeChoice: jacobian_fn takes it out).
+COMPILED = "compiled_program"
 
 
 class CostBasis(abc.ABC):
@@ -47,7 +54,8 @@ class CostBasis(abc.ABC):
         Args:
           plan: the :class:`~bpjax.modes._plan.Plan` (``plan.candidates``: the methods, each
             with ``.name``, ``.jvps``, ``.vjps``, ``.products``; ``plan.n``, ``plan.m``;
-            ``plan.program(method, sparse_output=...)`` builds one).
+            ``plan.program(method, sparse_output=...)`` builds one on the flat ``x``,
+            ``plan.user_program`` the one ``jacobian_fn`` runs on ``plan.x``).
           sparse_output: a ``BCOO`` result is wanted, not a dense ``(m, n)`` one.
           calls: ``None`` (steady state) or how many calls share one compilation (only
             when :attr:`prices_calls`).

@@ -18,7 +18,7 @@ model alone.
 from __future__ import annotations
 
 from bpjax import measure
-from bpjax.modes._basis import CostBasis
+from bpjax.modes._basis import COMPILED, CostBasis
 from bpjax.modes._basis_model import ModelBasis
 
 # Below this predicted time per call the probe is not worth its compilations (~0.1 s): a
@@ -56,11 +56,19 @@ class ProbeBasis(CostBasis):
         close = [c for c in plan.candidates if model[c.name]["seconds"] <= model_basis.band * best]
         if calls or len(close) < 2 or best < PROBE_MIN_SECONDS:
             return _as_model_decides(model, close, best)
-        programs = {c.name: plan.program(c, sparse_output=sparse_output) for c in close}
+        # The programs jacobian_fn runs (input pytree, output layout), so the executable
+        # of the one chosen serves its calls without a second compilation.
+        programs = {c.name: plan.user_program(c, sparse_output=sparse_output) for c in close}
         # Paired rounds, each time relative to the model's own pick in the same round.
         pick = min(close, key=lambda c: model[c.name]["seconds"]).name
+        executables = {}
         measured = measure.paired_seconds(
-            programs, plan.x_flat, rounds=ROUNDS, min_round_seconds=0.01, reference=pick
+            programs,
+            plan.x,
+            rounds=ROUNDS,
+            min_round_seconds=0.01,
+            reference=pick,
+            compiled_out=executables,
         )
         # One scale for all: the model's prices scaled so its pick costs what was measured
         # (the order among unmeasured candidates, priced above the band, is kept).
@@ -68,4 +76,5 @@ class ProbeBasis(CostBasis):
         prices = {name: {"seconds": p["seconds"] * scale} for name, p in model.items()}
         for name, seconds in measured.items():
             prices[name] = {"seconds": seconds, "measured": True}
+            prices[name][COMPILED] = executables[name]
         return prices

@@ -26,9 +26,12 @@ class JacobianFn:
       defaults; see ``calls=`` in :func:`jacobian_fn`).
     """
 
-    def __init__(self, fn, *, method, choice, pattern, decision_seconds):
+    def __init__(self, fn, *, method, choice, pattern, decision_seconds, compiled=None):
         self.compiler_options = choice.compiler_options if choice is not None else None
         self._fn = jax.jit(fn, compiler_options=self.compiler_options)
+        # The probe compiled the chosen program for x_example while deciding: calls with
+        # those shapes and dtypes run that executable rather than compiling it again.
+        self._compiled = compiled
         # JAX takes compiler options on a top-level jit only: inside the caller's jit the
         # program is traced into theirs and compiled with their options.
         self._traced = jax.jit(fn) if self.compiler_options else self._fn
@@ -42,6 +45,11 @@ class JacobianFn:
     def __call__(self, x):
         if any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(x)):
             return self._traced(x)
+        if self._compiled is not None:
+            try:
+                return self._compiled(x)
+            except TypeError:
+                pass  # other shapes or dtypes: the jitted path says what was planned for
         return self._fn(x)
 
     def __repr__(self):
@@ -49,21 +57,19 @@ class JacobianFn:
 
 
 def _build(f, x, mode, coloring, sparse_output, basis, calls=None):
-    """Plan, decide, and build the program: ``(run, method, choice, pattern)``."""
+    """Plan, decide, and build the program: ``(run, method, choice, pattern, compiled)``,
+    ``compiled`` the program's executable for ``x`` if deciding compiled it, else None."""
     _checks.check_calls(calls)
     plan = _plan.plan(f, x, mode=mode, coloring=coloring, sparse_output=sparse_output)
-    choice = None
+    choice = compiled = None
     if len(plan.candidates) == 1:
         method = plan.candidates[0]
     else:
-        method, choice = _auto.decide(plan, basis=basis, sparse_output=sparse_output, calls=calls)
-    fn = plan.program(method, sparse_output=sparse_output)
-    return _layout(fn, x, plan.out, sparse_output), method, choice, plan.pattern
-
-
-def _layout(fn, x, out, sparse_output):
-    """Wrap ``fn(x_flat)`` to take the pytree ``x`` and give jacrev's layout."""
-    return _checks.planned_for(fn, x, out, sparse_output, "Jacobian", "jacobian_fn")
+        method, choice, compiled = _auto.decide(
+            plan, basis=basis, sparse_output=sparse_output, calls=calls
+        )
+    run = plan.user_program(method, sparse_output=sparse_output)
+    return run, method, choice, plan.pattern, compiled
 
 
 @_checks.refuse_removed_keywords
@@ -115,11 +121,20 @@ def jacobian_fn(
       >>> jac.method, jac.coloring.products     # ('columns', 2)
     """
     start = time.perf_counter()
-    fn, method, choice, pattern = _build(f, x_example, mode, coloring, sparse_output, basis, calls)
+    fn, method, choice, pattern, compiled = _build(
+        f, x_example, mode, coloring, sparse_output, basis, calls
+    )
     seconds = time.perf_counter() - start
     if choice is not None:
         choice = choice._replace(decision_seconds=seconds)
-    return JacobianFn(fn, method=method, choice=choice, pattern=pattern, decision_seconds=seconds)
+    return JacobianFn(
+        fn,
+        method=method,
+        choice=choice,
+        pattern=pattern,
+        decision_seconds=seconds,
+        compiled=compiled,
+    )
 
 
 @_checks.refuse_removed_keywords

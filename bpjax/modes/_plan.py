@@ -28,6 +28,7 @@ class Plan:
     forward: bool
     candidates: list
     reverse: bool = True
+    x: object = None  # the example pytree the plan was made at
 
     def program(self, method, *, sparse_output: bool):
         """``fn(x_flat)``: the Jacobian by ``method`` (see :func:`_sparse.program`)."""
@@ -40,6 +41,12 @@ class Plan:
             sparse_output=sparse_output,
             out_dtype=self.out_dtype,
         )
+
+    def user_program(self, method, *, sparse_output: bool):
+        """``fn(x)``: :meth:`program` taking the pytree ``x`` the plan was made at, with
+        ``jax.jacrev``'s layout unless ``sparse_output`` (what :func:`jacobian_fn` runs)."""
+        fn = self.program(method, sparse_output=sparse_output)
+        return _checks.planned_for(fn, self.x, self.out, sparse_output, "Jacobian", "jacobian_fn")
 
 
 def check_mode(mode, coloring):
@@ -162,4 +169,6 @@ def plan(
         out_dtype = closed.out_avals[0].dtype
     else:  # ravel_pytree's promotion of the output leaves
         out_dtype = jnp.result_type(*(o.dtype for o in jax.tree.leaves(out)))
-    return Plan(f_flat, x_flat, out, n, m, out_dtype, closed, pattern, forward, candidates, reverse)
+    return Plan(
+        f_flat, x_flat, out, n, m, out_dtype, closed, pattern, forward, candidates, reverse, x
+    )
