@@ -94,6 +94,11 @@ def test_hessian_fn_auto_decides_once_and_explains():
     want = jax.jit(jax.hessian(f))(y)
     assert _max_error(hess(y), want) <= 1e-10
     assert _max_error(jax.jit(hess)(y), want) <= 1e-10
+    # The timed decision compiled the winner for x: calls run that executable (its
+    # answer above), not a second compilation; other shapes are still refused by name.
+    assert hess._compiled is not None
+    with pytest.raises(ValueError, match="planned for inputs"):
+        hess(jnp.ones(61))
 
 
 def test_auto_falls_back_to_dense_hvps_on_a_dense_hessian():

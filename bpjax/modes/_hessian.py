@@ -114,13 +114,23 @@ class HessianFn:
     ``decision_seconds``.
     """
 
-    def __init__(self, fn, *, method, order, coloring, reason, candidates, seconds):
+    def __init__(self, fn, *, method, order, coloring, reason, candidates, seconds, compiled=None):
         self._fn = jax.jit(fn)
+        # The timed decision compiled the chosen program for x_example: calls with those
+        # shapes and dtypes run that executable rather than compiling it again.
+        self._compiled = compiled
         self.method, self.order, self.coloring = method, order, coloring
         self.products = coloring.count if coloring is not None else None
         self.reason, self.candidates, self.decision_seconds = reason, candidates, seconds
 
     def __call__(self, x):
+        if self._compiled is not None and not any(
+            isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(x)
+        ):
+            try:
+                return self._compiled(x)
+            except TypeError:
+                pass  # other shapes or dtypes: the jitted path says what was planned for
         return self._fn(x)
 
     def __repr__(self):
@@ -170,8 +180,9 @@ def _fmt(seconds):
     return f"{seconds * 1e3:.3g} ms"
 
 
-def _decide(f_flat, x_flat, sym, mode, coloring, order, sparse_output):
-    """``(method, order, coloring, reason, candidates)`` by a short timed probe."""
+def _decide(f_flat, x_flat, sym, mode, coloring, order, sparse_output, x, compiled_out):
+    """``(method, order, coloring, reason, candidates)`` by a short timed probe; the timed
+    programs (as ``hessian_fn`` runs them, on ``x``) compiled into ``compiled_out``."""
     n = x_flat.size
     kinds = [coloring] if coloring else list(_symmetric.KINDS)
     if coloring is None and n > ACYCLIC_MAX_N:
@@ -197,11 +208,19 @@ def _decide(f_flat, x_flat, sym, mode, coloring, order, sparse_output):
     # candidate (on the 2-D stencil at n = 4096 the star coloring's took 40 ms against the
     # acyclic one's 25 ms, their BCOO programs 0.2-0.3 ms).
     programs = {
-        f"{k} {o}": _program.program(f_flat, colorings[k], o, sparse_output=sparse_output)
+        f"{k} {o}": _layout(
+            _program.program(f_flat, colorings[k], o, sparse_output=sparse_output),
+            x,
+            sparse_output,
+        )
         for k, o in pairs
     }
     seconds = measure.paired_seconds(
-        programs, x_flat, rounds=DECISION_ROUNDS, min_round_seconds=0.005
+        programs,
+        x,
+        rounds=DECISION_ROUNDS,
+        min_round_seconds=0.005,
+        compiled_out=compiled_out,
     )
     name = min(seconds, key=seconds.get)
     k, o = name.split(" ")
@@ -214,6 +233,7 @@ def _decide(f_flat, x_flat, sym, mode, coloring, order, sparse_output):
         f"{k} coloring, {c.count} HVPs{rounds} by {o}: measured {_fmt(seconds[name])} per "
         f"call, fastest of {len(seconds)} timed ({others}); row-count bound {c.row_bound}"
     )
+    compiled_out["chosen"] = compiled_out[name]
     return k, o, c, why, seconds
 
 
@@ -223,24 +243,22 @@ def _layout(fn, x, sparse_output):
 
 
 def _build(op, f, x, mode, sparse_output, coloring, order):
+    """``(run, decision, compiled)``: ``compiled`` is the chosen program's executable for
+    ``x`` where the decision compiled it (timed candidates), else ``None``."""
     _check_options(op, mode, order, coloring, sparse_output, x)
     if mode == "dense":
         check_scalar(f, x, op)
         f_flat, x_flat = _flat(f, x)
         o = order or "fwd-over-rev"
         fn = _program.program(f_flat, None, o, sparse_output=False)
-        return _layout(fn, x, False), (
-            "dense",
-            o,
-            None,
-            f"dense ({x_flat.size} HVPs, {o}): mode='dense'",
-            None,
-        )
+        decision = ("dense", o, None, f"dense ({x_flat.size} HVPs, {o}): mode='dense'", None)
+        return _layout(fn, x, False), decision, None
     f_flat, x_flat = _flat(f, x)
     n = x_flat.size
     # In auto mode a pattern denser than a coloring can use is not built in full: the
     # interpreter stops at the budget (a dense 4096-variable pattern takes a minute).
     budget = int(_symmetric.DENSE_FRACTION * n * n) + n if mode == "auto" else None
+    timed = {}  # the timed candidates' executables, if the decision timed any
     sym, _ = _pattern(f, x, budget or _sparsity.DEFAULT_MAX_NONZEROS, op, refuse=mode != "auto")
     if mode == "sparse" and coloring is None:
         coloring = "star"
@@ -252,7 +270,7 @@ def _build(op, f, x, mode, sparse_output, coloring, order):
         )
         decision = ("dense", o, None, why, None)
     else:
-        decision = _decide(f_flat, x_flat, sym, mode, coloring, order, sparse_output)
+        decision = _decide(f_flat, x_flat, sym, mode, coloring, order, sparse_output, x, timed)
     method, o, c, _, _ = decision
     if method == "dense" and sparse_output:
         dense = _program.program(f_flat, None, o, sparse_output=False)
@@ -261,7 +279,7 @@ def _build(op, f, x, mode, sparse_output, coloring, order):
         fn = lambda v: _program.bcoo(full, dense(v)[rows, cols])  # noqa: E731
     else:
         fn = _program.program(f_flat, c, o, sparse_output=sparse_output)
-    return _layout(fn, x, sparse_output), decision
+    return _layout(fn, x, sparse_output), decision, timed.get("chosen")
 
 
 def hessian_fn(
@@ -301,7 +319,7 @@ def hessian_fn(
       >>> hess.reason                  # the measured times of every candidate, in words
     """
     start = time.perf_counter()
-    run, (method, o, c, reason, candidates) = _build(
+    run, (method, o, c, reason, candidates), compiled = _build(
         "hessian_fn", f, x_example, mode, sparse_output, coloring, order
     )
     seconds = time.perf_counter() - start
@@ -313,6 +331,7 @@ def hessian_fn(
         reason=reason,
         candidates=candidates,
         seconds=seconds,
+        compiled=compiled,
     )
 
 
@@ -334,7 +353,7 @@ def hessian(f, x, *, mode="dense", sparse_output=False, coloring=None, order=Non
         return jax.jacfwd(jax.jacrev(f))(x)
     if mode == "sparse" and order is None:
         order = "fwd-over-rev"
-    run, _ = _build("hessian", f, x, mode, sparse_output, coloring, order)
+    run, _, _ = _build("hessian", f, x, mode, sparse_output, coloring, order)
     # Compiled even for one call: op by op, k vmapped HVPs and the recovery's gathers
     # dispatch hundreds of small kernels, slower than compiling them into one program.
     return jax.jit(run)(x)
