@@ -203,3 +203,35 @@ def test_paired_seconds_prices_by_the_per_round_ratio_to_the_reference(monkeypat
         dict.fromkeys("abc"), 0.0, rounds=5, min_round_seconds=0, reference="c"
     )
     assert got == pytest.approx({"a": 2.0, "b": 3.0, "c": 1.0})
+
+
+def test_paired_seconds_stops_early_only_when_one_program_leads_by_the_factor(monkeypatch):
+    from bpjax.measure import _timing
+
+    def fake(times):
+        ran = []
+
+        def run_rounds(steps, calls, *, rounds, first_round=0):
+            ran.append(first_round)
+            return {k: [times[k][first_round]] for k in steps}
+
+        monkeypatch.setattr(_timing, "compile_all", lambda fns, *a: dict.fromkeys(fns, None))
+        monkeypatch.setattr(_timing, "calibrate", lambda steps, **_: dict.fromkeys(steps, 1))
+        monkeypatch.setattr(_timing, "run_rounds", run_rounds)
+        return ran
+
+    # b leads by 2x in every round: settled after the minimum of 3 rounds.
+    ran = fake({"a": [2.0] * 9, "b": [1.0] * 9})
+    got = measure.paired_seconds(
+        dict.fromkeys("ab"), 0.0, rounds=9, min_round_seconds=0, settle=1.1
+    )
+    assert ran == [0, 1, 2] and got == pytest.approx({"a": 2.0, "b": 1.0})
+    # Within the factor (1.05x): every round runs.
+    ran = fake({"a": [1.05] * 9, "b": [1.0] * 9})
+    measure.paired_seconds(dict.fromkeys("ab"), 0.0, rounds=9, min_round_seconds=0, settle=1.1)
+    assert ran == list(range(9))
+    # Ahead by 2x except in round 2, where a won: the lead must hold in every round so
+    # far, so one lost round keeps it running to the end.
+    ran = fake({"a": [2.0, 2.0, 0.5] + [2.0] * 6, "b": [1.0] * 9})
+    measure.paired_seconds(dict.fromkeys("ab"), 0.0, rounds=9, min_round_seconds=0, settle=1.1)
+    assert ran == list(range(9))

@@ -79,6 +79,8 @@ def paired_seconds(
     min_round_seconds: float,
     reference: str | None = None,
     compiled_out: dict | None = None,
+    settle: float | None = None,
+    min_rounds: int = 3,
 ) -> dict[str, float]:
     """Seconds per call of each program, for choosing among a few candidates.
 
@@ -87,16 +89,38 @@ def paired_seconds(
     of its per-round ratio to ``reference``, so what a round's conditions (a busy
     neighbour) did to all of them cancels. ``compiled_out``: a dict that receives name →
     compiled program, so the chosen one need not be compiled again.
+
+    ``settle``: stop before ``rounds`` once, after at least ``min_rounds`` rounds, one
+    program beat every other by more than this factor in every round so far (the choice
+    cannot be close then; near-ties still get every round).
     """
     compiled = compile_all(programs, *args)
     if compiled_out is not None:
         compiled_out.update(compiled)
     steps = {k: (lambda c=c: c(*args)) for k, c in compiled.items()}
     calls = calibrate(steps, min_round_seconds=min_round_seconds, warmup=2)
-    samples = run_rounds(steps, calls, rounds=rounds)
+    if settle is None:
+        samples = run_rounds(steps, calls, rounds=rounds)
+    else:
+        samples = {k: [] for k in steps}
+        for r in range(rounds):
+            for k, s in run_rounds(steps, calls, rounds=1, first_round=r).items():
+                samples[k] += s
+            if r + 1 >= min_rounds and _settled(samples, settle):
+                break
     ref = np.asarray(samples[reference or next(iter(samples))])
     base = float(np.median(ref))
     return {k: base * float(np.median(np.asarray(v) / ref)) for k, v in samples.items()}
+
+
+def _settled(samples: dict[str, list[float]], factor: float) -> bool:
+    """Whether one program was more than ``factor`` faster than each other in every round."""
+    rounds = np.asarray(list(samples.values()))  # programs x rounds
+    fastest = rounds.min(axis=0)
+    leader = int(np.argmin(np.median(rounds, axis=1)))
+    others = np.delete(rounds, leader, axis=0)
+    led_every_round = np.all(rounds[leader] == fastest)
+    return bool(led_every_round and np.all(others > factor * rounds[leader]))
 
 
 def _percentile(samples, q):

@@ -69,6 +69,9 @@ class ProbeBasis(CostBasis):
             min_round_seconds=0.01,
             reference=pick,
             compiled_out=executables,
+            # A candidate ahead by more than the band in each of the first rounds is the
+            # choice whatever the later rounds say: stop there (near-ties get all rounds).
+            settle=self.band,
         )
         # One scale for all: the model's prices scaled so its pick costs what was measured
         # (the order among unmeasured candidates, priced above the band, is kept).
