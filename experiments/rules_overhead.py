@@ -3,12 +3,15 @@
 Each contender runs one full SGD step (forward, backward, update) of the same MLP with the
 same parameters, jit-compiled with the parameters donated. Gradients are compared once per
 size before timing, so no contender is fast by being wrong. Ratios are to ``ref`` +
-``jax.grad`` in the same run (median of interleaved rounds). Beside them, the step a user
-builds from the public API (``models.MLP.apply(ops=rev)`` + ``softmax_cross_entropy`` +
-``jax.grad`` + SGD), timed against the same built with ``ops=ref``.
+``jax.grad`` in the same run (the median of per-round ratios of interleaved rounds).
+Beside them, the step a user builds from the public API (``models.MLP.apply(ops=rev)``
++ ``softmax_cross_entropy`` + ``jax.grad`` + SGD), timed against the same built with
+``ops=ref``.
 """
 
 from __future__ import annotations
+
+import statistics
 
 import matplotlib
 
@@ -66,28 +69,30 @@ def user_steps(sizes, batch, x, y, seed):
 def main(argv=None):
     args = results.parse_args(__doc__.splitlines()[0], argv)
     grid = FULL if args.full else QUICK
-    rounds = 31 if args.full else 15
+    rounds = 61 if args.full else 31
     rows = []
     for sizes, batch in grid:
         params, x, y = bench.problem(sizes, batch, seed=args.seed)
         contenders = bench.jax_contenders(params, x, y, names=set(NAMES))
         # Same gradients (float32 tolerance) before anything is timed.
         bench.check_agreement(contenders, params, x, y)
-        timings = measure.time_steps(
-            {NAMES[c.name]: c.step for c in contenders} | user_steps(sizes, batch, x, y, args.seed),
-            rounds=rounds,
-            rewarm_seconds=0.05,
-        )
+        steps = {NAMES[c.name]: c.step for c in contenders}
+        steps |= user_steps(sizes, batch, x, y, args.seed)
+        calls = measure.calibrate(steps)
+        samples = measure.run_rounds(steps, calls, rounds=rounds, rewarm_seconds=0.05)
+        timings = measure.summarize(samples, calls)
         label = bench.size_label(sizes, batch)
         for name, t in timings.items():
             # The user-built steps against each other; the rest against ref + jax.grad.
-            base = timings[USER_REF if name.startswith("user") else "ref + jax.grad"].median
-            rows.append(
-                {"size": label, "contender": name, "ratio_to_ref": t.median / base, **t.as_dict()}
-            )
+            # Paired: the median of the per-round ratios, so what a round's conditions did
+            # to both steps cancels (two medians of 15 rounds had put 1.08 on a 0.98).
+            base = USER_REF if name.startswith("user") else "ref + jax.grad"
+            pairs = zip(samples[name], samples[base], strict=True)
+            ratio = statistics.median(a / b for a, b in pairs)
+            rows.append({"size": label, "contender": name, "ratio_to_ref": ratio, **t.as_dict()})
             print(
                 f"{label:>28}  {name:<28} {t.median * 1e3:9.3f} ms "
-                f"[{t.p10 * 1e3:.3f}, {t.p90 * 1e3:.3f}]  ratio {t.median / base:5.2f}"
+                f"[{t.p10 * 1e3:.3f}, {t.p90 * 1e3:.3f}]  ratio {ratio:5.2f}"
             )
 
     sizes = list(dict.fromkeys(r["size"] for r in rows))
@@ -136,7 +141,8 @@ def main(argv=None):
         data={"rows": rows, "lr": bench.LR, "activation": "relu", "dtype": "float32"},
         figures=["rules_overhead.png"],
         notes=(
-            "Median of interleaved rounds; error bars are the 10th-90th percentile. "
+            "Median of interleaved rounds; error bars are the 10th-90th percentile. Ratios are "
+            "the median per-round ratio (paired). "
             "A ratio below 1 means faster than `jax.grad` over plain `jax.numpy`."
         ),
     )

@@ -27,12 +27,14 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 from bpjax import bench, measure, results
+from bpjax.bench import _stability
 
 GRID = bench.GRIDS["quick"]
 # Layers whose three dimensions all reach 64: the rest (4-8-3, the 10-way heads) are too
 # small for a GEMM rate to mean anything.
 MIN_DIM = 64
 GEMMS = ("z = x W", "dx = δ Wᵀ", "dW = xᵀ δ", "dW via xᵀ copy")
+TRANSPOSED = "rev, xᵀ saved"
 
 
 def layer_shapes(grid) -> list[tuple[int, int, int]]:
@@ -164,7 +166,7 @@ def time_steps(sizes, batch, rounds, seed):
         W, b = p[-1]
         return rev.softmax_cross_entropy(linear(a, W, b), y)
 
-    linears = {"rev": rev.linear, "rev, xᵀ saved": transposed_linear()}
+    linears = {"rev": rev.linear, TRANSPOSED: transposed_linear()}
     grad_fns = {
         k: functools.partial(lambda p, x, y, lin: jax.grad(loss)(p, x, y, lin), lin=lin)
         for k, lin in linears.items()
@@ -172,16 +174,37 @@ def time_steps(sizes, batch, rounds, seed):
     grads = {k: jax.jit(g)(params, x, y) for k, g in grad_fns.items()}
     for a, b in zip(*(jax.tree.leaves(g) for g in grads.values()), strict=True):
         np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-6)
-    programs = {
-        k: (
-            steps.sgd_step(g, learning_rate=bench.LR),
-            (params, x, y),
-        )
-        for k, g in grad_fns.items()
-    }
-    return measure.compare(
-        programs, carry=True, donate=True, rounds=rounds, min_round_seconds=0.1, warmup=3
+    compiled_steps = {}
+    for k, g in grad_fns.items():
+        # Donated, as bench's steps are; each gets its own copy of the parameters.
+        state = [jax.tree.map(lambda a: a.copy(), params), x, y]
+        step_fn = steps.sgd_step(g, learning_rate=bench.LR)
+        compiled, _ = measure.compile_fn(step_fn, *state, donate_argnums=(0,))
+
+        def step(compiled=compiled, state=state):
+            state[0] = compiled(*state)
+            return state[0]
+
+        compiled_steps[k] = step
+    calls = measure.calibrate(compiled_steps, min_round_seconds=0.1, warmup=3)
+
+    def judge(samples):
+        verdict = _stability.ranking(samples, TRANSPOSED, ["rev"])
+        return verdict, verdict["verdict"] != "unresolved"
+
+    # Rounds until a paired bootstrap of the per-round ratio says ahead, behind or tie
+    # (within 3%): a few-percent difference between two steps is below what one run's
+    # medians can tell apart on a shared VM.
+    samples, verdict = _stability.rounds_until_resolved(
+        compiled_steps,
+        calls,
+        judge,
+        rounds=rounds,
+        budget=30.0,
+        max_rounds=61,
+        rewarm_seconds=0.05,
     )
+    return measure.summarize(samples, calls), verdict
 
 
 def main(argv=None):
@@ -198,21 +221,30 @@ def main(argv=None):
             print(f"{shape!s:>18} {name:<22} {r['gflops']:7.1f} GFLOP/s  {r['kernel'] or ''}")
     step_rows = []
     for sizes, batch in GRID:
-        timed = time_steps(sizes, batch, rounds, args.seed)
-        base = timed["rev"].median
+        timed, verdict = time_steps(sizes, batch, rounds, args.seed)
+        label = bench.size_label(sizes, batch)
         for name, t in timed.items():
-            step_rows.append(
-                {
-                    "size": bench.size_label(sizes, batch),
-                    "layers": bench.layers_label(sizes),
-                    "batch": batch,
-                    "contender": name,
-                    "ratio_to_rev": t.median / base,
-                    **t.as_dict(),
+            row = {
+                "size": label,
+                "layers": bench.layers_label(sizes),
+                "batch": batch,
+                "contender": name,
+                **t.as_dict(),
+            }
+            if name == TRANSPOSED:
+                # The median per-round ratio (paired), its bootstrap interval and verdict.
+                row |= {
+                    "ratio_to_rev": verdict["ratio"],
+                    "ci": verdict["ci"],
+                    "verdict": verdict["verdict"],
                 }
-            )
-            label = bench.size_label(sizes, batch)
-            print(f"{label:>22} {name:<16} {t.median * 1e3:9.3f} ms  {t.median / base:.3f}")
+            step_rows.append(row)
+            print(f"{label:>22} {name:<16} {t.median * 1e3:9.3f} ms")
+        print(
+            f"{label:>22} {TRANSPOSED} / rev = {verdict['ratio']:.3f} "
+            f"({verdict['ci'][0]:.3f}-{verdict['ci'][1]:.3f}, {verdict['rounds']} rounds): "
+            f"{verdict['verdict']}"
+        )
 
     fig, ax = plt.subplots(figsize=(8, 4))
     labels = list(dict.fromkeys(f"{r['d_in']}×{r['d_out']} b{r['batch']}" for r in gemm_rows))
@@ -247,13 +279,15 @@ def main(argv=None):
                 )
             )
     for r in step_rows:
-        if r["contender"] != "rev":
+        if r["contender"] == TRANSPOSED:
             summary.append(
                 results.entry(
                     "transposed_step_over_rev",
                     r["ratio_to_rev"],
                     unit="ratio",
-                    text=f"rev step with xᵀ saved / rev step @ {r['size']}",
+                    text=(
+                        f"rev step with xᵀ saved / rev step @ {r['size']} (paired, {r['verdict']})"
+                    ),
                     layers=r["layers"],
                     batch=r["batch"],
                 )
@@ -269,8 +303,9 @@ def main(argv=None):
         figures=["weight_gradient.png"],
         notes=(
             "GEMM rates are medians of interleaved rounds (JAX, NumPy and PyTorch apart within a "
-            "round). The step ratios are the donated rev SGD step with the transposed residual "
-            "over the same step as shipped; above 1 means the change loses."
+            "round). The step ratios are the median per-round ratio of the donated rev SGD step "
+            "with the transposed residual to the same step as shipped, rounds added until a "
+            "paired bootstrap resolves it (tie: within 3%); above 1 means the change loses."
         ),
     )
 

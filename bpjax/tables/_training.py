@@ -133,12 +133,20 @@ def weight_gradient_table(records: dict) -> str:
 
 def weight_gradient_steps_table(records: dict) -> str:
     """The donated ``rev`` SGD step with ``xᵀ`` saved for the weight gradient, over the
-    step as shipped, per bench size (``weight_gradient``)."""
+    step as shipped, per bench size (``weight_gradient``): medians, the paired ratio, its
+    95% bootstrap interval and the verdict."""
     rows = records["weight_gradient"]["data"]["steps"]
     base = {r["size"]: r["median"] for r in rows if r["contender"] == "rev"}
     body = [
-        [r["size"], ms(base[r["size"]]), ms(r["median"]), f"{r['ratio_to_rev']:.2f}"]
+        [
+            r["size"],
+            ms(base[r["size"]]),
+            ms(r["median"]),
+            f"{r['ratio_to_rev']:.2f} ({r['ci'][0]:.2f}-{r['ci'][1]:.2f})",
+            r["verdict"],
+        ]
         for r in rows
         if r["contender"] != "rev"
     ]
-    return table(["size", "rev step (ms)", "with xᵀ saved (ms)", "ratio"], body)
+    header = ["size", "rev step (ms)", "with xᵀ saved (ms)", "ratio (95% CI)", "verdict"]
+    return table(header, body)
