@@ -226,8 +226,12 @@ def test_paired_seconds_stops_early_only_when_one_program_leads_by_the_factor(mo
         dict.fromkeys("ab"), 0.0, rounds=9, min_round_seconds=0, settle=1.1
     )
     assert ran == [0, 1, 2] and got == pytest.approx({"a": 2.0, "b": 1.0})
-    # Within the factor (1.05x): every round runs.
+    # Within the factor (1.05x) in every round: a tie at 1.1, settled after 2 * 3 - 1 rounds.
     ran = fake({"a": [1.05] * 9, "b": [1.0] * 9})
+    measure.paired_seconds(dict.fromkeys("ab"), 0.0, rounds=9, min_round_seconds=0, settle=1.1)
+    assert ran == [0, 1, 2, 3, 4]
+    # Neither: 1.05x in most rounds, 1.5x in some: every round runs.
+    ran = fake({"a": [1.05, 1.5] * 4 + [1.05], "b": [1.0] * 9})
     measure.paired_seconds(dict.fromkeys("ab"), 0.0, rounds=9, min_round_seconds=0, settle=1.1)
     assert ran == list(range(9))
     # Ahead by 2x except in round 2, where a won: the lead must hold in every round so

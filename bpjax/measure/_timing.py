@@ -90,9 +90,11 @@ def paired_seconds(
     neighbour) did to all of them cancels. ``compiled_out``: a dict that receives name →
     compiled program, so the chosen one need not be compiled again.
 
-    ``settle``: stop before ``rounds`` once, after at least ``min_rounds`` rounds, one
-    program beat every other by more than this factor in every round so far (the choice
-    cannot be close then; near-ties still get every round).
+    ``settle``: stop before ``rounds`` once the comparison is settled at that factor: after
+    at least ``min_rounds`` rounds, one program beat every other by more than the factor
+    in every round so far; or, after ``2 * min_rounds - 1`` rounds, every program stayed
+    within the factor of ``reference`` in every round (a tie at that factor, which more
+    rounds would only confirm). Anything in between gets every round.
     """
     compiled = compile_all(programs, *args)
     if compiled_out is not None:
@@ -106,21 +108,26 @@ def paired_seconds(
         for r in range(rounds):
             for k, s in run_rounds(steps, calls, rounds=1, first_round=r).items():
                 samples[k] += s
-            if r + 1 >= min_rounds and _settled(samples, settle):
+            if _settled(samples, settle, reference or next(iter(samples)), min_rounds):
                 break
     ref = np.asarray(samples[reference or next(iter(samples))])
     base = float(np.median(ref))
     return {k: base * float(np.median(np.asarray(v) / ref)) for k, v in samples.items()}
 
 
-def _settled(samples: dict[str, list[float]], factor: float) -> bool:
-    """Whether one program was more than ``factor`` faster than each other in every round."""
-    rounds = np.asarray(list(samples.values()))  # programs x rounds
-    fastest = rounds.min(axis=0)
+def _settled(samples: dict[str, list[float]], factor: float, reference: str, least: int) -> bool:
+    """Whether one program led every other by more than ``factor`` in each of at least
+    ``least`` rounds, or all stayed within ``factor`` of ``reference`` in each of at least
+    ``2 * least - 1`` rounds (see :func:`paired_seconds`)."""
+    names = list(samples)
+    rounds = np.asarray([samples[k] for k in names])  # programs x rounds
+    done = rounds.shape[1]
     leader = int(np.argmin(np.median(rounds, axis=1)))
     others = np.delete(rounds, leader, axis=0)
-    led_every_round = np.all(rounds[leader] == fastest)
-    return bool(led_every_round and np.all(others > factor * rounds[leader]))
+    if done >= least and np.all(others > factor * rounds[leader]):
+        return True
+    ratios = rounds / rounds[names.index(reference)]
+    return bool(done >= 2 * least - 1 and np.all((ratios < factor) & (ratios > 1 / factor)))
 
 
 def _percentile(samples, q):
