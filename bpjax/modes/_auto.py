@@ -24,7 +24,7 @@ from typing import NamedTuple
 
 import jax
 
-from bpjax.modes import _checks, _cost, _plan, _rates
+from bpjax.modes import _checks, _cost, _plan, _rates, _sparse
 from bpjax.modes._basis import COMPILED, CostBasis
 from bpjax.modes._basis_model import ModelBasis
 from bpjax.modes._basis_probe import ProbeBasis
@@ -55,6 +55,10 @@ class ModeChoice(NamedTuple):
       compiler_options: XLA options for the program (``None``: the defaults). With
         ``calls=`` on a CPU, LLVM at -O0 where a few calls of a small Jacobian lose less
         to the slower code than the faster compilation saves.
+      unmasked: with ``calls=``, a dense mode's output is left without the mask that zeroes
+        the entries outside the pattern: they are exact zeros already (every local
+        derivative of ``f`` is finite where its inputs are, :mod:`bpjax.modes._finite`),
+        and the mask's compilation costs more than a few calls gain from it.
     """
 
     mode: str
@@ -68,6 +72,7 @@ class ModeChoice(NamedTuple):
     candidates: dict | None = None
     decision_seconds: float = 0.0
     compiler_options: dict | None = None
+    unmasked: bool = False
 
 
 def resolve_basis(basis) -> CostBasis:
@@ -134,6 +139,17 @@ def _compiler_options(run_seconds, calls):
     return None
 
 
+def _unmasked(plan, method, run_seconds, calls):
+    """Leave a dense mode's mask out: with ``calls=`` on a CPU, where ``f``'s structural
+    zeros are exact without it and the calls lose less than its compilation costs."""
+    dense_mode = _sparse.program_name(method) in _sparse.DENSE
+    sparse = plan.pattern is not None and plan.pattern.nnz < plan.m * plan.n
+    if not (calls and run_seconds and dense_mode and sparse and plan.finite):
+        return False
+    on_cpu = jax.default_backend() == "cpu"
+    return on_cpu and _cost.unmasked_pays(run_seconds, calls, _rates.rates("cpu"))
+
+
 def decide(plan, *, basis="model", sparse_output: bool = False, calls: int | None = None):
     """Price ``plan.candidates`` on ``basis`` and pick one (see the module docstring).
 
@@ -171,6 +187,13 @@ def decide(plan, *, basis="model", sparse_output: bool = False, calls: int | Non
             "; compiled with LLVM at -O0: over so few calls the faster compilation saves "
             "more than the slower code loses"
         )
+    unmasked = _unmasked(plan, method, prices[method.name].get("run_seconds"), calls)
+    if unmasked and not sparse_output:
+        reason += (
+            "; without the mask outside the pattern: every local derivative of f is finite, "
+            "so those entries are exact zeros already, and its compilation costs more than "
+            "so few calls gain"
+        )
     choice = ModeChoice(
         mode=method.mode,
         n=plan.n,
@@ -182,6 +205,7 @@ def decide(plan, *, basis="model", sparse_output: bool = False, calls: int | Non
         method=method.name,
         candidates=table,
         compiler_options=options,
+        unmasked=unmasked and not sparse_output,
     )
     return method, choice, executables.get(method.name)
 

@@ -68,7 +68,8 @@ def _build(f, x, mode, coloring, sparse_output, basis, calls=None):
         method, choice, compiled = _auto.decide(
             plan, basis=basis, sparse_output=sparse_output, calls=calls
         )
-    run = plan.user_program(method, sparse_output=sparse_output)
+    unmasked = choice is not None and choice.unmasked
+    run = plan.user_program(method, sparse_output=sparse_output, unmasked=unmasked)
     return run, method, choice, plan.pattern, compiled
 
 

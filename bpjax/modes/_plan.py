@@ -7,7 +7,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from bpjax.modes import _checks, _coloring, _sparse, _sparsity
+from bpjax.modes import _checks, _coloring, _finite, _sparse, _sparsity
 
 MODES = ("fwd", "rev", "sparse", "auto")
 COLORINGS = _sparse.COLORED
@@ -29,9 +29,14 @@ class Plan:
     candidates: list
     reverse: bool = True
     x: object = None  # the example pytree the plan was made at
+    # Every local derivative of f finite where its inputs are (_finite): a dense mode's
+    # entries outside the pattern are exact zeros without a mask.
+    finite: bool = False
 
-    def program(self, method, *, sparse_output: bool):
-        """``fn(x_flat)``: the Jacobian by ``method`` (see :func:`_sparse.program`)."""
+    def program(self, method, *, sparse_output: bool, unmasked: bool = False):
+        """``fn(x_flat)``: the Jacobian by ``method`` (see :func:`_sparse.program`).
+        ``unmasked``: leave a dense mode's output unmasked where ``finite`` says its entries
+        outside the pattern are exact zeros already."""
         return _sparse.program(
             method,
             self.f_flat,
@@ -40,12 +45,13 @@ class Plan:
             self.pattern,
             sparse_output=sparse_output,
             out_dtype=self.out_dtype,
+            mask=not (unmasked and self.finite),
         )
 
-    def user_program(self, method, *, sparse_output: bool):
+    def user_program(self, method, *, sparse_output: bool, unmasked: bool = False):
         """``fn(x)``: :meth:`program` taking the pytree ``x`` the plan was made at, with
         ``jax.jacrev``'s layout unless ``sparse_output`` (what :func:`jacobian_fn` runs)."""
-        fn = self.program(method, sparse_output=sparse_output)
+        fn = self.program(method, sparse_output=sparse_output, unmasked=unmasked)
         return _checks.planned_for(fn, self.x, self.out, sparse_output, "Jacobian", "jacobian_fn")
 
 
@@ -169,6 +175,19 @@ def plan(
         out_dtype = closed.out_avals[0].dtype
     else:  # ravel_pytree's promotion of the output leaves
         out_dtype = jnp.result_type(*(o.dtype for o in jax.tree.leaves(out)))
+    finite = closed is not None and _finite.finite_local_derivatives(closed)
     return Plan(
-        f_flat, x_flat, out, n, m, out_dtype, closed, pattern, forward, candidates, reverse, x
+        f_flat,
+        x_flat,
+        out,
+        n,
+        m,
+        out_dtype,
+        closed,
+        pattern,
+        forward,
+        candidates,
+        reverse,
+        x,
+        finite,
     )

@@ -116,14 +116,25 @@ def _compressed(f_flat, x, method, out_dtype):
 
 
 def program(
-    method: Method, f_flat, x_flat, m: int, pattern, *, sparse_output: bool, out_dtype=None
+    method: Method,
+    f_flat,
+    x_flat,
+    m: int,
+    pattern,
+    *,
+    sparse_output: bool,
+    out_dtype=None,
+    mask: bool = True,
 ):
     """``fn(x_flat)``: the Jacobian by ``method``, to be jit-compiled.
 
     Returns a dense ``(m, n)`` array, or with ``sparse_output`` a ``BCOO`` ``(m, n)`` holding
     the nonzeros of ``pattern`` (a :class:`~bpjax.modes.Pattern`; needed for colored methods
     and for sparse output, otherwise may be ``None``). ``out_dtype``: ``f_flat``'s output
-    dtype if known (otherwise ``f_flat`` is traced once more to find it).
+    dtype if known (otherwise ``f_flat`` is traced once more to find it). ``mask=False``:
+    a dense mode's dense output is left as the products give it, without zeroing the
+    entries outside ``pattern`` (only where they are exact zeros anyway: see
+    :mod:`bpjax.modes._finite`).
     """
     # Seeds and indices are constants of the program, not arguments: XLA then simplifies
     # the products for the known 0/1 seeds, which runs faster at the same compile time.
@@ -134,7 +145,7 @@ def program(
     # Dense products multiply 0 by an infinite local derivative (sqrt at 0, a where whose
     # untaken branch is infinite) into entries that are structurally zero: keep only the
     # pattern's entries, so every entry outside it is an exact zero.
-    masked = pattern is not None and pattern.nnz < m * n and pattern.csr is not None
+    masked = mask and pattern is not None and pattern.nnz < m * n and pattern.csr is not None
     if pattern is not None and (sparse_output or masked or method.coloring is not None):
         index = np.stack(coordinates(pattern.csr), axis=1).astype(np.int32)
         if m * n < 2**31:
