@@ -102,7 +102,8 @@ def jacobian_fn(
       coloring: with ``mode="sparse"``, force ``"columns"``, ``"rows"`` or ``"bicoloring"``.
       basis: with ``mode="auto"`` (or ``"sparse"`` with several colorings), how the
         candidates are priced: ``"probe"`` (``jacobian_fn``'s default: predicted, and the
-        few the model cannot separate compiled and timed), ``"model"`` (``jacobian``'s
+        few the model cannot separate compiled and timed; the winner's executable is the
+        one the returned function calls, not compiled again), ``"model"`` (``jacobian``'s
         default: predicted, nothing compiled),
         ``"timing"`` (the leading candidates compiled and timed), ``"xla"`` (XLA's
         estimates) or a :class:`~bpjax.modes.CostBasis` of your own.
@@ -110,8 +111,10 @@ def jacobian_fn(
         the choice then counts each candidate's compilation, shared among the calls, so a
         few calls of a small Jacobian get the program that compiles fastest rather than
         the one that runs fastest, and on a CPU, where that pays, LLVM at -O0 (compiles
-        15-20% faster, runs up to 3x slower). ``None`` (default): choose by the time per
-        call, for many calls.
+        15-20% faster, runs up to 3x slower) and, for ``fwd``/``rev`` on a sparse pattern
+        of an ``f`` whose local derivatives are all finite, no mask outside the pattern
+        (those entries are exact zeros anyway; the mask costs 7-18 ms of compilation).
+        ``None`` (default): choose by the time per call, for many calls.
 
     Returns:
       A :class:`JacobianFn`; its output has ``jax.jacrev``'s layout unless ``sparse_output``.
