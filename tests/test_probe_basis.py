@@ -24,8 +24,10 @@ def fake(monkeypatch):
         def prices(self, plan, *, sparse_output, calls):
             seconds = {c.name: model.get(c.name, 1.0) for c in plan.candidates}
             if calls:  # priced per call over `calls`, no compilation difference
-                return {k: per_call(v, 0.0, calls) for k, v in seconds.items()}
-            return {k: {"seconds": v} for k, v in seconds.items()}
+                priced = {k: per_call(v, 0.0, calls) for k, v in seconds.items()}
+            else:
+                priced = {k: {"seconds": v} for k, v in seconds.items()}
+            return {k: {**p, "predicted": p["seconds"]} for k, p in priced.items()}
 
         def compile_all(fns, *args):
             compiled.extend(fns)
@@ -50,8 +52,8 @@ def _band():
 
 
 def test_a_near_tie_is_timed_and_the_faster_orientation_wins(fake):
-    # The model: rows 10% dearer than columns, within its 25% band: a tie it breaks by
-    # "fewer VJPs" (columns). Measured, rows run twice as fast.
+    # The model: rows 10% dearer than columns, within its 25% band: a tie it breaks by its
+    # own order (columns). Measured, rows run twice as fast.
     compiled = fake({"columns": 1e-3, "rows": 1.1e-3}, {"columns": 2e-3, "rows": 1e-3})
     f, x = _band()
     assert modes.choose_mode(f, x, sparse_output=True).method == "columns"
@@ -82,7 +84,8 @@ def test_with_calls_the_probe_is_the_model(fake):
     f, x = _band()
     probe = modes.choose_mode(f, x, basis="probe", calls=3, sparse_output=True)
     model = modes.choose_mode(f, x, basis="model", calls=3, sparse_output=True)
-    assert compiled == [] and probe.method == model.method == "columns"
+    # Rows priced 10% cheaper: a near-tie the model breaks by its own order, as the probe.
+    assert compiled == [] and probe.method == model.method == "rows"
 
 
 def test_a_jacobian_too_quick_to_repay_the_probe_is_left_to_the_model(fake):
@@ -148,3 +151,29 @@ def test_a_basis_compiled_program_is_called_and_other_shapes_get_the_planned_for
     with pytest.raises(ValueError, match="planned for inputs .* Call jacobian_fn again"):
         jac(jnp.ones(7))
     assert basis.calls == 2  # tried, refused by the executable, explained by the jit path
+
+
+def test_inside_its_band_the_model_order_breaks_a_tie_of_equal_products(fake):
+    # Square f: fwd and rev need the same number of products. Priced 10% apart, inside the
+    # model's 25% band, the model's cheaper is taken (it used to be fwd, "fewer VJPs").
+    f, x, _ = examples.family("mlp_square", 16)
+    fake({"fwd": 1.1e-5, "rev": 1e-5})
+    assert modes.choose_mode(f, x, colorings=False).method == "rev"
+    fake({"fwd": 1.01e-5, "rev": 1e-5})  # 1% apart: the reason calls it a tie
+    choice = modes.choose_mode(f, x, colorings=False)
+    assert choice.method == "rev"
+    assert "preferred as it is the cheaper by the run-time model" in choice.reason
+    fake({"fwd": 1e-5, "rev": 1.1e-5})
+    assert modes.choose_mode(f, x, colorings=False).method == "fwd"
+    # Priced exactly alike, fewer VJPs decides.
+    fake({"fwd": 1e-5, "rev": 1e-5})
+    choice = modes.choose_mode(f, x, colorings=False)
+    assert choice.method == "fwd" and "preferred as it needs fewer VJPs" in choice.reason
+
+
+def test_fewer_products_still_come_before_the_model_order(fake):
+    # columns (a few JVPs) and rev (100 VJPs) priced within the band, rev the cheaper.
+    f, x, _ = examples.family("tridiagonal", 100)
+    fake({"columns": 1.1e-5, "rev": 1e-5, "fwd": 1.0, "rows": 1.0})
+    choice = modes.choose_mode(f, x)
+    assert choice.method == "columns" and "preferred as it needs fewer products" in choice.reason

@@ -2,7 +2,8 @@
 
 The candidates of a :class:`~bpjax.modes._plan.Plan` are priced by a cost basis
 (:class:`~bpjax.modes._basis.CostBasis`: one contract, one file per basis) and the cheapest
-is picked, ties going to the faster compilation, then fewer products, then fewer VJPs:
+is picked, ties going to the faster compilation, then fewer products, then the model's
+cheaper, then fewer VJPs:
 
 * ``"model"`` (default, :mod:`bpjax.modes._basis_model`): the run-time model, nothing
   compiled;
@@ -89,18 +90,42 @@ def resolve_basis(basis) -> CostBasis:
     )
 
 
+# What breaks a tie within a basis' band, in order, and how the reason says it.
+_TIE_BREAKS = (
+    ("compiles faster", lambda c, p: p.get("compile_seconds", 0.0)),
+    ("needs fewer products", lambda c, p: c.products),
+    ("is the cheaper by the run-time model", lambda c, p: p.get("predicted", 0.0)),
+    ("needs fewer VJPs", lambda c, p: c.vjps),
+)
+
+
+def _tie_key(c, prices):
+    return tuple(rank(c, prices[c.name]) for _, rank in _TIE_BREAKS)
+
+
 def _pick(candidates, prices, basis):
     """The cheapest; among those within the basis' uncertainty of it, the one that compiles
-    faster (when priced with ``calls=``), then with fewer products, then fewer VJPs
-    (reverse mode keeps a tape, and a JVP costs no more than a VJP in the usual
-    complexity bounds of automatic differentiation)."""
+    faster (when priced with ``calls=``), then with fewer products, then the cheaper by the
+    run-time model (``"predicted"``, where the basis keeps it), then fewer VJPs.
+
+    The model's order inside its own band is a weak signal, but a deterministic one, and on
+    XLA:CPU a better one than the a-priori "fewer VJPs" between ``fwd`` and ``rev``: where
+    the model priced ``rev`` below ``fwd`` on the square families of
+    ``results/jacobians.json`` (dense output, 16 points), ``rev`` ran faster at 11, and
+    compiled and ran 10 calls faster at 12.
+    """
     priced = [c for c in candidates if c.name in prices]
     best = min(prices[c.name]["seconds"] for c in priced)
     close = [c for c in priced if prices[c.name]["seconds"] <= basis.band * best]
-    # Priced for a few calls (``calls=``), a tie goes to the program that compiles faster.
-    return min(
-        close, key=lambda c: (prices[c.name].get("compile_seconds", 0.0), c.products, c.vjps)
-    )
+    return min(close, key=lambda c: _tie_key(c, prices))
+
+
+def _tie_broken_by(method, runner_up, prices) -> str:
+    """Which of :data:`_TIE_BREAKS` put ``method`` before ``runner_up``."""
+    for words, rank in _TIE_BREAKS:
+        if rank(method, prices[method.name]) != rank(runner_up, prices[runner_up.name]):
+            return words
+    return "comes first among equals"
 
 
 def _fmt(seconds):
@@ -120,7 +145,7 @@ def _reason(method, runner_up, prices, basis, plan, calls=None):
         else:
             text += (
                 f", within the {basis.name} basis' uncertainty of {runner_up.describe()} "
-                f"({_fmt(t2)}), and preferred for needing fewer products or fewer VJPs"
+                f"({_fmt(t2)}), and preferred as it {_tie_broken_by(method, runner_up, prices)}"
             )
         if prices[method.name].get("measured") and prices[runner_up.name].get("measured"):
             text += " (the model could not separate them: both compiled and timed)"

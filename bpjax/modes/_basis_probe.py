@@ -29,7 +29,8 @@ ROUNDS = 11  # interleaved rounds of the probe, each at least 10 ms per candidat
 
 def _as_model_decides(model, close, best):
     """The model's prices with its near-ties made exact ties, so this basis' narrower band
-    breaks them by the model's rule (fewer products, then fewer VJPs), as the model does."""
+    breaks them by the model's rule (fewer products, then its cheaper, then fewer VJPs), as
+    the model does."""
     prices = dict(model)
     for c in close:
         prices[c.name] = {**model[c.name], "seconds": best, "predicted": model[c.name]["seconds"]}
@@ -40,8 +41,8 @@ class ProbeBasis(CostBasis):
     """``basis="probe"``: predicted, then measured among the model's near-ties.
 
     ``band`` is the margin a measured time must win by to beat the model's preference
-    among ties (fewer products, then fewer VJPs), so run-to-run noise does not flip a
-    choice between programs that run equally fast.
+    among ties (fewer products, then its cheaper, then fewer VJPs), so run-to-run noise
+    does not flip a choice between programs that run equally fast.
     """
 
     name = "probe"
@@ -76,8 +77,11 @@ class ProbeBasis(CostBasis):
         # One scale for all: the model's prices scaled so its pick costs what was measured
         # (the order among unmeasured candidates, priced above the band, is kept).
         scale = measured[pick] / model[pick]["seconds"]
-        prices = {name: {"seconds": p["seconds"] * scale} for name, p in model.items()}
+        prices = {
+            name: {"seconds": p["seconds"] * scale, "predicted": p["seconds"]}
+            for name, p in model.items()
+        }
         for name, seconds in measured.items():
-            prices[name] = {"seconds": seconds, "measured": True}
+            prices[name] = {**prices[name], "seconds": seconds, "measured": True}
             prices[name][COMPILED] = executables[name]
         return prices
