@@ -280,10 +280,13 @@ def fast_compile_pays(run_seconds: float, calls: int, r: dict) -> bool:
 
 # A dense mode's mask (gather and scatter of the pattern's entries, bpjax.modes._sparse),
 # measured on the fitting machine over five sparse families at n = 256-4096: it adds 7-18 ms
-# of compilation, and the program without it ran up to 2.4x slower (XLA evaluates only the
-# gathered entries of the masked one). Left out only where a few calls cannot lose more.
+# of compilation (7-26 ms in a later run), and the program without it ran up to 2.45x slower
+# at n = 256 (XLA evaluates only the gathered entries of the masked one). The slowdown grows
+# with n (tridiagonal's VJPs at n = 1024: 7x), but there the calls run milliseconds and the
+# rule below never leaves the mask out: it can only for Jacobians the model prices under
+# ~0.5 ms. Left out only where a few calls cannot lose more.
 _MASK_SAVES = 0.007  # seconds: the least saving measured
-_UNMASKED_SLOWDOWN = 2.5  # the most slowdown measured, rounded up
+_UNMASKED_SLOWDOWN = 2.5  # the most slowdown measured where the rule can apply, rounded up
 
 
 def unmasked_pays(run_seconds: float, calls: int, r: dict) -> bool:
