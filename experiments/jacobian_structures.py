@@ -2,8 +2,9 @@
 
 For the structures of `bpjax.modes.examples.STRUCTURES` (bands with half-bandwidth 2, 4
 and 8; 5- and 9-point stencils on a 64 x 64 and a 32 x 128 grid; a 3-D 7-point stencil on
-16 x 16 x 16; a block band of 16 x 16 blocks), all n = m = 4096, float64, BCOO output, the
-steady-state time of bpjax `mode="sparse"` (its default coloring), bpjax `auto`
+16 x 16 x 16; a block band of 16 x 16 blocks; two irregular graphs read through gathers,
+4 neighbours per row, uniform or skewed towards hubs), all n = m = 4096, float64, BCOO
+output, the steady-state time of bpjax `mode="sparse"` (its default coloring), bpjax `auto`
 (`jacobian_fn`), `asdex.jacobian` (its defaults) and `sparsejac.jacfwd`/`jacrev` (given the
 true pattern), interleaved round by round; rounds are added until a paired bootstrap says
 whether bpjax `sparse` is ahead of, behind or tied with the best peer, and with `auto`'s

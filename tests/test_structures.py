@@ -19,7 +19,7 @@ def test_detected_pattern_is_the_stated_one(name):
     assert (found != pattern).nnz == 0, name
 
 
-@pytest.mark.parametrize("name", ["9-point 32x128", "block band 16"])
+@pytest.mark.parametrize("name", ["9-point 32x128", "block band 16", "power-law graph d=4"])
 def test_sparse_jacobian_equals_jacfwd_and_the_stated_pattern(name):
     f, x, pattern = examples.structure(name, dtype=np.float32)
     want = np.asarray(jax.jit(jax.jacfwd(f))(x))

@@ -19,8 +19,8 @@ family              ``(n, m)``    Jacobian
 
 :func:`gather_chain` builds the ``elementwise`` map for any gather index (``m ≠ n`` too).
 :func:`structure` gives the structures of :data:`STRUCTURES` (bands, 2-D and 3-D stencils,
-block bands), on which the sparse programs are compared with the peers' beyond the families
-above.
+block bands, irregular graphs), on which the sparse programs are compared with the peers'
+beyond the families above.
 """
 
 from __future__ import annotations
@@ -173,6 +173,11 @@ STRUCTURES = {
     "9-point 32x128": ((32, 128), _NINE),
     "7-point 16x16x16": ((16, 16, 16), _SEVEN),
     "block band 16": ((4096,), "block band"),
+    # Irregular: each output reads its own input and 4 others through a gather, chosen
+    # uniformly (every column in about 5 rows) or skewed towards low indices (hub columns
+    # read by hundreds of rows, as high-degree nodes of a graph are).
+    "random graph d=4": ((4096,), "uniform"),
+    "power-law graph d=4": ((4096,), "skewed"),
 }
 
 
@@ -202,6 +207,33 @@ def _shifted_map(shape, offsets, rng, dtype):
     return f, sp.csr_array((np.ones(rows.size, bool), (rows, cols)), (n, n))
 
 
+def _graph_map(n, neighbours, rng, dtype):
+    """``y_i = x_i³ + Σ_k w_k g_k(x[neighbours[i, k]])``: a gather per neighbour slot."""
+    d = neighbours.shape[1]
+    w = jnp.asarray(rng.uniform(0.5, 1.5, size=d), dtype)
+    g = (jnp.sin, jnp.cos, jnp.tanh)
+
+    def f(x):
+        y = x**3
+        for k in range(d):
+            y = y + w[k] * g[k % 3](x[neighbours[:, k]])
+        return y
+
+    rows = np.repeat(np.arange(n), d + 1)
+    cols = np.concatenate([np.arange(n)[:, None], neighbours], axis=1).ravel()
+    pattern = sp.csr_array((np.ones(rows.size, bool), (rows, cols)), (n, n))
+    pattern.sum_duplicates()
+    return f, pattern
+
+
+def _neighbours(n, kind, rng, d=4):
+    u = rng.uniform(size=(n, d))
+    if kind == "uniform":
+        return np.minimum((n * u).astype(np.int64), n - 1)
+    # P(index < k) = (k / n)^(1/3): column 0 is read by about n·d·n^(-1/3) rows.
+    return np.minimum((n * u**3).astype(np.int64), n - 1)
+
+
 def _block_band(n, rng, dtype):
     b = BLOCK
     k = n // b
@@ -222,7 +254,9 @@ def structure(name: str, *, dtype=jnp.float64, seed: int = 0):
     The bands (half-bandwidth 2, 4, 8), 5- and 9-point stencils on square and rectangular
     grids, a 3-D 7-point stencil and a block band (16 x 16 blocks coupled to their two
     neighbours) are ``y = Σ_o w_o g_o(x shifted by o) + x³`` (block band:
-    ``tanh`` of three block products), zero-padded at the edges.
+    ``tanh`` of three block products), zero-padded at the edges. The two graphs are
+    irregular: ``y_i = x_i³ + Σ_k w_k g_k(x[N(i)_k])`` with 4 neighbours per row, uniform
+    or skewed towards hub columns, read through gathers.
 
     Returns:
       ``f: (n,) -> (n,)``, ``x`` of shape ``(n,)`` and the ``(n, n)`` boolean SciPy CSR
@@ -234,6 +268,8 @@ def structure(name: str, *, dtype=jnp.float64, seed: int = 0):
     shape, offsets = STRUCTURES[name]
     if offsets == "block band":
         f, pattern = _block_band(shape[0], rng, dtype)
+    elif offsets in ("uniform", "skewed"):
+        f, pattern = _graph_map(shape[0], _neighbours(shape[0], offsets, rng), rng, dtype)
     else:
         f, pattern = _shifted_map(shape, offsets, rng, dtype)
     n = int(np.prod(shape))
