@@ -94,6 +94,10 @@ def time_until_resolved(found, x, same):
         verdicts = {"vs auto": ranking(samples, SPARSE, [AUTO], min_rounds=MIN_ROUNDS)}
         if peers:
             verdicts["vs best peer"] = ranking(samples, SPARSE, peers, min_rounds=MIN_ROUNDS)
+        if "asdex" in peers:
+            # The peer the issue names, paired round by round like the others: a ratio of
+            # two medians moves with whichever phase of the run each median fell in.
+            verdicts["vs asdex"] = ranking(samples, SPARSE, ["asdex"], min_rounds=MIN_ROUNDS)
         for v in verdicts.values():
             v["same_program"] = same[v["best_peer"]]
         return verdicts, all(
@@ -194,7 +198,7 @@ def main(argv=None):
     for r in rows:
         for which, v in r["verdicts"].items():
             lo, hi = v["ci"]
-            against = "auto" if which == "vs auto" else "best_peer"
+            against = {"vs auto": "auto", "vs best peer": "best_peer"}.get(which, "asdex_paired")
             summary.append(
                 results.entry(
                     f"sparse_over_{against}",

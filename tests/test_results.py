@@ -261,3 +261,27 @@ def test_committed_derived_entries_are_current(tmp_path):
         copy.parent.mkdir(parents=True, exist_ok=True)
         copy.write_text(path.read_text())
     assert report.rederive(tmp_path) == []
+
+
+def test_structures_compare_sparse_with_asdex_paired_where_the_record_can():
+    from bpjax.tables import _derived_sparse
+
+    def point(verdicts):
+        times = {"bpjax sparse": 1.10, "bpjax auto": 1.00, "asdex": 1.00}
+        return {
+            "structure": "s",
+            "contenders": {k: {"median": v} for k, v in times.items()},
+            "colorings": {},
+            "verdicts": verdicts,
+        }
+
+    def entries(p):
+        out = _derived_sparse.jacobian_structures({"data": {"points": [p]}})
+        return {e["name"]: e["value"] for e in out}
+
+    # Medians say 1.10 (behind); the rounds, paired, say 0.98: the paired ratio is published.
+    paired = entries(point({"vs asdex": {"ratio": 0.98}}))
+    assert paired["sparse_over_asdex"] == 0.98 and paired["sparse_at_or_below_asdex"] == 1
+    assert paired["auto_over_asdex"] == 1.0
+    old = entries(point({}))  # a record from before the paired verdict
+    assert old["sparse_over_asdex"] == pytest.approx(1.10) and old["sparse_at_or_below_asdex"] == 0

@@ -356,19 +356,29 @@ def mode_cost(record: dict) -> list[dict]:
 
 
 def jacobian_structures(record: dict) -> list[dict]:
-    """Per structure: bpjax sparse's and auto's time over asdex's (medians), the products
-    each used, and over all structures how many bpjax sparse was at or below asdex on."""
+    """Per structure: bpjax sparse's and auto's time over asdex's, the products each used,
+    and over all structures how many bpjax sparse was at or below asdex on.
+
+    Sparse over asdex is the paired ratio (median of per-round ratios) where the record has
+    the verdict against asdex, else the ratio of medians (records without that verdict);
+    auto over asdex is always the ratio of medians."""
     out, at_or_below = [], 0
     points = record["data"]["points"]
     for p in points:
         c, at = p["contenders"], {"structure": p["structure"]}
         if "asdex" not in c:
             continue
+        paired = p.get("verdicts", {}).get("vs asdex")
         for who, key in (("bpjax sparse", "sparse"), ("bpjax auto", "auto")):
-            ratio = c[who]["median"] / c["asdex"]["median"]
-            text = f"{p['structure']}: {who} ÷ asdex (medians)"
+            if who == "bpjax sparse" and paired is not None:
+                ratio = paired["ratio"]
+                text = f"{p['structure']}: {who} ÷ asdex (paired, median per-round ratio)"
+            else:
+                ratio = c[who]["median"] / c["asdex"]["median"]
+                text = f"{p['structure']}: {who} ÷ asdex (medians)"
             out.append(_e(f"{key}_over_asdex", ratio, "ratio", text, **at))
-        at_or_below += c["bpjax sparse"]["median"] <= c["asdex"]["median"]
+            if key == "sparse":
+                at_or_below += ratio <= 1.0
         for who, coloring in p["colorings"].items():
             if coloring.get("products") is not None:
                 text = f"{p['structure']}: products, {who}"
