@@ -5,6 +5,8 @@ seed multiplies 0 by an infinite local derivative into NaN there: sqrt at 0). Wi
 the mask is left out where every local derivative of f is finite, so those entries are
 exact zeros anyway (bpjax.modes._finite), and the calls cannot lose what it saves."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -113,3 +115,19 @@ def test_jacobian_fn_with_calls_gives_the_same_jacobian_either_way(monkeypatch):
     # Unmasked only where a dense mode was chosen, and then the reason says so.
     assert jac.choice.unmasked == (jac.method in _sparse.DENSE)
     assert ("without the mask" in jac.choice.reason) == jac.choice.unmasked
+
+
+def test_a_bcoo_output_has_no_mask_to_leave_out(monkeypatch):
+    def f(x):
+        return jnp.sin(x[1:]) * x[:-1]
+
+    x = jnp.linspace(0.1, 1.0, 32)
+    monkeypatch.setattr(_cost, "unmasked_pays", lambda run, calls, r: True)
+    plan = _plan.plan(f, x, mode="auto")
+    rev = next(c for c in plan.candidates if c.name == "rev")
+    plan = dataclasses.replace(plan, candidates=[rev])  # a dense mode, a sparse pattern
+    assert plan.finite and plan.pattern.nnz < plan.m * plan.n
+    _, dense, _ = _auto.decide(plan, sparse_output=False, calls=10)
+    assert dense.unmasked is (jax.default_backend() == "cpu")
+    _, bcoo, _ = _auto.decide(plan, sparse_output=True, calls=10)
+    assert not bcoo.unmasked and "without the mask" not in bcoo.reason

@@ -212,8 +212,10 @@ def decide(plan, *, basis="model", sparse_output: bool = False, calls: int | Non
             "; compiled with LLVM at -O0: over so few calls the faster compilation saves "
             "more than the slower code loses"
         )
-    unmasked = _unmasked(plan, method, prices[method.name].get("run_seconds"), calls)
-    if unmasked and not sparse_output:
+    # Only a dense output has a mask to leave out (a BCOO holds the pattern's entries alone).
+    run_seconds = prices[method.name].get("run_seconds")
+    unmasked = not sparse_output and _unmasked(plan, method, run_seconds, calls)
+    if unmasked:
         reason += (
             "; without the mask outside the pattern: every local derivative of f is finite, "
             "so those entries are exact zeros already, and its compilation costs more than "
@@ -230,7 +232,7 @@ def decide(plan, *, basis="model", sparse_output: bool = False, calls: int | Non
         method=method.name,
         candidates=table,
         compiler_options=options,
-        unmasked=unmasked and not sparse_output,
+        unmasked=unmasked,
     )
     return method, choice, executables.get(method.name)
 

@@ -370,7 +370,7 @@ def jacobian_structures(record: dict) -> list[dict]:
             continue
         paired = p.get("verdicts", {}).get("vs asdex")
         for who, key in (("bpjax sparse", "sparse"), ("bpjax auto", "auto")):
-            if who == "bpjax sparse" and paired is not None:
+            if key == "sparse" and paired is not None:
                 ratio = paired["ratio"]
                 text = f"{p['structure']}: {who} ÷ asdex (paired, median per-round ratio)"
             else:
