@@ -91,12 +91,17 @@ def test_calls_leave_the_mask_out_only_when_it_pays(monkeypatch):
     plan = _plan.plan(f, x, mode="auto")
     rev = next(c for c in plan.candidates if c.name == "rev")
     columns = next(c for c in plan.candidates if c.name != "rev" and c.name != "fwd")
-    assert _auto._unmasked(plan, rev, 1e-5, None) is False  # steady state: always masked
-    assert _auto._unmasked(plan, columns, 1e-5, 10) is False  # colorings have no mask
+
+    def leaves(c, calls):
+        return plan.leaves_mask_out(c, 1e-5, calls, sparse_output=False)
+
+    assert leaves(rev, None) is False  # steady state: always masked
+    assert leaves(columns, 10) is False  # colorings have no mask
     monkeypatch.setattr(_cost, "unmasked_pays", lambda run, calls, r: True)
-    assert _auto._unmasked(plan, rev, 1e-5, 10) is (jax.default_backend() == "cpu")
+    assert leaves(rev, 10) is (jax.default_backend() == "cpu")
+    assert plan.leaves_mask_out(rev, 1e-5, 10, sparse_output=True) is False  # BCOO: no mask
     monkeypatch.setattr(_cost, "unmasked_pays", lambda run, calls, r: False)
-    assert _auto._unmasked(plan, rev, 1e-5, 10) is False
+    assert leaves(rev, 10) is False
 
 
 def test_unmasked_pays_for_a_few_calls_of_a_small_jacobian_only():

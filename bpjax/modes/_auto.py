@@ -25,7 +25,7 @@ from typing import NamedTuple
 
 import jax
 
-from bpjax.modes import _checks, _cost, _plan, _rates, _sparse
+from bpjax.modes import _checks, _cost, _plan, _rates
 from bpjax.modes._basis import COMPILED, CostBasis
 from bpjax.modes._basis_model import ModelBasis
 from bpjax.modes._basis_probe import ProbeBasis
@@ -164,17 +164,6 @@ def _compiler_options(run_seconds, calls):
     return None
 
 
-def _unmasked(plan, method, run_seconds, calls):
-    """Leave a dense mode's mask out: with ``calls=`` on a CPU, where ``f``'s structural
-    zeros are exact without it and the calls lose less than its compilation costs."""
-    dense_mode = _sparse.program_name(method) in _sparse.DENSE
-    sparse = plan.pattern is not None and plan.pattern.nnz < plan.m * plan.n
-    if not (calls and run_seconds and dense_mode and sparse and plan.finite):
-        return False
-    on_cpu = jax.default_backend() == "cpu"
-    return on_cpu and _cost.unmasked_pays(run_seconds, calls, _rates.rates("cpu"))
-
-
 def decide(plan, *, basis="model", sparse_output: bool = False, calls: int | None = None):
     """Price ``plan.candidates`` on ``basis`` and pick one (see the module docstring).
 
@@ -212,9 +201,8 @@ def decide(plan, *, basis="model", sparse_output: bool = False, calls: int | Non
             "; compiled with LLVM at -O0: over so few calls the faster compilation saves "
             "more than the slower code loses"
         )
-    # Only a dense output has a mask to leave out (a BCOO holds the pattern's entries alone).
     run_seconds = prices[method.name].get("run_seconds")
-    unmasked = not sparse_output and _unmasked(plan, method, run_seconds, calls)
+    unmasked = plan.leaves_mask_out(method, run_seconds, calls, sparse_output=sparse_output)
     if unmasked:
         reason += (
             "; without the mask outside the pattern: every local derivative of f is finite, "

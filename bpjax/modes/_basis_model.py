@@ -40,8 +40,18 @@ class ModelBasis(CostBasis):
         }
         if calls:
             eqns = _cost.equations(closed.jaxpr)
+            # A dense mode's mask compiles too, unless these calls would run without it.
+            masked = {
+                c.name: plan.masks(c, sparse_output=sparse_output)
+                and not plan.leaves_mask_out(
+                    c, prices[c.name]["seconds"], calls, sparse_output=sparse_output
+                )
+                for c in plan.candidates
+            }
             extra = {
-                c.name: _cost.compile_seconds(c, nnz=nnz, eqns=eqns, dense_output=dense_output, r=r)
+                c.name: _cost.compile_seconds(
+                    c, nnz=nnz, eqns=eqns, dense_output=dense_output, r=r, masked=masked[c.name]
+                )
                 for c in plan.candidates
             }
             # Only differences count: priced over the fastest-compiling candidate.

@@ -234,7 +234,15 @@ def method_seconds(method, w: Work, *, n: int, m: int, nnz: int, dense_output: b
 _COMPILE_REFERENCE_SECONDS = 0.072
 
 
-def compile_seconds(method, *, nnz: int, eqns: int, dense_output: bool, r: dict) -> float:
+# A dense mode's mask (gather of the pattern's entries from J, scatter into zeros) compiles
+# 5-23 ms more than the plain program (median 12 ms; fwd and rev, five sparse families, n =
+# 256-4096, fastest of 3) on a machine whose reference compiled in 52 ms: 16 ms at 72 ms.
+_MASK_COMPILE_MS = 16.0
+
+
+def compile_seconds(
+    method, *, nnz: int, eqns: int, dense_output: bool, r: dict, masked: bool = False
+) -> float:
     """Predicted extra seconds to compile ``method``'s program, over ``fwd``/``rev``'s.
 
     What all candidates share (tracing ``f``, compiling its derivative: 45-190 ms on
@@ -244,7 +252,9 @@ def compile_seconds(method, *, nnz: int, eqns: int, dense_output: bool, r: dict)
     * a coloring's decompression: the seeds and index constants and a scatter into the
       dense ``J`` (gather for BCOO), ``6 ms + 0.45 ms`` per thousand nonzeros for dense
       output, 14 ms less for BCOO;
-    * dense modes with BCOO output gather ``J``'s nonzeros: ``8 ms``;
+    * dense modes with BCOO output gather ``J``'s nonzeros: ``8 ms``; with dense output and
+      ``masked`` (a sparse pattern, :meth:`~bpjax.modes._plan.Plan.masks`), they gather
+      them and scatter them into zeros: ``16 ms``;
     * a bicoloring compiles a linearization and its transpose besides: about ``0.6x`` of a
       whole derivative program, ``0.6 (60 ms + 1.4 ms per equation of f)``.
 
@@ -255,7 +265,7 @@ def compile_seconds(method, *, nnz: int, eqns: int, dense_output: bool, r: dict)
     """
     ms = 0.0
     if _sparse.program_name(method) in _sparse.DENSE:
-        ms += 0.0 if dense_output else 8.0
+        ms += (_MASK_COMPILE_MS if masked else 0.0) if dense_output else 8.0
     else:
         ms += 6.0 + 0.45 * nnz / 1000 - (0.0 if dense_output else 14.0)
     if method.jvps and method.vjps:

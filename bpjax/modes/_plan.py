@@ -7,7 +7,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from bpjax.modes import _checks, _coloring, _finite, _sparse, _sparsity
+from bpjax.modes import _checks, _coloring, _cost, _finite, _rates, _sparse, _sparsity
 
 MODES = ("fwd", "rev", "sparse", "auto")
 COLORINGS = _sparse.COLORED
@@ -47,6 +47,31 @@ class Plan:
             out_dtype=self.out_dtype,
             mask=not (unmasked and self.finite),
         )
+
+    def masks(self, method, *, sparse_output: bool) -> bool:
+        """Whether ``method``'s program zeroes the entries outside the pattern by default: a
+        dense mode (``fwd``/``rev``) with dense output on a sparse pattern. (A coloring
+        scatters only the pattern's entries; a ``BCOO`` holds them alone.)"""
+        p = self.pattern
+        return (
+            not sparse_output
+            and _sparse.program_name(method) in _sparse.DENSE
+            and p is not None
+            and p.csr is not None
+            and p.nnz < self.m * self.n
+        )
+
+    def leaves_mask_out(self, method, run_seconds, calls, *, sparse_output: bool) -> bool:
+        """Whether ``calls=`` calls of ``method`` (``run_seconds`` each) run without its
+        mask: on a CPU, where every local derivative of ``f`` is finite (the entries outside
+        the pattern are exact zeros then) and the calls lose less than the mask's
+        compilation costs (:func:`bpjax.modes._cost.unmasked_pays`)."""
+        if not (calls and run_seconds and self.finite):
+            return False
+        if not self.masks(method, sparse_output=sparse_output):
+            return False
+        on_cpu = jax.default_backend() == "cpu"
+        return on_cpu and _cost.unmasked_pays(run_seconds, calls, _rates.rates("cpu"))
 
     def user_program(self, method, *, sparse_output: bool, unmasked: bool = False):
         """``fn(x)``: :meth:`program` taking the pytree ``x`` the plan was made at, with
