@@ -136,3 +136,15 @@ def test_a_bcoo_output_has_no_mask_to_leave_out(monkeypatch):
     assert dense.unmasked is (jax.default_backend() == "cpu")
     _, bcoo, _ = _auto.decide(plan, sparse_output=True, calls=10)
     assert not bcoo.unmasked and "without the mask" not in bcoo.reason
+
+
+def test_asking_whether_a_dense_pattern_is_masked_does_not_build_its_csr():
+    # The CSR is built on first access: 0.4 s for a dense 4096 x 4096 pattern, which put
+    # 85 ms on every jacobian_fn(calls=10) decision at mlp_square n = 4096 when the
+    # question read it before the count of nonzeros.
+    f, x, _ = examples.family("mlp_square", 64)
+    plan = _plan.plan(f, x, mode="auto")
+    rev = next(c for c in plan.candidates if c.name == "rev")
+    assert plan.pattern.nnz == plan.m * plan.n
+    assert not plan.masks(rev, sparse_output=False)
+    assert "csr" not in vars(plan.pattern)
