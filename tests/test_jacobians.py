@@ -250,14 +250,14 @@ def test_calls_price_the_mask_a_dense_mode_compiles(monkeypatch):
     # block_diagonal n = 1024 (record of 2026-12-04): rev with the mask compiled 14.5 ms
     # more than jax.jacrev and ran 5x slower than the columns' 16 JVPs; priced as if it
     # compiled like the plain program, it won calls=10 on "compiles faster" (1.37x the best
-    # first use). With the mask priced, the columns compile no slower and need fewer products.
+    # first use). With the mask priced, a coloring (16 products) compiles no slower.
     _published_rates(monkeypatch)
     f, x, _ = examples.family("block_diagonal", 1024)
     plan = modes._plan.plan(f, x, mode="auto")
     prices = _basis_model.ModelBasis().prices(plan, sparse_output=False, calls=10)
     assert prices["rev"]["compile_seconds"] > prices["columns"]["compile_seconds"]
     _, choice, _ = modes._auto.decide(plan, basis="model", calls=10)
-    assert choice.method == "columns"
+    assert choice.method in ("columns", "rows")  # 16 products, not 1024 VJPs
 
 
 def test_equations_counts_the_equations_of_nested_jaxprs():

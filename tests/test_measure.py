@@ -12,6 +12,7 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 import bpjax
@@ -51,6 +52,21 @@ def test_compare_reports_ordered_spread_and_carries_state():
     assert t.rounds == 5 and t.compile > 0
     # Carried: each call starts from the previous call's output (0, 1, 2, ...).
     assert seen[:4] == [0.0, 1.0, 2.0, 3.0] and len(seen) >= 2 + 5 * t.calls_per_round
+
+
+def test_compare_hands_out_the_rounds_it_summarized():
+    samples = {}
+    out = measure.compare(
+        {"a": (jnp.sin, (jnp.ones(8),)), "b": (jnp.cos, (jnp.ones(8),))},
+        rounds=7,
+        warmup=1,
+        min_round_seconds=0.001,
+        samples_out=samples,
+    )
+    assert set(samples) == {"a", "b"} and all(len(s) == 7 for s in samples.values())
+    for name, t in out.items():  # the Timing is these very rounds, summarized
+        assert t.median == float(np.median(samples[name]))
+        assert t.p10 == float(np.percentile(samples[name], 10))
 
 
 def test_run_rounds_keeps_rotating_and_summarize_counts_rounds():

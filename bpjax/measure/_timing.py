@@ -144,6 +144,7 @@ def compare(
     donate: bool = False,
     cold: bool = False,
     compiles: int = 1,
+    samples_out: dict | None = None,
 ) -> dict[str, Timing]:
     """Time several functions fairly, interleaved round by round.
 
@@ -162,6 +163,10 @@ def compare(
         first call in a fresh process pays, not only the first contender's.
       compiles: compile each contender this many times and report the fastest (a single
         compile time of a small program varies by ±10 ms on a shared CPU).
+      samples_out: a dict to receive name → per-call seconds of each round, in round
+        order (round ``r`` of every name ran together): for a paired comparison
+        (:func:`bpjax.bench._stability.ranking`), which cancels what a round's conditions
+        did to both contenders, where a ratio of two medians does not.
 
     Returns:
       name → :class:`Timing`.
@@ -181,7 +186,13 @@ def compare(
             seconds = min(seconds, once)
         steps[name] = _stepper(compiled, list(args), carry)
         compile_seconds[name] = seconds
-    timings = time_steps(steps, rounds=rounds, min_round_seconds=min_round_seconds, warmup=warmup)
+    timings = time_steps(
+        steps,
+        rounds=rounds,
+        min_round_seconds=min_round_seconds,
+        warmup=warmup,
+        samples_out=samples_out,
+    )
     return {
         name: dataclasses.replace(t, compile=compile_seconds[name]) for name, t in timings.items()
     }
@@ -206,6 +217,7 @@ def time_steps(
     groups: dict[str, str] | None = None,
     settle_seconds: float = 0.3,
     rewarm_seconds: float = 0.0,
+    samples_out: dict | None = None,
 ) -> dict[str, Timing]:
     """Time zero-argument step functions (any framework), interleaved round by round.
 
@@ -225,7 +237,8 @@ def time_steps(
     training loop runs in.
 
     This is :func:`calibrate`, then :func:`run_rounds`, then :func:`summarize`; call those
-    directly to add rounds until a ranking is resolved.
+    directly to add rounds until a ranking is resolved. ``samples_out``: as for
+    :func:`compare`.
 
     Returns:
       name → :class:`Timing` (``compile`` is 0: compile before handing the step over).
@@ -239,6 +252,8 @@ def time_steps(
         settle_seconds=settle_seconds,
         rewarm_seconds=rewarm_seconds,
     )
+    if samples_out is not None:
+        samples_out.update(samples)
     return summarize(samples, calls)
 
 
