@@ -71,6 +71,20 @@ def test_jacobian_works_under_jit():
     np.testing.assert_allclose(got, jax.jacrev(f)(x), rtol=0, atol=1e-12)
 
 
+def test_the_first_decision_of_a_process_may_be_inside_jit(monkeypatch):
+    # The rates are measured on first need; if that need is traced (jacobian inside the
+    # user's jit, on a machine with nothing kept), the calibration still runs eagerly. It
+    # failed with "Cannot apply JAX transformations to a function lowered and compiled".
+    monkeypatch.setattr(_rates, "_MEMORY", {})
+    monkeypatch.setenv("BPJAX_CACHE_DIR", "off")
+    f, x, _ = examples.family("tridiagonal", 32, dtype=jnp.float64)
+    got = jax.jit(lambda x: modes.jacobian(f, x, mode="auto"))(x)
+    np.testing.assert_allclose(got, jax.jacrev(f)(x), rtol=0, atol=1e-12)
+    _rates._machine_rates.cache_clear()
+    got = jax.jit(lambda x: modes.jacobian(f, x, mode="auto", basis="xla"))(x)
+    np.testing.assert_allclose(got, jax.jacrev(f)(x), rtol=0, atol=1e-12)
+
+
 def test_large_banded_jacobian_in_sparse_output():
     n = 20_000
     f, x, pattern = examples.family("tridiagonal", n, dtype=jnp.float64)

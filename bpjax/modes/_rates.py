@@ -49,6 +49,11 @@ def machine_rates(backend: str | None = None) -> dict:
 @functools.cache
 def _machine_rates(backend: str | None) -> dict:
     del backend  # part of the cache key only
+    with jax.ensure_compile_time_eval():  # eager, even under the user's jit
+        return _measure_machine_rates()
+
+
+def _measure_machine_rates() -> dict:
     gemm = gemm_timing(rounds=5, warmup=1)
     v = jnp.ones((8 * 1024 * 1024,), jnp.float32)  # 32 MiB
     copy = measure.compare({"axpy": (lambda v: 2.0 * v + 1.0, (v,))}, rounds=5, warmup=1)["axpy"]
@@ -116,7 +121,10 @@ def rates(backend: str | None = None, *, refresh: bool = False) -> dict:
     if key not in _MEMORY:
         kept = None if refresh else _load(key)
         if kept is None:
-            kept = _measure_rates()
+            # Measured eagerly even when the first decision is traced (a jacobian inside
+            # the user's jit): its arrays would be tracers there, which no executable takes.
+            with jax.ensure_compile_time_eval():
+                kept = _measure_rates()
             _store(key, kept)
         _MEMORY[key] = kept
     return _MEMORY[key]
