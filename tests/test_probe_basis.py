@@ -9,7 +9,7 @@ import pytest
 
 from bpjax import modes
 from bpjax.measure import _timing
-from bpjax.modes import _basis_probe, examples
+from bpjax.modes import _auto, _basis_probe, examples
 from bpjax.modes._basis import per_call
 from bpjax.modes._basis_model import ModelBasis
 
@@ -52,9 +52,9 @@ def _band():
 
 
 def test_a_near_tie_is_timed_and_the_faster_orientation_wins(fake):
-    # The model: rows 10% dearer than columns, within its 25% band: a tie it breaks by its
+    # The model: rows 20% dearer than columns, within its 25% band: a tie it breaks by its
     # own order (columns). Measured, rows run twice as fast.
-    compiled = fake({"columns": 1e-3, "rows": 1.1e-3}, {"columns": 2e-3, "rows": 1e-3})
+    compiled = fake({"columns": 1e-3, "rows": 1.2e-3}, {"columns": 2e-3, "rows": 1e-3})
     f, x = _band()
     assert modes.choose_mode(f, x, sparse_output=True).method == "columns"
     jac = modes.jacobian_fn(f, x, mode="sparse", sparse_output=True)
@@ -80,11 +80,11 @@ def test_a_clear_model_choice_compiles_nothing(fake):
 
 
 def test_with_calls_the_probe_is_the_model(fake):
-    compiled = fake({"columns": 1.1e-3, "rows": 1e-3})
+    compiled = fake({"columns": 1.2e-3, "rows": 1e-3})
     f, x = _band()
     probe = modes.choose_mode(f, x, basis="probe", calls=3, sparse_output=True)
     model = modes.choose_mode(f, x, basis="model", calls=3, sparse_output=True)
-    # Rows priced 10% cheaper: a near-tie the model breaks by its own order, as the probe.
+    # Rows priced 20% cheaper: a near-tie the model breaks by its own order, as the probe.
     assert compiled == [] and probe.method == model.method == "rows"
 
 
@@ -154,21 +154,43 @@ def test_a_basis_compiled_program_is_called_and_other_shapes_get_the_planned_for
 
 
 def test_inside_its_band_the_model_order_breaks_a_tie_of_equal_products(fake):
-    # Square f: fwd and rev need the same number of products. Priced 10% apart, inside the
+    # Square f: fwd and rev need the same number of products. Priced 20% apart, inside the
     # model's 25% band, the model's cheaper is taken (it used to be fwd, "fewer VJPs").
     f, x, _ = examples.family("mlp_square", 16)
-    fake({"fwd": 1.1e-5, "rev": 1e-5})
-    assert modes.choose_mode(f, x, colorings=False).method == "rev"
-    fake({"fwd": 1.01e-5, "rev": 1e-5})  # 1% apart: the reason calls it a tie
+    fake({"fwd": 1.2e-5, "rev": 1e-5})
     choice = modes.choose_mode(f, x, colorings=False)
-    assert choice.method == "rev"
-    assert "preferred as it is the cheaper by the run-time model" in choice.reason
-    fake({"fwd": 1e-5, "rev": 1.1e-5})
+    assert choice.method == "rev" and "1.20x cheaper than forward mode" in choice.reason
+    fake({"fwd": 1e-5, "rev": 1.2e-5})
     assert modes.choose_mode(f, x, colorings=False).method == "fwd"
-    # Priced exactly alike, fewer VJPs decides.
-    fake({"fwd": 1e-5, "rev": 1e-5})
-    choice = modes.choose_mode(f, x, colorings=False)
-    assert choice.method == "fwd" and "preferred as it needs fewer VJPs" in choice.reason
+
+
+def test_an_order_closer_than_the_calibration_noise_falls_to_fewer_vjps(fake):
+    # Closer than MODEL_GAP, the model's order is its rates' noise: fewer VJPs decides,
+    # whichever of the two the model prices lower.
+    f, x, _ = examples.family("mlp_square", 16)
+    for fwd, rev in ((1.05e-5, 1e-5), (1e-5, 1.05e-5), (1e-5, 1e-5)):
+        fake({"fwd": fwd, "rev": rev})
+        choice = modes.choose_mode(f, x, colorings=False)
+        assert choice.method == "fwd" and "preferred as it needs fewer VJPs" in choice.reason
+    gap = _auto.MODEL_GAP
+    fake({"fwd": 1e-5 * gap * 1.01, "rev": 1e-5})  # just past the gap: the model's order
+    assert modes.choose_mode(f, x, colorings=False).method == "rev"
+    fake({"fwd": 1e-5 * gap * 0.99, "rev": 1e-5})  # just inside: fewer VJPs
+    assert modes.choose_mode(f, x, colorings=False).method == "fwd"
+
+
+def test_the_gap_is_taken_from_the_cheapest_still_tied():
+    # Three candidates with equal products: the model's order separates the one 20% dearer,
+    # then fewer VJPs decides between the two within the gap of the cheapest.
+    class C:
+        def __init__(self, name, vjps):
+            self.name, self.products, self.jvps, self.vjps = name, 16, 16 - vjps, vjps
+
+    a, b, c = C("a", 16), C("b", 0), C("c", 0)
+    prices = {"a": {"predicted": 1.0}, "b": {"predicted": 1.05}, "c": {"predicted": 1.2}}
+    winner, why = _auto._break_ties([a, b, c], prices)
+    assert winner is b
+    assert why == {"c": _auto._MODEL_ORDER, "a": "needs fewer VJPs"}
 
 
 def test_fewer_products_still_come_before_the_model_order(fake):

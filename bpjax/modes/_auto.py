@@ -91,22 +91,49 @@ def resolve_basis(basis) -> CostBasis:
 
 
 # What breaks a tie within a basis' band, in order, and how the reason says it.
+_MODEL_ORDER = "is the cheaper by the run-time model"
 _TIE_BREAKS = (
     ("compiles faster", lambda c, p: p.get("compile_seconds", 0.0)),
     ("needs fewer products", lambda c, p: c.products),
-    ("is the cheaper by the run-time model", lambda c, p: p.get("predicted", 0.0)),
+    (_MODEL_ORDER, lambda c, p: p.get("predicted", 0.0)),
     ("needs fewer VJPs", lambda c, p: c.vjps),
 )
 
+# The model's order breaks a tie only where it is at least this far apart. Its rates come
+# from one short calibration, and their ratios move between calibrations on one idle
+# machine (JVP against VJP per element, 256 KiB: 0.69-1.51 over five in one process), so a
+# closer order is the calibration's noise: over the 74 near-ties of equal products in
+# three records of results/jacobians.json (2026-12-04), taking the model's order at any
+# gap picked a program >10% slower 11 times (worst 1.46x: rows for the block-diagonal,
+# chosen in one record, columns in another); from 10% apart, once (1.10x).
+MODEL_GAP = 1.10
 
-def _tie_key(c, prices):
-    return tuple(rank(c, prices[c.name]) for _, rank in _TIE_BREAKS)
+
+def _break_ties(close, prices):
+    """``(winner, why)``: the first of ``close`` by :data:`_TIE_BREAKS`, and for every other
+    candidate the words of the rule that put it behind."""
+    left, why = list(close), {}
+    for words, rank in _TIE_BREAKS:
+        value = {c.name: rank(c, prices[c.name]) for c in left}
+        least = min(value.values())
+        if words == _MODEL_ORDER:  # closer than MODEL_GAP: equal
+            value = {k: least if v < MODEL_GAP * least else v for k, v in value.items()}
+        why |= {c.name: words for c in left if value[c.name] != least}
+        left = [c for c in left if value[c.name] == least]
+    return left[0], why
+
+
+def _close(candidates, prices, basis):
+    priced = [c for c in candidates if c.name in prices]
+    best = min(prices[c.name]["seconds"] for c in priced)
+    return [c for c in priced if prices[c.name]["seconds"] <= basis.band * best]
 
 
 def _pick(candidates, prices, basis):
     """The cheapest; among those within the basis' uncertainty of it, the one that compiles
     faster (when priced with ``calls=``), then with fewer products, then the cheaper by the
-    run-time model (``"predicted"``, where the basis keeps it), then fewer VJPs.
+    run-time model (``"predicted"``, where the basis keeps it) if at least
+    :data:`MODEL_GAP` cheaper, then fewer VJPs.
 
     The model's order inside its own band is a weak signal, but a deterministic one, and on
     XLA:CPU a better one than the a-priori "fewer VJPs" between ``fwd`` and ``rev``: where
@@ -114,18 +141,13 @@ def _pick(candidates, prices, basis):
     ``results/jacobians.json`` (dense output, 16 points), ``rev`` ran faster at 11, and
     compiled and ran 10 calls faster at 12.
     """
-    priced = [c for c in candidates if c.name in prices]
-    best = min(prices[c.name]["seconds"] for c in priced)
-    close = [c for c in priced if prices[c.name]["seconds"] <= basis.band * best]
-    return min(close, key=lambda c: _tie_key(c, prices))
+    return _break_ties(_close(candidates, prices, basis), prices)[0]
 
 
-def _tie_broken_by(method, runner_up, prices) -> str:
-    """Which of :data:`_TIE_BREAKS` put ``method`` before ``runner_up``."""
-    for words, rank in _TIE_BREAKS:
-        if rank(method, prices[method.name]) != rank(runner_up, prices[runner_up.name]):
-            return words
-    return "comes first among equals"
+def _tie_broken_by(runner_up, prices, close) -> str:
+    """Which of :data:`_TIE_BREAKS` put ``runner_up`` behind the winner of ``close``."""
+    _, why = _break_ties(close, prices)
+    return why.get(runner_up.name, "comes first among equals")
 
 
 def _fmt(seconds):
@@ -140,12 +162,15 @@ def _reason(method, runner_up, prices, basis, plan, calls=None):
         text += f" per call over {calls} call{'s' if calls != 1 else ''}, compilation included"
     if runner_up is not None:
         t2 = prices[runner_up.name]["seconds"]
-        if t2 >= 1.02 * t:
+        close = _close(plan.candidates, prices, basis)
+        # Beyond the band, or put behind by the model's own price: cheaper, as priced.
+        by = _tie_broken_by(runner_up, prices, close) if runner_up in close else None
+        if t2 >= 1.02 * t and by in (None, _MODEL_ORDER):
             text += f", {t2 / max(t, 1e-30):.2f}x cheaper than {runner_up.describe()}"
         else:
             text += (
                 f", within the {basis.name} basis' uncertainty of {runner_up.describe()} "
-                f"({_fmt(t2)}), and preferred as it {_tie_broken_by(method, runner_up, prices)}"
+                f"({_fmt(t2)}), and preferred as it {by}"
             )
         if prices[method.name].get("measured") and prices[runner_up.name].get("measured"):
             text += " (the model could not separate them: both compiled and timed)"
