@@ -2,8 +2,7 @@
 
 The candidates of a :class:`~bpjax.modes._plan.Plan` are priced by a cost basis
 (:class:`~bpjax.modes._basis.CostBasis`: one contract, one file per basis) and the cheapest
-is picked, ties going to the faster compilation, then fewer products, then the model's
-cheaper, then fewer VJPs:
+is picked, ties going to the faster compilation, then fewer products, then fewer VJPs:
 
 * ``"model"`` (default, :mod:`bpjax.modes._basis_model`): the run-time model, nothing
   compiled;
@@ -90,23 +89,19 @@ def resolve_basis(basis) -> CostBasis:
     )
 
 
-# What breaks a tie within a basis' band, in order, and how the reason says it.
-_MODEL_ORDER = "is the cheaper by the run-time model"
+# What breaks a tie within a basis' band, in order, and how the reason says it. Not the
+# run-time model's own order: its rates come from one short calibration, and on one idle
+# machine the JVP and VJP of one program ran up to 1.3x apart the other way round from one
+# process to the next (per element at 256 KiB, 15 paired rounds each; one-call rates moved
+# 0.59-1.22), so inside its 25% band the model's order followed the calibration: over the
+# 69 near-ties of equal products in three records of results/jacobians.json (2026-12-04) it
+# picked a program >10% slower 14 times (worst 1.69x: rows for the block-diagonal, chosen
+# in two records, columns in the third), fewer VJPs once (1.10x).
 _TIE_BREAKS = (
     ("compiles faster", lambda c, p: p.get("compile_seconds", 0.0)),
     ("needs fewer products", lambda c, p: c.products),
-    (_MODEL_ORDER, lambda c, p: p.get("predicted", 0.0)),
     ("needs fewer VJPs", lambda c, p: c.vjps),
 )
-
-# The model's order breaks a tie only where it is at least this far apart. Its rates come
-# from one short calibration, and their ratios move between calibrations on one idle
-# machine (JVP against VJP per element, 256 KiB: 0.69-1.51 over five in one process), so a
-# closer order is the calibration's noise: over the 74 near-ties of equal products in
-# three records of results/jacobians.json (2026-12-04), taking the model's order at any
-# gap picked a program >10% slower 11 times (worst 1.46x: rows for the block-diagonal,
-# chosen in one record, columns in another); from 10% apart, once (1.10x).
-MODEL_GAP = 1.10
 
 
 def _break_ties(close, prices):
@@ -116,8 +111,6 @@ def _break_ties(close, prices):
     for words, rank in _TIE_BREAKS:
         value = {c.name: rank(c, prices[c.name]) for c in left}
         least = min(value.values())
-        if words == _MODEL_ORDER:  # closer than MODEL_GAP: equal
-            value = {k: least if v < MODEL_GAP * least else v for k, v in value.items()}
         why |= {c.name: words for c in left if value[c.name] != least}
         left = [c for c in left if value[c.name] == least]
     return left[0], why
@@ -131,16 +124,7 @@ def _close(candidates, prices, basis):
 
 def _pick(candidates, prices, basis):
     """The cheapest; among those within the basis' uncertainty of it, the one that compiles
-    faster (when priced with ``calls=``), then with fewer products, then the cheaper by the
-    run-time model (``"predicted"``, where the basis keeps it) if at least
-    :data:`MODEL_GAP` cheaper, then fewer VJPs.
-
-    The model's order inside its own band is a weak signal, but a deterministic one, and on
-    XLA:CPU a better one than the a-priori "fewer VJPs" between ``fwd`` and ``rev``: where
-    the model priced ``rev`` below ``fwd`` on the square families of
-    ``results/jacobians.json`` (dense output, 16 points), ``rev`` ran faster at 11, and
-    compiled and ran 10 calls faster at 12.
-    """
+    faster (when priced with ``calls=``), then with fewer products, then fewer VJPs."""
     return _break_ties(_close(candidates, prices, basis), prices)[0]
 
 
@@ -163,9 +147,8 @@ def _reason(method, runner_up, prices, basis, plan, calls=None):
     if runner_up is not None:
         t2 = prices[runner_up.name]["seconds"]
         close = _close(plan.candidates, prices, basis)
-        # Beyond the band, or put behind by the model's own price: cheaper, as priced.
         by = _tie_broken_by(runner_up, prices, close) if runner_up in close else None
-        if t2 >= 1.02 * t and by in (None, _MODEL_ORDER):
+        if by is None:  # beyond the band
             text += f", {t2 / max(t, 1e-30):.2f}x cheaper than {runner_up.describe()}"
         else:
             text += (

@@ -58,7 +58,4 @@ class ModelBasis(CostBasis):
             least = min(extra.values())
             for name, price in prices.items():
                 prices[name] = per_call(price["seconds"], extra[name] - least, calls)
-        # Kept apart from "seconds", which other bases replace: it breaks ties (_auto._pick).
-        for price in prices.values():
-            price["predicted"] = price["seconds"]
         return prices
