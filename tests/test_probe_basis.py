@@ -4,12 +4,15 @@ are within its uncertainty, a paired timing of those few ranks them.
 The model's prices and the timings are replaced by fixed ones here, so each test states
 the situation it checks (the real ones depend on the machine's measured rates)."""
 
+import json
+
+import jax
 import numpy as np
 import pytest
 
 from bpjax import modes
 from bpjax.measure import _timing
-from bpjax.modes import _auto, _basis_probe, examples
+from bpjax.modes import _auto, _basis_probe, _plan, _rates, examples
 from bpjax.modes._basis import per_call
 from bpjax.modes._basis_model import ModelBasis
 
@@ -20,13 +23,15 @@ def fake(monkeypatch):
     probe's measured seconds per call; returns the list of programs the probe compiled."""
     compiled = []
 
-    def setup(model, measured=None):
+    def setup(model, measured=None, structural=None):
         def prices(self, plan, *, sparse_output, calls):
             seconds = {c.name: model.get(c.name, 1.0) for c in plan.candidates}
             if calls:  # priced per call over `calls`, no compilation difference
                 priced = {k: per_call(v, 0.0, calls) for k, v in seconds.items()}
             else:
                 priced = {k: {"seconds": v} for k, v in seconds.items()}
+            for k, v in (structural or {}).items():
+                priced[k]["structural"] = v
             return priced
 
         def compile_all(fns, *args):
@@ -165,6 +170,45 @@ def test_inside_its_band_fewer_vjps_breaks_a_tie_of_equal_products(fake):
     fake({"fwd": 1.3e-5, "rev": 1e-5})  # beyond the band: the model's cheaper
     choice = modes.choose_mode(f, x, colorings=False)
     assert choice.method == "rev" and "1.30x cheaper than forward mode" in choice.reason
+
+
+def test_a_tie_goes_to_the_cheaper_structure_not_the_cheaper_rates(fake):
+    # Within the band the model prices fwd cheaper (its JVP rate), but rev cheaper in what
+    # it prices from the structure (fwd writes J transposed): rev, whatever the rates say.
+    f, x, _ = examples.family("mlp_square", 16)
+    fake({"fwd": 1e-5, "rev": 1.1e-5}, structural={"fwd": 1.3e-5, "rev": 1e-5})
+    choice = modes.choose_mode(f, x, colorings=False)
+    assert choice.method == "rev"
+    assert "preferred as it is the cheaper by the model's structural costs" in choice.reason
+    # Closer than the gap: fewer VJPs.
+    fake({"fwd": 1e-5, "rev": 1.1e-5}, structural={"fwd": 1.03e-5, "rev": 1e-5})
+    assert modes.choose_mode(f, x, colorings=False).method == "fwd"
+
+
+def test_the_structural_price_does_not_move_with_the_jvp_and_vjp_rates(monkeypatch):
+    # block_diagonal: 16 JVPs or 16 VJPs, priced alike but for the two rates. Scaling the
+    # JVP rate 1.6x (as far as calibrations moved it) flips the model's full order and
+    # leaves the structural one, and the choice, where they were.
+    with open("results/jacobians.json") as fh:  # a record's rates, not this machine's
+        kept = json.load(fh)["data"]["rates"]
+    rates = {k: float(v) if k in _rates._SCALARS else tuple(v) for k, v in kept.items()}
+    f, x, _ = examples.family("block_diagonal", 256)
+    plan = _plan.plan(f, x, mode="auto", sparse_output=True)
+    choices, structural = [], []
+    for k in (1 / 1.6, 1.6):
+        r = {**rates, "jvp": tuple(k * v for v in rates["jvp"])}
+        monkeypatch.setattr(_rates, "_MEMORY", {_rates.machine_key(jax.default_backend()): r})
+        prices = ModelBasis().prices(plan, sparse_output=True, calls=None)
+        structural.append(prices["rows"]["structural"] / prices["columns"]["structural"])
+        choices.append(
+            (
+                prices["columns"]["seconds"] < prices["rows"]["seconds"],
+                _auto._pick(plan.candidates, prices, ModelBasis()).name,
+            )
+        )
+    assert [cheaper for cheaper, _ in choices] == [True, False]  # the full order flips
+    assert structural[0] == pytest.approx(structural[1])
+    assert [name for _, name in choices] == ["columns", "columns"]
 
 
 def test_the_reason_names_the_rule_that_put_the_runner_up_behind():

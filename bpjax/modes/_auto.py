@@ -2,7 +2,8 @@
 
 The candidates of a :class:`~bpjax.modes._plan.Plan` are priced by a cost basis
 (:class:`~bpjax.modes._basis.CostBasis`: one contract, one file per basis) and the cheapest
-is picked, ties going to the faster compilation, then fewer products, then fewer VJPs:
+is picked, ties going to the faster compilation, then fewer products, then the cheaper by
+the model's structural costs, then fewer VJPs:
 
 * ``"model"`` (default, :mod:`bpjax.modes._basis_model`): the run-time model, nothing
   compiled;
@@ -89,19 +90,25 @@ def resolve_basis(basis) -> CostBasis:
     )
 
 
-# What breaks a tie within a basis' band, in order, and how the reason says it. Not the
-# run-time model's own order: its rates come from one short calibration, and on one idle
-# machine the JVP and VJP of one program ran up to 1.3x apart the other way round from one
-# process to the next (per element at 256 KiB, 15 paired rounds each; one-call rates moved
-# 0.59-1.22), so inside its 25% band the model's order followed the calibration: over the
-# 69 near-ties of equal products in three records of results/jacobians.json (2026-12-04) it
-# picked a program >10% slower 14 times (worst 1.69x: rows for the block-diagonal, chosen
-# in two records, columns in the third), fewer VJPs once (1.10x).
+# What breaks a tie within a basis' band, in order, and how the reason says it. The model's
+# order counts only in what it prices from the structure (its "structural" price: JVPs and
+# VJPs per element alike), where at least STRUCTURAL_GAP apart: its JVP/VJP rates come from
+# one short calibration, and on one idle machine the same JVP and VJP programs ran up to
+# 1.3x apart the other way round from one process to the next (per element at 256 KiB, 15
+# paired rounds each; one-call rates 0.59-1.22), so inside the 25% band the model's full
+# order followed the calibration. Over four records of results/jacobians.json (2026-12-04),
+# 92 near-ties of equal products each: steady, the full order picked a program >10% slower
+# 14 times (worst 1.69x: rows for the block-diagonal in two records, columns in the
+# others), fewer VJPs and the structural order once (1.10x); with calls=10, 11, 13 and 9
+# times (the structural order keeps rev where fwd pays the transpose of a dense J).
+_STRUCTURAL = "is the cheaper by the model's structural costs"
 _TIE_BREAKS = (
     ("compiles faster", lambda c, p: p.get("compile_seconds", 0.0)),
     ("needs fewer products", lambda c, p: c.products),
+    (_STRUCTURAL, lambda c, p: p.get("structural", 0.0)),
     ("needs fewer VJPs", lambda c, p: c.vjps),
 )
+STRUCTURAL_GAP = 1.05
 
 
 def _break_ties(close, prices):
@@ -111,6 +118,8 @@ def _break_ties(close, prices):
     for words, rank in _TIE_BREAKS:
         value = {c.name: rank(c, prices[c.name]) for c in left}
         least = min(value.values())
+        if words == _STRUCTURAL:  # closer than STRUCTURAL_GAP: equal
+            value = {k: least if v < STRUCTURAL_GAP * least else v for k, v in value.items()}
         why |= {c.name: words for c in left if value[c.name] != least}
         left = [c for c in left if value[c.name] == least]
     return left[0], why
@@ -124,7 +133,9 @@ def _close(candidates, prices, basis):
 
 def _pick(candidates, prices, basis):
     """The cheapest; among those within the basis' uncertainty of it, the one that compiles
-    faster (when priced with ``calls=``), then with fewer products, then fewer VJPs."""
+    faster (when priced with ``calls=``), then with fewer products, then the cheaper by the
+    model's structural costs (``"structural"``, where the basis keeps it; at least
+    :data:`STRUCTURAL_GAP` apart), then fewer VJPs."""
     return _break_ties(_close(candidates, prices, basis), prices)[0]
 
 

@@ -10,7 +10,8 @@ A basis is an object that prices every candidate method of a :class:`~bpjax.mode
   ``jacobian_fn`` runs) may add its executable under :data:`COMPILED`; if that candidate is
   chosen, ``jacobian_fn`` calls it instead of compiling the program again.
 * :attr:`CostBasis.band`: prices within ``band`` times the cheapest are a tie, broken by the
-  faster compilation, then fewer products, then fewer VJPs.
+  faster compilation, then fewer products, then the model's structural price (a price's
+  ``"structural"``, where the basis keeps it), then fewer VJPs.
 * :attr:`CostBasis.verb`: how the price was found, for the reason (``"predicted"``).
 * :attr:`CostBasis.prices_calls`: whether it can price compilation over ``calls=``;
   :attr:`CostBasis.colorings`: whether it prices the colorings too (else ``fwd``/``rev``).

@@ -30,14 +30,16 @@ class ModelBasis(CostBasis):
         work = _cost.profile(closed)
         nnz = plan.pattern.nnz if plan.pattern is not None else plan.n * plan.m
         dense_output = not sparse_output
-        prices = {
-            c.name: {
-                "seconds": _cost.method_seconds(
-                    c, work, n=plan.n, m=plan.m, nnz=nnz, dense_output=dense_output, r=r
-                )
-            }
-            for c in plan.candidates
-        }
+
+        def seconds(c, rates):
+            return _cost.method_seconds(
+                c, work, n=plan.n, m=plan.m, nnz=nnz, dense_output=dense_output, r=rates
+            )
+
+        prices = {c.name: {"seconds": seconds(c, r)} for c in plan.candidates}
+        # What breaks a tie (_auto._TIE_BREAKS): the price with JVPs and VJPs alike.
+        alike = _cost.directions_alike(r)
+        structural = {c.name: seconds(c, alike) for c in plan.candidates}
         if calls:
             eqns = _cost.equations(closed.jaxpr)
             # A dense mode's mask compiles too, unless these calls would run without it.
@@ -58,4 +60,7 @@ class ModelBasis(CostBasis):
             least = min(extra.values())
             for name, price in prices.items():
                 prices[name] = per_call(price["seconds"], extra[name] - least, calls)
+                structural[name] += (extra[name] - least) / calls
+        for name, price in prices.items():
+            price["structural"] = structural[name]
         return prices

@@ -29,8 +29,8 @@ ROUNDS = 11  # interleaved rounds of the probe, each at least 10 ms per candidat
 
 def _as_model_decides(model, close, best):
     """The model's prices with its near-ties made exact ties, so this basis' narrower band
-    breaks them as the model does (fewer products, then fewer VJPs); ``"predicted"`` keeps
-    the model's own price for the candidates table."""
+    breaks them as the model does (fewer products, then its structural price, then fewer
+    VJPs); ``"predicted"`` keeps the model's own price for the candidates table."""
     prices = dict(model)
     for c in close:
         prices[c.name] = {**model[c.name], "seconds": best, "predicted": model[c.name]["seconds"]}
@@ -41,8 +41,8 @@ class ProbeBasis(CostBasis):
     """``basis="probe"``: predicted, then measured among the model's near-ties.
 
     ``band`` is the margin a measured time must win by to beat the model's preference
-    among ties (fewer products, then fewer VJPs), so run-to-run noise does not flip a
-    choice between programs that run equally fast.
+    among ties (fewer products, then its structural price, then fewer VJPs), so run-to-run
+    noise does not flip a choice between programs that run equally fast.
     """
 
     name = "probe"
@@ -78,7 +78,7 @@ class ProbeBasis(CostBasis):
         # (the order among unmeasured candidates, priced above the band, is kept).
         scale = measured[pick] / model[pick]["seconds"]
         prices = {
-            name: {"seconds": p["seconds"] * scale, "predicted": p["seconds"]}
+            name: {**p, "seconds": p["seconds"] * scale, "predicted": p["seconds"]}
             for name, p in model.items()
         }
         for name, seconds in measured.items():

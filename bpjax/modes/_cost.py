@@ -228,6 +228,15 @@ def method_seconds(method, w: Work, *, n: int, m: int, nnz: int, dense_output: b
     return t
 
 
+def directions_alike(r: dict) -> dict:
+    """``r`` with the JVP and VJP per-element rates replaced by their geometric mean: what
+    the model prices from the structure alone (products, writes, transposes, gathers and
+    scatters), without the one ratio that moves between calibrations (see
+    ``_auto._TIE_BREAKS``)."""
+    mean = tuple(math.sqrt(a * b) for a, b in zip(r["jvp"], r["vjp"], strict=True))
+    return {**r, "jvp": mean, "vjp": mean}
+
+
 # The compile-time model below was fitted on the 2-core Xeon of results/jacobians.json
 # (8 families x N = 256, 1024, 4096, every method, both outputs, fastest of 3 compiles),
 # where compiling the reference (_compile_time) took this long:
