@@ -13,7 +13,7 @@ import pytest
 from bpjax import modes
 from bpjax.measure import _timing
 from bpjax.modes import _auto, _basis_probe, _plan, _rates, examples
-from bpjax.modes._basis import per_call
+from bpjax.modes._basis import close_to_best, per_call
 from bpjax.modes._basis_model import ModelBasis
 
 
@@ -209,6 +209,43 @@ def test_the_structural_price_does_not_move_with_the_jvp_and_vjp_rates(monkeypat
     assert [cheaper for cheaper, _ in choices] == [True, False]  # the full order flips
     assert structural[0] == pytest.approx(structural[1])
     assert [name for _, name in choices] == ["columns", "columns"]
+
+
+def test_a_gap_that_is_only_the_jvp_vjp_rates_is_timed(fake):
+    # Rows priced 1.3x columns, past the model's band, but alike in structure (the two
+    # orientations differ only by the calibration's JVP and VJP rates): timed; rows win.
+    compiled = fake(
+        {"columns": 1e-3, "rows": 1.3e-3},
+        {"columns": 2e-3, "rows": 1e-3},
+        structural={"columns": 1e-3, "rows": 1e-3},
+    )
+    f, x = _band()
+    jac = modes.jacobian_fn(f, x, mode="sparse", sparse_output=True)
+    assert sorted(compiled) == ["columns", "rows"] and jac.method == "rows"
+    # Apart in structure too: the model decides, nothing compiled.
+    compiled.clear()
+    fake(
+        {"columns": 1e-3, "rows": 1.3e-3},
+        {"columns": 2e-3, "rows": 1e-3},
+        structural={"columns": 1e-3, "rows": 1.3e-3},
+    )
+    assert modes.jacobian_fn(f, x, mode="sparse", sparse_output=True).method == "columns"
+    assert compiled == []
+
+
+def test_close_to_best_reads_the_structure_only_of_the_models_prices():
+    class C:
+        def __init__(self, name):
+            self.name = name
+
+    a, b = C("a"), C("b")
+    model = {"a": {"seconds": 1.0, "structural": 1.0}, "b": {"seconds": 2.0, "structural": 1.1}}
+    assert close_to_best([a, b], model, 1.25) == [a, b]
+    measured = {k: {**v, "measured": True} for k, v in model.items()}
+    assert close_to_best([a, b], measured, 1.25) == [a]
+    assert close_to_best(
+        [a, b], {k: {"seconds": v["seconds"]} for k, v in model.items()}, 1.25
+    ) == [a]
 
 
 def test_the_reason_names_the_rule_that_put_the_runner_up_behind():

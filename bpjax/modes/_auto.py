@@ -26,7 +26,7 @@ from typing import NamedTuple
 import jax
 
 from bpjax.modes import _checks, _cost, _plan, _rates
-from bpjax.modes._basis import COMPILED, CostBasis
+from bpjax.modes._basis import COMPILED, CostBasis, close_to_best
 from bpjax.modes._basis_model import ModelBasis
 from bpjax.modes._basis_probe import ProbeBasis
 from bpjax.modes._basis_timing import TimingBasis
@@ -126,9 +126,7 @@ def _break_ties(close, prices):
 
 
 def _close(candidates, prices, basis):
-    priced = [c for c in candidates if c.name in prices]
-    best = min(prices[c.name]["seconds"] for c in priced)
-    return [c for c in priced if prices[c.name]["seconds"] <= basis.band * best]
+    return close_to_best(candidates, prices, basis.band)
 
 
 def _pick(candidates, prices, basis):

@@ -66,6 +66,25 @@ class CostBasis(abc.ABC):
         return f"{type(self).__name__}(name={self.name!r})"
 
 
+def close_to_best(candidates, prices: dict, band: float) -> list:
+    """The candidates priced within ``band`` times the cheapest: by ``"seconds"``, or, where
+    every price is the model's (none ``"measured"``), by its ``"structural"`` price (with
+    JVPs and VJPs per element alike). The JVP/VJP rates come from one short calibration and moved
+    0.6-1.3x between processes on one idle machine, which alone can push two programs
+    that differ only in their direction (a coloring's columns and rows) apart past any
+    band: band 8 of results/jacobian_structures.json priced its columns 1.29x cheaper in
+    one calibration, and its rows ran 1.4x faster."""
+    priced = [c for c in candidates if c.name in prices]
+    best = min(prices[c.name]["seconds"] for c in priced)
+    close = [c for c in priced if prices[c.name]["seconds"] <= band * best]
+    if all("structural" in prices[c.name] and not prices[c.name].get("measured") for c in priced):
+        least = min(prices[c.name]["structural"] for c in priced)
+        close += [
+            c for c in priced if c not in close and prices[c.name]["structural"] <= band * least
+        ]
+    return close
+
+
 def per_call(run: float, compile_seconds: float, calls: int) -> dict:
     """Seconds per call over ``calls`` calls, the compilation shared among them."""
     return {

@@ -18,7 +18,7 @@ model alone.
 from __future__ import annotations
 
 from bpjax import measure
-from bpjax.modes._basis import COMPILED, CostBasis
+from bpjax.modes._basis import COMPILED, CostBasis, close_to_best
 from bpjax.modes._basis_model import ModelBasis
 
 # Below this predicted time per call the probe is not worth its compilations (~0.1 s): a
@@ -54,7 +54,7 @@ class ProbeBasis(CostBasis):
         model_basis = ModelBasis()
         model = model_basis.prices(plan, sparse_output=sparse_output, calls=calls)
         best = min(p["seconds"] for p in model.values())
-        close = [c for c in plan.candidates if model[c.name]["seconds"] <= model_basis.band * best]
+        close = close_to_best(plan.candidates, model, model_basis.band)
         if calls or len(close) < 2 or best < PROBE_MIN_SECONDS:
             return _as_model_decides(model, close, best)
         # The programs jacobian_fn runs (input pytree, output layout), so the executable
