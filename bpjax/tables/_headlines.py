@@ -92,7 +92,8 @@ HEADLINES: list[tuple[str, str, str, dict | Callable[[dict], dict], Callable]] =
         ratio,
     ),
     (
-        "bpjax sparse ÷ asdex on the same tridiagonal Jacobian (BCOO output; below 1: faster)",
+        "bpjax sparse ÷ asdex on the same tridiagonal Jacobian, paired round by round "
+        "(BCOO output; below 1: faster)",
         "jacobians",
         "sparse_over_asdex",
         {"family": "tridiagonal", "n": 4096, "output": "bcoo"},
