@@ -69,11 +69,14 @@ class CostBasis(abc.ABC):
 def close_to_best(candidates, prices: dict, band: float) -> list:
     """The candidates priced within ``band`` times the cheapest: by ``"seconds"``, or, where
     every price is the model's (none ``"measured"``), by its ``"structural"`` price (with
-    JVPs and VJPs per element alike). The JVP/VJP rates come from one short calibration and moved
-    0.6-1.3x between processes on one idle machine, which alone can push two programs
-    that differ only in their direction (a coloring's columns and rows) apart past any
-    band: band 8 of results/jacobian_structures.json priced its columns 1.29x cheaper in
-    one calibration, and its rows ran 1.4x faster."""
+    JVPs and VJPs per element alike).
+
+    The JVP/VJP rates come from one short calibration and moved 0.6-1.3x between processes
+    on one idle machine, which alone can push two programs that differ only in their
+    direction (a coloring's columns and rows) apart past any band: band 8 of
+    results/jacobian_structures.json priced its columns 1.29x cheaper in one calibration,
+    and its rows ran 1.4x faster.
+    """
     priced = [c for c in candidates if c.name in prices]
     best = min(prices[c.name]["seconds"] for c in priced)
     close = [c for c in priced if prices[c.name]["seconds"] <= band * best]

@@ -244,7 +244,7 @@ _COMPILE_REFERENCE_SECONDS = 0.072
 
 
 # A dense mode's mask (gather of the pattern's entries from J, scatter into zeros) compiles
-# 5-23 ms more than the plain program (median 12 ms; fwd and rev, five sparse families, n =
+# 5-23 ms more than the plain program (median 12 ms; fwd and rev, four sparse families, n =
 # 256-4096, fastest of 3) on a machine whose reference compiled in 52 ms: 16 ms at 72 ms.
 _MASK_COMPILE_MS = 16.0
 
