@@ -203,7 +203,7 @@ def test_the_structural_price_does_not_move_with_the_jvp_and_vjp_rates(monkeypat
         choices.append(
             (
                 prices["columns"]["seconds"] < prices["rows"]["seconds"],
-                _auto._pick(plan.candidates, prices, ModelBasis()).name,
+                _auto._pick(plan.candidates, prices, ModelBasis())[0].name,
             )
         )
     assert [cheaper for cheaper, _ in choices] == [True, False]  # the full order flips
@@ -257,6 +257,10 @@ def test_the_reason_names_the_rule_that_put_the_runner_up_behind():
     winner, why = _auto._break_ties([a, b, c], {k: {} for k in "abc"})
     assert winner is b
     assert why == {"c": "needs fewer products", "a": "needs fewer VJPs"}
+    # Alike in every rule: the first wins, and the reason says the other only came second.
+    d = C("d", 16, 0)
+    winner, why = _auto._break_ties([b, d], {k: {} for k in "bd"})
+    assert winner is b and why == {"d": "comes first among equals"}
 
 
 def test_fewer_products_come_before_fewer_vjps(fake):

@@ -113,7 +113,7 @@ STRUCTURAL_GAP = 1.05
 
 def _break_ties(close, prices):
     """``(winner, why)``: the first of ``close`` by :data:`_TIE_BREAKS`, and for every other
-    candidate the words of the rule that put it behind."""
+    candidate of ``close`` the words of the rule that put it behind."""
     left, why = list(close), {}
     for words, rank in _TIE_BREAKS:
         value = {c.name: rank(c, prices[c.name]) for c in left}
@@ -122,32 +122,25 @@ def _break_ties(close, prices):
             value = {k: least if v < STRUCTURAL_GAP * least else v for k, v in value.items()}
         why |= {c.name: words for c in left if value[c.name] != least}
         left = [c for c in left if value[c.name] == least]
+    why |= {c.name: "comes first among equals" for c in left[1:]}
     return left[0], why
 
 
-def _close(candidates, prices, basis):
-    return close_to_best(candidates, prices, basis.band)
-
-
 def _pick(candidates, prices, basis):
-    """The cheapest; among those within the basis' uncertainty of it, the one that compiles
-    faster (when priced with ``calls=``), then with fewer products, then the cheaper by the
-    model's structural costs (``"structural"``, where the basis keeps it; at least
-    :data:`STRUCTURAL_GAP` apart), then fewer VJPs."""
-    return _break_ties(_close(candidates, prices, basis), prices)[0]
-
-
-def _tie_broken_by(runner_up, prices, close) -> str:
-    """Which of :data:`_TIE_BREAKS` put ``runner_up`` behind the winner of ``close``."""
-    _, why = _break_ties(close, prices)
-    return why.get(runner_up.name, "comes first among equals")
+    """``(method, why)``: the cheapest; among those within the basis' uncertainty of it, the
+    one that compiles faster (when priced with ``calls=``), then with fewer products, then
+    the cheaper by the model's structural costs (``"structural"``, where the basis keeps
+    it; at least :data:`STRUCTURAL_GAP` apart), then fewer VJPs. ``why``: for each other
+    candidate within that uncertainty, the rule that put it behind (see
+    :func:`_break_ties`); a candidate missing from it was beyond the band."""
+    return _break_ties(close_to_best(candidates, prices, basis.band), prices)
 
 
 def _fmt(seconds):
     return f"{seconds * 1e3:.3g} ms"
 
 
-def _reason(method, runner_up, prices, basis, plan, calls=None):
+def _reason(method, runner_up, prices, basis, plan, why, calls=None):
     t = prices[method.name]["seconds"]
     verb = "measured" if prices[method.name].get("measured") else basis.verb
     text = f"{method.describe()}: {verb} {_fmt(t)}"
@@ -155,8 +148,7 @@ def _reason(method, runner_up, prices, basis, plan, calls=None):
         text += f" per call over {calls} call{'s' if calls != 1 else ''}, compilation included"
     if runner_up is not None:
         t2 = prices[runner_up.name]["seconds"]
-        close = _close(plan.candidates, prices, basis)
-        by = _tie_broken_by(runner_up, prices, close) if runner_up in close else None
+        by = why.get(runner_up.name)
         if by is None:  # beyond the band
             text += f", {t2 / max(t, 1e-30):.2f}x cheaper than {runner_up.describe()}"
         else:
@@ -202,7 +194,7 @@ def decide(plan, *, basis="model", sparse_output: bool = False, calls: int | Non
         raise ValueError(f"choose_mode: calls= needs basis={able}, not {basis.name!r}")
     prices = basis.prices(plan, sparse_output=sparse_output, calls=calls)
     executables = {k: p.pop(COMPILED) for k, p in prices.items() if COMPILED in p}
-    method = _pick(plan.candidates, prices, basis)
+    method, why = _pick(plan.candidates, prices, basis)
     others = [c for c in plan.candidates if c.name in prices and c.name != method.name]
     runner_up = min(others, key=lambda c: prices[c.name]["seconds"], default=None)
     table = {
@@ -210,7 +202,7 @@ def decide(plan, *, basis="model", sparse_output: bool = False, calls: int | Non
         for c in plan.candidates
         if c.name in prices
     }
-    reason = _reason(method, runner_up, prices, basis, plan, calls)
+    reason = _reason(method, runner_up, prices, basis, plan, why, calls)
     # Priced with calls: run and compile apart.
     options = _compiler_options(prices[method.name].get("run_seconds"), calls)
     if options:
