@@ -52,14 +52,10 @@ class Plan:
         """Whether ``method``'s program zeroes the entries outside the pattern by default: a
         dense mode (``fwd``/``rev``) with dense output on a sparse pattern. (A coloring
         scatters only the pattern's entries; a ``BCOO`` holds them alone.)"""
-        p = self.pattern
         return (
             not sparse_output
             and _sparse.program_name(method) in _sparse.DENSE
-            and p is not None
-            and p.nnz < self.m * self.n
-            # Last: the CSR is built on first access (0.4 s for a dense 4096 x 4096 pattern).
-            and p.csr is not None
+            and _sparse.maskable(self.pattern, self.m, self.n)
         )
 
     def leaves_mask_out(self, method, run_seconds, calls, *, sparse_output: bool) -> bool:
