@@ -28,6 +28,7 @@ from jax.experimental import sparse as jsparse
 from jax.flatten_util import ravel_pytree
 
 from bpjax import measure, modes, results
+from bpjax.bench._stability import per_round
 from bpjax.modes import hessian_examples as hx
 
 try:  # peers: optional (pip install -e ".[peers]")
@@ -261,11 +262,8 @@ def acceptance(rows):
             )
         for fmt, v in r.get("verdicts", {}).items():
             output = fmt.lower()
-            lo, hi = v["ci"]
-            text = (
-                f"{family} n=4096, {fmt}: bpjax auto ÷ asdex per round (paired, {v['rounds']} "
-                f"rounds, 95% bootstrap {lo:.2f}-{hi:.2f}): {v['verdict']}"
-                + (" (the same compiled program)" if v.get("same_program") else "")
+            text = f"{family} n=4096, {fmt}: bpjax auto ÷ asdex {per_round(v)}" + (
+                " (the same compiled program)" if v.get("same_program") else ""
             )
             out.append(
                 entry(

@@ -28,7 +28,7 @@ import numpy as np
 from jax.experimental import sparse as jsparse
 
 from bpjax import measure, modes, results
-from bpjax.bench._stability import ranking, rounds_until_resolved
+from bpjax.bench._stability import per_round, ranking, rounds_until_resolved
 from bpjax.modes import examples
 
 try:  # peers: optional (pip install -e ".[peers]")
@@ -197,7 +197,6 @@ def main(argv=None):
     summary = [results.entry("structures", len(rows), unit="count", text="structures timed")]
     for r in rows:
         for which, v in r["verdicts"].items():
-            lo, hi = v["ci"]
             against = {"vs auto": "auto", "vs best peer": "best_peer"}.get(which, "asdex_paired")
             summary.append(
                 results.entry(
@@ -205,8 +204,7 @@ def main(argv=None):
                     v["ratio"],
                     unit="ratio",
                     text=(
-                        f"{r['structure']}: bpjax sparse ÷ {v['best_peer']} per round (paired, "
-                        f"{v['rounds']} rounds, 95% bootstrap {lo:.2f}-{hi:.2f}): {v['verdict']}"
+                        f"{r['structure']}: bpjax sparse ÷ {v['best_peer']} {per_round(v)}"
                         + (" (the same compiled program)" if v["same_program"] else "")
                     ),
                     structure=r["structure"],

@@ -30,7 +30,7 @@ import numpy as np
 from jax.experimental import sparse as jsparse
 
 from bpjax import measure, modes, results
-from bpjax.bench._stability import ranking, rounds_until_resolved
+from bpjax.bench._stability import per_round, ranking, rounds_until_resolved
 from bpjax.modes import examples
 
 try:  # peers: optional (pip install -e ".[peers]")
@@ -446,11 +446,9 @@ def acceptance(rows, big):
             if "asdex" not in row["contenders"]:
                 continue
             v = row["paired_vs_asdex"]["bpjax columns"]
-            lo, hi = v["ci"]
             text = (
-                f"tridiagonal n=4096: bpjax sparse (columns) ÷ asdex, {output} output, per "
-                f"round (paired, {v['rounds']} rounds, 95% bootstrap {lo:.2f}-{hi:.2f}): "
-                f"{v['verdict']}; target ≤ 1.0"
+                f"tridiagonal n=4096: bpjax sparse (columns) ÷ asdex, {output} output, "
+                f"{per_round(v)}; target ≤ 1.0"
             )
             put("sparse_over_asdex", v["ratio"], text, **tri, output=output)
             text = "tridiagonal n=4096: bpjax sparse (columns) against asdex"
@@ -461,12 +459,10 @@ def acceptance(rows, big):
             if not row or "paired_vs_asdex" not in row:
                 continue
             v = row["paired_vs_asdex"]["bpjax auto"]
-            lo, hi = v["ci"]
             at = {"family": family, "n": RESOLVE_AT, "output": out_format}
             text = (
                 f"{family} n={RESOLVE_AT}: bpjax auto ({row['auto']['method']}) ÷ asdex, "
-                f"{out_format} output, per round (paired, {v['rounds']} rounds, 95% bootstrap "
-                f"{lo:.2f}-{hi:.2f}): {v['verdict']}"
+                f"{out_format} output, {per_round(v)}"
             )
             put("auto_over_asdex", v["ratio"], text, **at)
             text = f"{family} n={RESOLVE_AT}: bpjax auto against asdex"

@@ -127,6 +127,11 @@ def test_ranking_resolves_clear_leads_and_calls_close_runs_a_tie():
     assert unsure["verdict"] == "unresolved"  # ±10% each round: more rounds needed
 
 
+def test_a_ranking_in_words_names_its_rounds_interval_and_verdict():
+    v = {"ratio": 0.99, "ci": [0.987, 1.004], "rounds": 21, "verdict": "tie"}
+    assert _stability.per_round(v) == "per round (paired, 21 rounds, 95% bootstrap 0.99-1.00): tie"
+
+
 def test_unresolved_rankings_get_more_rounds_until_resolved(monkeypatch):
     rng = np.random.default_rng(1)
     calls = []

@@ -79,6 +79,16 @@ def ranking(
     }
 
 
+def per_round(verdict: dict) -> str:
+    """A :func:`ranking` result in words, as the records' summaries write it:
+    ``"per round (paired, 21 rounds, 95% bootstrap 0.99-1.00): tie"``."""
+    lo, hi = verdict["ci"]
+    return (
+        f"per round (paired, {verdict['rounds']} rounds, 95% bootstrap {lo:.2f}-{hi:.2f}): "
+        f"{verdict['verdict']}"
+    )
+
+
 def rounds_until_resolved(
     steps: dict, calls: dict, judge, *, rounds: int, budget: float, max_rounds: int, **options
 ):
