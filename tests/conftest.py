@@ -129,3 +129,16 @@ def brute_force_advances(n: int, c: int) -> int:
     return min(
         m + brute_force_advances(n - m, c - 1) + brute_force_advances(m, c) for m in range(1, n)
     )
+
+
+def record_rates() -> dict:
+    """The model's rates kept in results/jacobians.json (a record's, not this machine's), in
+    the form ``bpjax.modes._rates`` holds them, so that choices do not depend on the machine
+    the tests run on."""
+    import json
+
+    from bpjax.modes import _rates
+
+    with open("results/jacobians.json") as f:
+        kept = json.load(f)["data"]["rates"]
+    return {k: float(v) if k in _rates._SCALARS else tuple(v) for k, v in kept.items()}

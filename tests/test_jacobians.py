@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import record_rates
 
 from bpjax import measure, modes
 from bpjax.modes import _basis_model, _cost, _rates, _sparse, examples
@@ -167,9 +168,7 @@ def test_model_rates_cache_survives_a_corrupt_file_and_can_be_turned_off(tmp_pat
 
 def _published_rates(monkeypatch):
     """The rates of results/jacobians.json, so that choices do not depend on this machine."""
-    with open("results/jacobians.json") as f:
-        kept = json.load(f)["data"]["rates"]
-    rates = {k: float(v) if k in _rates._SCALARS else tuple(v) for k, v in kept.items()}
+    rates = record_rates()
     monkeypatch.setattr(_rates, "_MEMORY", {_rates.machine_key(jax.default_backend()): rates})
     return rates
 

@@ -4,11 +4,10 @@ are within its uncertainty, a paired timing of those few ranks them.
 The model's prices and the timings are replaced by fixed ones here, so each test states
 the situation it checks (the real ones depend on the machine's measured rates)."""
 
-import json
-
 import jax
 import numpy as np
 import pytest
+from conftest import record_rates
 
 from bpjax import modes
 from bpjax.measure import _timing
@@ -189,9 +188,7 @@ def test_the_structural_price_does_not_move_with_the_jvp_and_vjp_rates(monkeypat
     # block_diagonal: 16 JVPs or 16 VJPs, priced alike but for the two rates. Scaling the
     # JVP rate 1.6x (as far as calibrations moved it) flips the model's full order and
     # leaves the structural one, and the choice, where they were.
-    with open("results/jacobians.json") as fh:  # a record's rates, not this machine's
-        kept = json.load(fh)["data"]["rates"]
-    rates = {k: float(v) if k in _rates._SCALARS else tuple(v) for k, v in kept.items()}
+    rates = record_rates()
     f, x, _ = examples.family("block_diagonal", 256)
     plan = _plan.plan(f, x, mode="auto", sparse_output=True)
     choices, structural = [], []
