@@ -208,6 +208,21 @@ def test_the_structural_price_does_not_move_with_the_jvp_and_vjp_rates(monkeypat
     assert [name for _, name in choices] == ["columns", "columns"]
 
 
+def test_with_calls_the_structural_price_shares_the_compilation_too(monkeypatch):
+    # A tie with calls= is a tie per call, compilation included: the structural price
+    # carries each candidate's compile difference over the calls, as "seconds" does.
+    r = record_rates()
+    monkeypatch.setattr(_rates, "_MEMORY", {_rates.machine_key(jax.default_backend()): r})
+    f, x, _ = examples.family("arrowhead", 256)
+    plan = _plan.plan(f, x, mode="auto")
+    steady = ModelBasis().prices(plan, sparse_output=False, calls=None)
+    few = ModelBasis().prices(plan, sparse_output=False, calls=10)
+    assert len({p["compile_seconds"] for p in few.values()}) > 1  # they differ here
+    for name, p in few.items():
+        share = p["compile_seconds"] / 10
+        assert p["structural"] == pytest.approx(steady[name]["structural"] + share)
+
+
 def test_a_gap_that_is_only_the_jvp_vjp_rates_is_timed(fake):
     # Rows priced 1.3x columns, past the model's band, but alike in structure (the two
     # orientations differ only by the calibration's JVP and VJP rates): timed; rows win.

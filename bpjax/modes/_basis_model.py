@@ -60,7 +60,7 @@ class ModelBasis(CostBasis):
             least = min(extra.values())
             for name, price in prices.items():
                 prices[name] = per_call(price["seconds"], extra[name] - least, calls)
-                structural[name] += (extra[name] - least) / calls
+                structural[name] = per_call(structural[name], extra[name] - least, calls)["seconds"]
         for name, price in prices.items():
             price["structural"] = structural[name]
         return prices
