@@ -192,6 +192,9 @@ def main(argv=None):
         for p, mod in (("asdex", asdex), ("sparsejac", sparsejac))
         if mod is None
     ]
+    # Each auto decision probes afresh, as a first run on a machine does: none is read from
+    # an earlier run's kept probes.
+    forgotten = modes.forget_probes()
     rows = [measure_structure(name, notes) for name in names]
     plot(rows, args.out / "jacobian_structures.png")
     summary = [results.entry("structures", len(rows), unit="count", text="structures timed")]
@@ -234,7 +237,7 @@ def main(argv=None):
         seed=args.seed,
         title="Sparse Jacobians on bands, stencils and block bands vs asdex and sparsejac",
         summary=summary,
-        data={"points": rows, "notes": notes},
+        data={"points": rows, "notes": notes, "kept_probes_forgotten": forgotten},
         figures=["jacobian_structures.png"],
         notes=(
             "Steady-state medians of interleaved rounds, float64, BCOO output, every "

@@ -53,6 +53,7 @@ PEER_GRAPH_LIMIT = 2_000_000  # sparsejac colors a networkx graph with this many
 BIG_N = 100_000
 CALLS = 10  # the issue's amortization: a decision plus ten Jacobians
 AUTO_FEW = f"bpjax auto calls={CALLS}"
+AUTO_AGAIN = "bpjax auto, probe kept"  # decided only: the program is bpjax auto's
 
 
 def _size_for(name, N):
@@ -73,6 +74,10 @@ def bpjax_contenders(f, x, pattern, out_format):
         warnings.simplefilter("ignore", modes.SparsityWarning)
         auto = modes.jacobian_fn(f, x, sparse_output=sparse_output)
         found["bpjax auto"] = (auto, auto.decision_seconds, auto.coloring, auto)
+        # The same decision in a later run of the user's script: a probe is kept on the
+        # machine (a new function object, so nothing of this process's tracing is reused).
+        again = modes.jacobian_fn(lambda x: f(x), x, sparse_output=sparse_output)
+        found[AUTO_AGAIN] = (None, again.decision_seconds, None, again)
         # The same, told it will be called CALLS times: compilation then counts.
         few = modes.jacobian_fn(f, x, sparse_output=sparse_output, calls=CALLS)
         found[AUTO_FEW] = (few, few.decision_seconds, few.coloring, few)
@@ -166,6 +171,7 @@ def measure_point(name, N, out_format, rounds, notes, check=False):
         peers = peer_contenders(f, x, pattern, out_format, notes)
     finally:
         gc.enable()
+    again = ours.pop(AUTO_AGAIN)[3]
     programs = {k: (v[0], (x,)) for k, v in ours.items()} | {
         k: (v[0], (x,)) for k, v in peers.items()
     }
@@ -210,6 +216,16 @@ def measure_point(name, N, out_format, rounds, notes, check=False):
             # The probe compiled the chosen program while deciding, and the JacobianFn runs
             # that executable: its first use pays no compilation beyond the decision.
             "compiled_while_deciding": auto._compiled is not None,
+            "probed": any(p.get("measured") for p in auto.choice.candidates.values())
+            if auto.choice
+            else False,
+        },
+        "auto_again": {
+            "method": again.method,
+            "decision_seconds": again.decision_seconds,
+            "kept": any(p.get("kept") for p in again.choice.candidates.values())
+            if again.choice
+            else False,
         },
         "auto_few": {
             "method": few.method,
@@ -467,6 +483,7 @@ def acceptance(rows, big):
             put("auto_over_asdex", v["ratio"], text, **at)
             text = f"{family} n={RESOLVE_AT}: bpjax auto against asdex"
             put("verdict_auto_vs_asdex", v["verdict"], text, unit="text", **at)
+    out += deciding(rows)
     for out_format in ("bcoo", "dense"):
         arrow = _row(rows, "arrowhead", 2048, out_format)
         if not arrow:
@@ -489,6 +506,41 @@ def acceptance(rows, big):
     put("big_steady", big["steady_seconds"] * 1e3, text, unit="ms", **at)
     text = f"{head}: peak RSS MiB (process, JAX included)"
     put("big_peak_rss", big["peak_rss_bytes"] / 2**20, text, unit="MiB", **at)
+    return out
+
+
+def deciding(rows):
+    """Deciding over the chosen program's compilation, target <= 0.25, on three paths: the
+    default (a probe where the model cannot separate candidates; the winner's compilation,
+    which the calls reuse, is not counted against it), the same decision in a later run
+    (the probe kept), and calls=10 (the model alone)."""
+
+    def default(r):
+        compiled = r["contenders"]["bpjax auto"]["compile"]
+        reused = compiled if r["auto"]["compiled_while_deciding"] else 0.0
+        return (r["auto"]["decision_seconds"] - reused) / compiled
+
+    paths = {
+        "default": default,
+        "probe_kept": lambda r: (
+            r["auto_again"]["decision_seconds"] / r["contenders"]["bpjax auto"]["compile"]
+        ),
+        f"calls={CALLS}": lambda r: (
+            r["auto_few"]["decision_seconds"] / r["contenders"][AUTO_FEW]["compile"]
+        ),
+    }
+    out = []
+    for path, ratio in paths.items():
+        ratios = {f"{r['family']} n={r['n']} {r['format']}": ratio(r) for r in rows}
+        misses = "; ".join(f"{k}: {v:.2f}" for k, v in ratios.items() if v > 0.25) or "none"
+        head = f"auto's deciding ÷ the chosen program's compilation ({path} path)"
+        within = sum(v <= 0.25 for v in ratios.values())
+        for name, value, unit, text in (
+            ("deciding_within_quarter", within, "count", f"points at most 0.25, of {len(ratios)}"),
+            ("deciding_worst", max(ratios.values()), "ratio", "worst"),
+            ("deciding_misses", misses, "text", "misses"),
+        ):
+            out.append(results.entry(name, value, unit=unit, text=f"{head}: {text}", path=path))
     return out
 
 
@@ -638,6 +690,9 @@ def main(argv=None):
     grid = dict(FULL if args.full else QUICK)
     if args.sizes:
         grid["sizes"] = [int(s) for s in args.sizes.split(",")]
+    # Every decision of this run probes afresh; the run's second decision of each point
+    # then reads what its first kept (the "probe kept" figures).
+    forgotten = modes.forget_probes()
     start = time.perf_counter()
     rates = modes.model_rates(jax.default_backend(), refresh=True)  # timed: measure anew
     calibration = time.perf_counter() - start
@@ -664,7 +719,14 @@ def main(argv=None):
         seed=args.seed,
         title="Jacobians: colorings, mixed mode and the automatic choice vs jax, asdex, sparsejac",
         summary=summary,
-        data={"points": rows, "big": big, "rates": rates, **grid, "notes": notes},
+        data={
+            "points": rows,
+            "big": big,
+            "rates": rates,
+            **grid,
+            "notes": notes,
+            "kept_probes_forgotten": forgotten,
+        },
         figures=["jacobians.png", "jacobians_auto.png"],
         notes=(
             "Steady-state medians of interleaved rounds, every contender jit-compiled. "

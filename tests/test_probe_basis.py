@@ -4,6 +4,8 @@ are within its uncertainty, a paired timing of those few ranks them.
 The model's prices and the timings are replaced by fixed ones here, so each test states
 the situation it checks (the real ones depend on the machine's measured rates)."""
 
+import json
+
 import jax
 import numpy as np
 import pytest
@@ -11,7 +13,7 @@ from conftest import record_rates
 
 from bpjax import modes
 from bpjax.measure import _timing
-from bpjax.modes import _auto, _basis_probe, _plan, _rates, examples
+from bpjax.modes import _auto, _basis_probe, _plan, _probes, _rates, examples
 from bpjax.modes._basis import close_to_best, per_call
 from bpjax.modes._basis_model import ModelBasis
 
@@ -281,3 +283,66 @@ def test_fewer_products_come_before_fewer_vjps(fake):
     fake({"columns": 1.1e-5, "rev": 1e-5, "fwd": 1.0, "rows": 1.0})
     choice = modes.choose_mode(f, x)
     assert choice.method == "columns" and "preferred as it needs fewer products" in choice.reason
+
+
+def test_a_probe_is_kept_and_a_later_process_reads_it_instead_of_timing(
+    fake, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("BPJAX_CACHE_DIR", str(tmp_path))
+    compiled = fake({"columns": 1e-3, "rows": 1.1e-3}, {"columns": 2e-3, "rows": 1e-3})
+    f, x = _band()
+    first = modes.jacobian_fn(f, x, mode="sparse", sparse_output=True)
+    assert first.method == "rows" and len(compiled) == 2 and (tmp_path / "probes.json").exists()
+    # Another process deciding the same Jacobian (a new function object, the same jaxpr):
+    # the kept times decide; nothing is compiled or timed, and the calls compile the program.
+    second = modes.jacobian_fn(lambda x: f(x), x, mode="sparse", sparse_output=True)
+    assert len(compiled) == 2 and second.method == "rows" and second._compiled is None
+    assert second.choice.candidates["rows"]["kept"] and "earlier probe" in second.choice.reason
+    assert "measured 1 ms, 2.00x cheaper" in second.choice.reason
+    J = second(x)
+    np.testing.assert_allclose(J.todense(), jax.jacrev(f)(x), rtol=1e-6)
+    # What the times depend on is part of the key: the output format, the input's dtype.
+    modes.jacobian_fn(f, x, mode="sparse")
+    assert len(compiled) == 4
+    modes.jacobian_fn(f, np.asarray(x, np.float64), mode="sparse", sparse_output=True)
+    assert len(compiled) == 6
+    assert modes.forget_probes() == 3
+    modes.jacobian_fn(f, x, mode="sparse", sparse_output=True)
+    assert len(compiled) == 8
+
+
+def test_with_the_cache_off_nothing_is_kept(fake, monkeypatch):
+    monkeypatch.setenv("BPJAX_CACHE_DIR", "off")
+    compiled = fake({"columns": 1e-3, "rows": 1.1e-3}, {"columns": 2e-3, "rows": 1e-3})
+    f, x = _band()
+    for _ in range(2):
+        modes.jacobian_fn(f, x, mode="sparse", sparse_output=True)
+    assert len(compiled) == 4 and modes.forget_probes() == 0
+
+
+def test_a_kept_probe_that_does_not_fit_is_measured_again(fake, tmp_path, monkeypatch):
+    monkeypatch.setenv("BPJAX_CACHE_DIR", str(tmp_path))
+    compiled = fake({"columns": 1e-3, "rows": 1.1e-3}, {"columns": 2e-3, "rows": 1e-3})
+    f, x = _band()
+    (tmp_path / "probes.json").write_text('{"truncated')
+    modes.jacobian_fn(f, x, mode="sparse", sparse_output=True)
+    assert len(compiled) == 2
+    kept = json.loads((tmp_path / "probes.json").read_text())
+    (digest,) = kept
+    assert set(kept[digest]["seconds"]) == {"columns", "rows"}
+    # An entry for other candidates than those now timed is not used.
+    kept[digest]["seconds"] = {"columns": 1e-3}
+    (tmp_path / "probes.json").write_text(json.dumps(kept))
+    modes.jacobian_fn(f, x, mode="sparse", sparse_output=True)
+    assert len(compiled) == 4
+
+
+def test_only_the_most_recent_probes_are_kept(tmp_path, monkeypatch):
+    monkeypatch.setenv("BPJAX_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(_probes, "KEEP", 3)
+    for i in range(5):
+        _probes.keep(f"d{i}", {"columns": float(i)})
+    kept = json.loads((tmp_path / "probes.json").read_text())
+    assert sorted(kept) == ["d2", "d3", "d4"]
+    assert _probes.kept("d4", ["columns"]) == {"columns": 4.0}
+    assert _probes.kept("d0", ["columns"]) is None

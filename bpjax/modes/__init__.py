@@ -25,7 +25,9 @@ that share no row can be seeded together, ``J (e_j + e_k)``, and read back apart
    :func:`model_rates`, are measured once per machine and kept), or by the model with a
    timed probe of the candidates it cannot separate (``basis="probe"``, the default of
    :func:`jacobian_fn`), or by timing (``basis="timing"``), or by XLA's estimates
-   (``basis="xla"``), or by a :class:`CostBasis` of your own.
+   (``basis="xla"``), or by a :class:`CostBasis` of your own. A probe's measurements are
+   kept on the machine beside the rates, so a later run decides in milliseconds
+   (:func:`forget_probes` drops them).
 
 Also :func:`grad_fwd` (a gradient by ``n`` JVPs), :func:`hvp` (``H v`` in three orders) and
 :func:`hessian` (dense, or sparse by star or acyclic coloring: :func:`hessian_sparsity`,
@@ -72,6 +74,7 @@ from bpjax.modes._hvp import HVP_ORDERS, grad_fwd, hvp
 from bpjax.modes._jacobian import JacobianFn, jacobian, jacobian_fn
 from bpjax.modes._plan import COLORINGS, MODES
 from bpjax.modes._primitives import PrimitiveRule, register_primitive
+from bpjax.modes._probes import forget_probes
 from bpjax.modes._rates import machine_rates
 from bpjax.modes._rates import rates as model_rates
 from bpjax.modes._sparsity import Pattern, SparsityWarning, sparsity
@@ -99,6 +102,7 @@ __all__ = [
     "color_columns",
     "color_rows",
     "color_symmetric",
+    "forget_probes",
     "grad_fwd",
     "hessian",
     "hessian_fn",

@@ -157,7 +157,13 @@ def _reason(method, runner_up, prices, basis, plan, why, calls=None):
                 f"({_fmt(t2)}), and preferred as it {by}"
             )
         if prices[method.name].get("measured") and prices[runner_up.name].get("measured"):
-            text += " (the model could not separate them: both compiled and timed)"
+            if prices[method.name].get("kept"):
+                text += (
+                    " (the model could not separate them: both were timed by an earlier "
+                    "probe on this machine, kept in probes.json)"
+                )
+            else:
+                text += " (the model could not separate them: both compiled and timed)"
     if not plan.forward:
         text += "; f contains a custom_vjp, which has no forward mode, so only VJPs were used"
     if not plan.reverse:

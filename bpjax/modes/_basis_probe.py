@@ -18,6 +18,7 @@ model alone.
 from __future__ import annotations
 
 from bpjax import measure
+from bpjax.modes import _probes
 from bpjax.modes._basis import COMPILED, CostBasis, close_to_best
 from bpjax.modes._basis_model import ModelBasis
 
@@ -57,23 +58,27 @@ class ProbeBasis(CostBasis):
         close = close_to_best(plan.candidates, model, model_basis.band)
         if calls or len(close) < 2 or best < PROBE_MIN_SECONDS:
             return _as_model_decides(model, close, best)
-        # The programs jacobian_fn runs (input pytree, output layout), so the executable
-        # of the one chosen serves its calls without a second compilation.
-        programs = {c.name: plan.user_program(c, sparse_output=sparse_output) for c in close}
-        # Paired rounds, each time relative to the model's own pick in the same round.
         pick = min(close, key=lambda c: model[c.name]["seconds"]).name
-        executables = {}
-        measured = measure.paired_seconds(
-            programs,
-            plan.x,
-            rounds=ROUNDS,
-            min_round_seconds=0.01,
-            reference=pick,
-            compiled_out=executables,
-            # A candidate ahead by more than the band in each of the first rounds is the
-            # choice whatever the later rounds say: stop there (near-ties get all rounds).
-            settle=self.band,
-        )
+        names = [c.name for c in close]
+        digest = _probes.key(plan, names, sparse_output=sparse_output)
+        measured, executables = _probes.kept(digest, names), {}
+        if measured is None:
+            # The programs jacobian_fn runs (input pytree, output layout), so the executable
+            # of the one chosen serves its calls without a second compilation.
+            programs = {c.name: plan.user_program(c, sparse_output=sparse_output) for c in close}
+            measured = measure.paired_seconds(
+                programs,
+                plan.x,
+                rounds=ROUNDS,
+                min_round_seconds=0.01,
+                # Paired rounds, each time relative to the model's own pick in the same round.
+                reference=pick,
+                compiled_out=executables,
+                # A candidate ahead by more than the band in each of the first rounds is the
+                # choice whatever the later rounds say: stop there (near-ties get all rounds).
+                settle=self.band,
+            )
+            _probes.keep(digest, measured)
         # One scale for all: the model's prices scaled so its pick costs what was measured
         # (the order among unmeasured candidates, priced above the band, is kept).
         scale = measured[pick] / model[pick]["seconds"]
@@ -83,5 +88,8 @@ class ProbeBasis(CostBasis):
         }
         for name, seconds in measured.items():
             prices[name] = {**prices[name], "seconds": seconds, "measured": True}
-            prices[name][COMPILED] = executables[name]
+            if executables:
+                prices[name][COMPILED] = executables[name]
+            else:  # read from an earlier process's probe: nothing compiled here
+                prices[name]["kept"] = True
         return prices

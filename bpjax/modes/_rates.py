@@ -152,18 +152,20 @@ def machine_key(backend: str) -> str:
     return " | ".join(parts)
 
 
-def cache_path() -> str | None:
-    """The file the rates are kept in, or ``None`` when ``BPJAX_CACHE_DIR=off``."""
+def cache_path(name: str = "rates.json") -> str | None:
+    """The file ``name`` (the rates by default) is kept in under ``$BPJAX_CACHE_DIR``, or
+    ``None`` when ``BPJAX_CACHE_DIR=off``."""
     root = os.environ.get("BPJAX_CACHE_DIR")
     if root == "off":
         return None
     if not root:
         home = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
         root = os.path.join(home, "bpjax")
-    return os.path.join(root, "rates.json")
+    return os.path.join(root, name)
 
 
-def _read_cache(path) -> dict:
+def read_cache(path) -> dict:
+    """The JSON object in ``path``; ``{}`` if missing, unreadable or not an object."""
     try:
         with open(path) as f:
             kept = json.load(f)
@@ -174,7 +176,7 @@ def _read_cache(path) -> dict:
 
 def _load(key: str) -> dict | None:
     path = cache_path()
-    entry = _read_cache(path).get(key) if path else None
+    entry = read_cache(path).get(key) if path else None
     if not isinstance(entry, dict) or set(entry) != set(_RATE_NAMES):
         return None
     try:
@@ -187,16 +189,19 @@ def _load(key: str) -> dict | None:
 
 def _store(key: str, value: dict) -> None:
     path = cache_path()
-    if path is None:
-        return
+    if path is not None:
+        update_cache(path, lambda kept: {**kept, key: value})
+
+
+def update_cache(path, change) -> None:
+    """Rewrite the JSON object in ``path`` as ``change(kept)``; nothing if it cannot be
+    written (a read-only home: what was measured stays with this process)."""
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        kept = _read_cache(path)
-        kept[key] = value
         # Other processes may read it meanwhile: written whole, then renamed.
-        write_atomic(path, json.dumps(kept, indent=1))
+        write_atomic(path, json.dumps(change(read_cache(path)), indent=1))
     except OSError:
-        pass  # a read-only home: the rates stay in memory for this process
+        pass
 
 
 _RATE_NAMES = ("flop", "write", "gather", "scatter", "transpose", "jvp", "vjp", "compile")
