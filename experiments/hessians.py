@@ -326,6 +326,8 @@ def main(argv=None):
         grid["sizes"] = [int(s) for s in args.sizes.split(",")]
     families = args.families.split(",") if args.families else hx.FAMILIES
     notes = [] if asdex is not None else ["peer asdex not installed: skipped"]
+    # Each auto decision times its candidates afresh, as a first run on a machine does.
+    forgotten = modes.forget_probes()
     rows = []
     for name in families:
         for i, N in enumerate(grid["mlp"] if name == "mlp" else grid["sizes"]):
@@ -353,7 +355,13 @@ def main(argv=None):
         seed=args.seed,
         title="Sparse Hessians: star and acyclic colorings and the automatic choice vs jax, asdex",
         summary=summary,
-        data={"points": rows, "newton": newton, **grid, "notes": notes},
+        data={
+            "points": rows,
+            "newton": newton,
+            **grid,
+            "notes": notes,
+            "kept_probes_forgotten": forgotten,
+        },
         notes=(
             "Steady-state medians of interleaved rounds, float64, every contender "
             "jit-compiled, dense jax.hessian layout. 'setup' is each contender's detection, "

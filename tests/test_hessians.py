@@ -13,7 +13,7 @@ import scipy.sparse as sp
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bpjax import modes
+from bpjax import measure, modes
 from bpjax.modes import hessian_examples as hx
 
 SIZES = {"banded": 40, "stencil": 49, "arrowhead": 32, "block_diagonal": 48, "mlp": 27}
@@ -99,6 +99,29 @@ def test_hessian_fn_auto_decides_once_and_explains():
     assert hess._compiled is not None
     with pytest.raises(ValueError, match="planned for inputs"):
         hess(jnp.ones(61))
+
+
+def test_the_timed_decision_is_kept_and_a_later_process_reads_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("BPJAX_CACHE_DIR", str(tmp_path))
+    f, x, _ = hx.family("banded", 60)
+    first = modes.hessian_fn(f, x, order="fwd-over-rev")
+    assert first._compiled is not None and (tmp_path / "probes.json").exists()
+
+    def untimed(*args, **kwargs):
+        raise AssertionError("timed again: the kept probe was not read")
+
+    monkeypatch.setattr(measure, "paired_seconds", untimed)
+    # Another process deciding the same Hessian (a new function object): the kept times
+    # decide, nothing is compiled while deciding, and the calls compile the winner.
+    again = modes.hessian_fn(lambda v: f(v), x, order="fwd-over-rev")
+    assert (again.method, again.order) == (first.method, first.order)
+    assert again._compiled is None and "earlier probe" in again.reason
+    assert _max_error(again(x), jax.jit(jax.hessian(f))(x)) <= 1e-10
+    # Other output, other candidates: not the same probe.
+    with pytest.raises(AssertionError, match="timed again"):
+        modes.hessian_fn(f, x, order="fwd-over-rev", sparse_output=True)
+    with pytest.raises(AssertionError, match="timed again"):
+        modes.hessian_fn(f, x)
 
 
 def test_auto_falls_back_to_dense_hvps_on_a_dense_hessian():

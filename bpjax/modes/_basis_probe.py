@@ -60,7 +60,7 @@ class ProbeBasis(CostBasis):
             return _as_model_decides(model, close, best)
         pick = min(close, key=lambda c: model[c.name]["seconds"]).name
         names = [c.name for c in close]
-        digest = _probes.key(plan, names, sparse_output=sparse_output)
+        digest = _probes.jacobian_key(plan, names, sparse_output=sparse_output)
         measured, executables = _probes.kept(digest, names), {}
         if measured is None:
             # The programs jacobian_fn runs (input pytree, output layout), so the executable

@@ -23,7 +23,7 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from bpjax import measure
-from bpjax.modes import _checks, _sparsity, _symmetric
+from bpjax.modes import _checks, _probes, _sparsity, _symmetric
 from bpjax.modes import _hessian_program as _program
 from bpjax.modes._hvp import HVP_ORDERS
 
@@ -215,13 +215,26 @@ def _decide(f_flat, x_flat, sym, mode, coloring, order, sparse_output, x, compil
         )
         for k, o in pairs
     }
-    seconds = measure.paired_seconds(
-        programs,
-        x,
-        rounds=DECISION_ROUNDS,
-        min_round_seconds=0.005,
-        compiled_out=compiled_out,
+    # What an earlier process measured for the same Hessian on this machine, if kept.
+    digest = _probes.key(
+        f_flat,
+        x_flat,
+        "hessian",
+        f"sparse_output {sparse_output}",
+        *sorted(programs),
+        arrays=[colorings[k].colors for k in sorted(colorings)],
     )
+    seconds = _probes.kept(digest, list(programs))
+    timed = "timed by an earlier probe on this machine (kept)" if seconds else "timed"
+    if seconds is None:
+        seconds = measure.paired_seconds(
+            programs,
+            x,
+            rounds=DECISION_ROUNDS,
+            min_round_seconds=0.005,
+            compiled_out=compiled_out,
+        )
+        _probes.keep(digest, seconds)
     name = min(seconds, key=seconds.get)
     k, o = name.split(" ")
     c = colorings[k]
@@ -231,9 +244,10 @@ def _decide(f_flat, x_flat, sym, mode, coloring, order, sparse_output, x, compil
     rounds = f" + {c.substitution.rounds} substitution rounds" if c.substitution else ""
     why = (
         f"{k} coloring, {c.count} HVPs{rounds} by {o}: measured {_fmt(seconds[name])} per "
-        f"call, fastest of {len(seconds)} timed ({others}); row-count bound {c.row_bound}"
+        f"call, fastest of {len(seconds)} {timed} ({others}); row-count bound {c.row_bound}"
     )
-    compiled_out["chosen"] = compiled_out[name]
+    if name in compiled_out:
+        compiled_out["chosen"] = compiled_out[name]
     return k, o, c, why, seconds
 
 
@@ -301,7 +315,9 @@ def hessian_fn(
       f: a scalar function of one pytree of float arrays (``n`` scalars in all).
       x_example: a point with the shapes and dtypes of the later inputs.
       mode: ``"auto"`` (time star and acyclic colorings in each HVP order, a few calls each,
-        keep the fastest; dense HVPs when no coloring needs fewer than ``n/2`` colors),
+        keep the fastest; dense HVPs when no coloring needs fewer than ``n/2`` colors;
+        the times are kept on the machine, so a later process reads them instead of
+        timing again: see :func:`~bpjax.modes.forget_probes`),
         ``"sparse"`` (star, or ``coloring``) or ``"dense"`` (``n`` HVPs).
       sparse_output: return a ``jax.experimental.sparse.BCOO`` ``(n, n)`` (needs ``x`` a
         single array) instead of ``jax.hessian``'s layout.

@@ -30,26 +30,41 @@ KEEP = 512  # entries kept; the oldest go first
 _SCHEMA = 1  # bump when what a kept probe means changes (its rounds, its programs)
 
 
-def key(plan, names, *, sparse_output: bool) -> str:
-    """A digest of everything the probe's times of ``names`` (candidates of ``plan``)
-    depend on (module docstring)."""
-    closed = plan.closed if plan.closed is not None else jax.make_jaxpr(plan.f_flat)(plan.x_flat)
+def key(fn, x, *parts, arrays=(), jaxpr=None) -> str:
+    """A digest of what a probe's times depend on: the machine, ``fn``'s jaxpr at ``x``
+    (operations, shapes, dtypes; not its constants' values; ``jaxpr``: that jaxpr, if
+    already traced), ``x``'s pytree, and ``parts`` (strings: the output layout, the
+    candidates) and ``arrays`` (their colorings)."""
     digest = hashlib.sha256()
     for part in (
         f"schema {_SCHEMA}",
         _rates.machine_key(jax.default_backend()),
-        str(closed),
+        str(jaxpr if jaxpr is not None else jax.make_jaxpr(fn)(x)),
+        str(jax.tree.structure(x)),
+        *parts,
+    ):
+        digest.update(str(part).encode() + b"\0")
+    for a in arrays:
+        digest.update(np.ascontiguousarray(a, np.int64).tobytes() + b"\0")
+    return digest.hexdigest()
+
+
+def jacobian_key(plan, names, *, sparse_output: bool) -> str:
+    """:func:`key` of the probe of ``names`` (candidates of the Jacobian ``plan``)."""
+    timed = sorted((c for c in plan.candidates if c.name in names), key=lambda c: c.name)
+    colorings = [c.coloring for c in timed if c.coloring is not None]
+    return key(
+        plan.f_flat,
+        plan.x_flat,
+        "jacobian",
         str(jax.tree.structure(plan.x)),
         str(jax.tree.structure(plan.out)),
         f"sparse_output {sparse_output}",
-    ):
-        digest.update(part.encode() + b"\0")
-    for c in sorted((c for c in plan.candidates if c.name in names), key=lambda c: c.name):
-        digest.update(f"{c.name} {c.jvps} {c.vjps}".encode())
-        if c.coloring is not None:  # the programs read the colors themselves
-            for colors in (c.coloring.column_colors, c.coloring.row_colors):
-                digest.update(np.ascontiguousarray(colors, np.int64).tobytes())
-    return digest.hexdigest()
+        *(f"{c.name} {c.jvps} {c.vjps}" for c in timed),
+        # The programs read the colors themselves.
+        arrays=[a for c in colorings for a in (c.column_colors, c.row_colors)],
+        jaxpr=plan.closed,
+    )
 
 
 def kept(digest: str, names) -> dict | None:
