@@ -43,9 +43,11 @@ def _fast_compile_flags() -> str:
 if not os.environ.get("BPJAX_TEST_FULL_OPT"):
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + _fast_compile_flags()).strip()
 
-# The automatic Jacobian mode keeps per-machine rates on disk; the tests measure their own
-# (under the flags above they differ from a real run's) and leave the user's cache alone.
-os.environ.setdefault("BPJAX_CACHE_DIR", "off")
+# The automatic Jacobian mode keeps per-machine rates and probe times on disk; the tests
+# measure their own (under the flags above they differ from a real run's), leave the
+# user's cache alone, and never read a probe an earlier test run kept (a test of the
+# cache names its own directory).
+os.environ["BPJAX_CACHE_DIR"] = "off"
 
 import jax  # noqa: E402  (after XLA_FLAGS: the backend reads them when it starts)
 import numpy as np  # noqa: E402
