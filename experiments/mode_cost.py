@@ -54,6 +54,8 @@ def jacobian_sweep(name, grid):
             choice = modes.choose_mode(f, x, basis="xla")
             calibrated = modes.choose_mode(f, x, basis="timing", colorings=False)
             model = modes.choose_mode(f, x, colorings=False)
+            # jacobian_fn's default: the model, with a timed probe where it is unsure.
+            probe = modes.choose_mode(f, x, basis="probe", colorings=False)
             progs = {
                 mode: functools.partial(modes.jacobian, f, mode=mode) for mode in ("fwd", "rev")
             }
@@ -84,6 +86,9 @@ def jacobian_sweep(name, grid):
                 "auto_model": model.mode,
                 "model_over_best": (t_fwd if model.mode == "fwd" else t_rev) / min(t_fwd, t_rev),
                 "model_decision_seconds": model.decision_seconds,
+                "auto_probe": probe.mode,
+                "probe_over_best": (t_fwd if probe.mode == "fwd" else t_rev) / min(t_fwd, t_rev),
+                "probe_decision_seconds": probe.decision_seconds,
             }
             rows.append(row)
             print(
@@ -315,6 +320,7 @@ def summarize(sweep, omega, memory, hvps):
         ("auto_over_best", "auto (XLA costs)", "xla"),
         ("calibrated_over_best", "auto (calibrated)", "calibrated"),
         ("model_over_best", "auto (run-time model)", "model"),
+        ("probe_over_best", "auto (model and probe, jacobian_fn's default)", "probe"),
     ):
         ratios = np.array([r[key] for r in sweep])
         misses = [
@@ -380,6 +386,8 @@ def summarize(sweep, omega, memory, hvps):
 def main(argv=None):
     args = results.parse_args(__doc__.splitlines()[0], argv)
     grid = FULL if args.full else QUICK
+    # The probe basis decides afresh at every point: no probe kept by an earlier run is read.
+    forgotten = modes.forget_probes()
     sweep = jacobian_sweep("mlp_tanh", grid) + jacobian_sweep("elementwise", grid)
     omega = cheap_gradient(grid)
     memory = memory_vs_depth(grid)
@@ -399,13 +407,16 @@ def main(argv=None):
             "hvp": hvps,
             "machine_rates": modes.machine_rates(jax.default_backend()),
             **grid,
+            "kept_probes_forgotten": forgotten,
         },
         figures=["mode_cost.png"],
         notes=(
             "Times are medians of interleaved rounds of the jit-compiled Jacobian; the text "
             "in each cell is what `auto` picked from XLA's cost estimates (basis='xla'); the "
-            "summary also scores the run-time model (the default) and timing (basis='timing'), "
-            "both restricted to fwd and rev here (experiments/jacobians.py adds the colorings)."
+            "summary also scores the run-time model (choose_mode's default), the model with "
+            "its timed probe (basis='probe', jacobian_fn's default) and timing "
+            "(basis='timing'), all restricted to fwd and rev here (experiments/jacobians.py "
+            "adds the colorings)."
         ),
     )
 

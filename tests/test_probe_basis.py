@@ -346,3 +346,33 @@ def test_only_the_most_recent_probes_are_kept(tmp_path, monkeypatch):
     assert sorted(kept) == ["d2", "d3", "d4"]
     assert _probes.kept("d4", ["columns"]) == {"columns": 4.0}
     assert _probes.kept("d0", ["columns"]) is None
+
+
+def test_the_other_direction_is_timed_where_the_model_prices_it_within_3x(fake):
+    # The model: reverse mode at half forward mode's price (past its band, no tie); run,
+    # forward mode is 4x faster, as on chains of transcendental steps around a gather.
+    compiled = fake({"rev": 0.5e-3, "fwd": 1e-3}, {"rev": 2e-3, "fwd": 0.5e-3})
+    f, x = _band()
+    jac = modes.jacobian_fn(f, x, sparse_output=True)
+    assert jac.method == "fwd" and sorted(compiled) == ["fwd", "rev"]
+    assert "4.00x cheaper than reverse mode" in jac.choice.reason
+    # Beyond DIRECTIONS the model's order stands, and nothing is compiled.
+    compiled.clear()
+    assert _basis_probe.DIRECTIONS == 3.0
+    fake({"rev": 0.3e-3, "fwd": 1e-3}, {"rev": 2e-3, "fwd": 0.5e-3})
+    assert modes.jacobian_fn(f, x, sparse_output=True).method == "rev" and compiled == []
+    # A coloring picked: its other orientation is timed only inside the band.
+    fake({"columns": 0.5e-3, "rows": 1e-3, "rev": 1e-3}, {"columns": 2e-3, "rows": 0.5e-3})
+    assert modes.jacobian_fn(f, x, sparse_output=True).method == "columns" and compiled == []
+
+
+def test_a_kept_probe_is_keyed_by_the_gather_indices_not_by_the_weights():
+    x = np.linspace(-1.0, 1.0, 64, dtype=np.float32)
+    w1, w2 = np.ones(64, np.float32), np.full(64, 2.0, np.float32)
+    i1, i2 = np.arange(16), np.arange(16)[::-1].copy()
+
+    def key(index, weights):
+        return _probes.key(lambda v: jax.numpy.sin(v * weights)[index], x)
+
+    assert key(i1, w1) == key(i1, w2)  # the same program, other float values
+    assert key(i1, w1) != key(i2, w1)  # other indices: another gather

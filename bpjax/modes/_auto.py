@@ -159,11 +159,11 @@ def _reason(method, runner_up, prices, basis, plan, why, calls=None):
         if prices[method.name].get("measured") and prices[runner_up.name].get("measured"):
             if prices[method.name].get("kept"):
                 text += (
-                    " (the model could not separate them: both were timed by an earlier "
-                    "probe on this machine, kept in probes.json)"
+                    " (both were timed by an earlier probe on this machine, kept in "
+                    "probes.json: the model could not rank them)"
                 )
             else:
-                text += " (the model could not separate them: both compiled and timed)"
+                text += " (both compiled and timed: the model could not rank them)"
     if not plan.forward:
         text += "; f contains a custom_vjp, which has no forward mode, so only VJPs were used"
     if not plan.reverse:

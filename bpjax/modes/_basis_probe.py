@@ -5,10 +5,13 @@ are within its uncertainty (``ModelBasis.band``) of its cheapest, it cannot say 
 faster; those few are compiled and timed, and the measurement ranks them. The orientation
 of a coloring is the usual such race: the model prices 17 JVPs and 17 VJPs of a band
 within a few percent, while XLA:CPU runs one of them 2-3x faster than the other, in either
-direction depending on the structure. Candidates the model prices clearly worse are not
-compiled. With ``calls=`` (a few calls, compilation counted), or where the model prices
-the best under ``PROBE_MIN_SECONDS`` (0.1 ms), the model alone decides: the probe's
-compilations would cost more than the calls can gain.
+direction depending on the structure. So is the direction itself where a gather sits in a
+chain of transcendental steps: the model priced reverse mode half of forward mode's time
+where it ran 1.2-4.8x longer, so when it picks ``fwd`` or ``rev``, the other is timed too
+while priced within ``DIRECTIONS`` (3x) of it. Candidates the model prices clearly
+worse are not compiled. With ``calls=`` (a few calls, compilation counted), or where the
+model prices the best under ``PROBE_MIN_SECONDS`` (0.1 ms), the model alone decides: the
+probe's compilations would cost more than the calls can gain.
 
 This is the default of :func:`~bpjax.modes.jacobian_fn`, which decides once for many
 calls; :func:`~bpjax.modes.jacobian` and :func:`~bpjax.modes.choose_mode` default to the
@@ -26,6 +29,24 @@ from bpjax.modes._basis_model import ModelBasis
 # 2x faster 0.1 ms Jacobian earns them back only after thousands of calls.
 PROBE_MIN_SECONDS = 1e-4
 ROUNDS = 11  # interleaved rounds of the probe, each at least 10 ms per candidate
+# The model's price of the other direction is trusted only beyond this factor. Its ratio of
+# reverse to forward mode was off by 2.4-8x on chains of transcendental steps around a
+# gather (n = 256-4096 inputs, m = 4-1024 outputs: priced 0.45-0.66, run 1.2-4.8 on this
+# 2-core Xeon; 1.4 priced, 9.7 run at 1024 x 1024): XLA:CPU fuses the forward chain's
+# derivatives into the batched VJP and evaluates them once per VJP, where the JVPs read them
+# once. On the softplus/tanh MLPs it was within 0.5-1.6x wherever the choice was close.
+DIRECTIONS = 3.0
+
+
+def _other_direction(plan, model, best) -> list:
+    """Reverse mode when the model picks forward mode, and forward mode when it picks
+    reverse, if priced within :data:`DIRECTIONS` of ``best``: where the model misranks the
+    two, it does so by more than its band."""
+    pick = min(plan.candidates, key=lambda c: model[c.name]["seconds"])
+    other = {"fwd": "rev", "rev": "fwd"}.get(pick.name)
+    if other is None or other not in model or model[other]["seconds"] > DIRECTIONS * best:
+        return []
+    return [c for c in plan.candidates if c.name == other]
 
 
 def _as_model_decides(model, close, best):
@@ -56,16 +77,17 @@ class ProbeBasis(CostBasis):
         model = model_basis.prices(plan, sparse_output=sparse_output, calls=calls)
         best = min(p["seconds"] for p in model.values())
         close = close_to_best(plan.candidates, model, model_basis.band)
-        if calls or len(close) < 2 or best < PROBE_MIN_SECONDS:
+        timed = close + [c for c in _other_direction(plan, model, best) if c not in close]
+        if calls or len(timed) < 2 or best < PROBE_MIN_SECONDS:
             return _as_model_decides(model, close, best)
         pick = min(close, key=lambda c: model[c.name]["seconds"]).name
-        names = [c.name for c in close]
+        names = [c.name for c in timed]
         digest = _probes.jacobian_key(plan, names, sparse_output=sparse_output)
         measured, executables = _probes.kept(digest, names), {}
         if measured is None:
             # The programs jacobian_fn runs (input pytree, output layout), so the executable
             # of the one chosen serves its calls without a second compilation.
-            programs = {c.name: plan.user_program(c, sparse_output=sparse_output) for c in close}
+            programs = {c.name: plan.user_program(c, sparse_output=sparse_output) for c in timed}
             measured = measure.paired_seconds(
                 programs,
                 plan.x,

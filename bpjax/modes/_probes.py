@@ -8,10 +8,11 @@ milliseconds.
 
 "The same Jacobian" is the key (:func:`key`): the machine (:func:`~bpjax.modes._rates.
 machine_key`: backend, device, CPU, cores, JAX version, ``XLA_FLAGS``); ``f``'s jaxpr
-(its operations, shapes and dtypes, not the values of its constants, which the programs'
-run times do not depend on); the input and output pytrees; the output format; and the
-candidates timed, with their products and colorings. Kept in ``probes.json`` beside the
-rates under ``$BPJAX_CACHE_DIR`` (``off``: nothing kept), the :data:`KEEP` most recent;
+(its operations, shapes and dtypes, and its integer constants' values: the indices of its
+gathers; not its float constants' values, which the programs' run times do not depend
+on); the input and output pytrees; the output format; and the candidates timed, with
+their products and colorings. Kept in ``probes.json`` beside the rates under
+``$BPJAX_CACHE_DIR`` (``off``: nothing kept), the :data:`KEEP` most recent;
 :func:`forget_probes` empties it.
 """
 
@@ -21,6 +22,7 @@ import hashlib
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from bpjax.modes import _rates
@@ -31,21 +33,25 @@ _SCHEMA = 1  # bump when what a kept probe means changes (its rounds, its progra
 
 
 def key(fn, x, *parts, arrays=(), jaxpr=None) -> str:
-    """A digest of what a probe's times depend on: the machine, ``fn``'s jaxpr at ``x``
-    (operations, shapes, dtypes; not its constants' values; ``jaxpr``: that jaxpr, if
-    already traced), ``x``'s pytree, and ``parts`` (strings: the output layout, the
-    candidates) and ``arrays`` (their colorings)."""
+    """A digest of what a probe's times depend on: the machine; ``fn``'s jaxpr at ``x``
+    (``jaxpr``: that closed jaxpr, if already traced): its operations, shapes and dtypes,
+    and the values of its integer constants (indices: they decide what a gather reads),
+    not of its float constants (weights: the run time does not depend on them); ``x``'s
+    pytree; and ``parts`` (strings: the output layout, the candidates) and ``arrays``
+    (their colorings)."""
+    closed = jaxpr if jaxpr is not None else jax.make_jaxpr(fn)(x)
     digest = hashlib.sha256()
     for part in (
         f"schema {_SCHEMA}",
         _rates.machine_key(jax.default_backend()),
-        str(jaxpr if jaxpr is not None else jax.make_jaxpr(fn)(x)),
+        str(closed),
         str(jax.tree.structure(x)),
         *parts,
     ):
         digest.update(str(part).encode() + b"\0")
-    for a in arrays:
-        digest.update(np.ascontiguousarray(a, np.int64).tobytes() + b"\0")
+    indices = [c for c in closed.consts if not jnp.issubdtype(jnp.result_type(c), jnp.inexact)]
+    for a in [*indices, *arrays]:
+        digest.update(np.ascontiguousarray(a).tobytes() + b"\0")
     return digest.hexdigest()
 
 
