@@ -27,6 +27,9 @@ echo "== mode_cost (quick profile) -> $OUT"
 echo "== remat_memory ${REMAT[*]} -> $OUT"
 "$PY" experiments/remat_memory.py --out "$OUT" "${REMAT[@]}"
 echo "== bpjax bench ${BENCH[*]} -> $OUT"
-"$PY" -m bpjax bench --out "$OUT" "${BENCH[@]}"
+# Every contender at full float32: on a GPU JAX's default is TF32 and PyTorch's is not, and
+# the bench's gradient check refused PyTorch there (H200, 2026-12-04: 4.0e-4 > 1e-4).
+JAX_DEFAULT_MATMUL_PRECISION=${JAX_DEFAULT_MATMUL_PRECISION:-highest} \
+  "$PY" -m bpjax bench --out "$OUT" "${BENCH[@]}"
 "$PY" -m bpjax.report "$OUT"
 echo "accelerator_run: $BACKEND profile finished in $((SECONDS - start)) s"

@@ -68,6 +68,28 @@ def test_a_wrong_contender_is_caught_before_timing(small):
         bench.check_agreement([*reference, good, wrong], params, x, y)
 
 
+def test_on_an_accelerator_a_failed_check_names_the_matmul_precision(small, monkeypatch):
+    import jax
+
+    from bpjax.bench import _agreement
+
+    params, x, y = small
+    good = bench.numpy_contender(params, x, y)
+    wrong = bench.Contender(
+        "halved", good.step, lambda x, y: [(w / 2, b / 2) for w, b in good.grads(x, y)]
+    )
+    reference = bench.jax_contenders(params, x, y, names={bench.REFERENCE})
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    with pytest.raises(AssertionError, match="JAX_DEFAULT_MATMUL_PRECISION=highest"):
+        bench.check_agreement([*reference, wrong], params, x, y)
+    # Where the precision is set already, the hint would not help: not given.
+    with jax.default_matmul_precision("highest"), pytest.raises(AssertionError) as err:
+        bench.check_agreement([*reference, wrong], params, x, y)
+    assert "JAX_DEFAULT_MATMUL_PRECISION" not in str(err.value)
+    monkeypatch.setattr(jax, "default_backend", lambda: "cpu")
+    assert _agreement._precision_hint() == ""  # on the CPU: never
+
+
 def test_rows_near_a_relu_kink_are_left_out_of_the_check():
     params, x, _ = bench.problem((3, 4, 2), 8)
     w, b = params[0]

@@ -52,5 +52,22 @@ def check_agreement(contenders, params, x, y, *, tol: float = 1e-4) -> dict[str,
         )
         errors[c.name] = err
         if err > tol:
-            raise AssertionError(f"{c.name} gradients differ from {REFERENCE} by {err:.2e}")
+            raise AssertionError(
+                f"{c.name} gradients differ from {REFERENCE} by {err:.2e}" + _precision_hint()
+            )
     return errors
+
+
+def _precision_hint() -> str:
+    """Why two correct contenders can differ on an accelerator, and the fix."""
+    import jax
+
+    if jax.default_backend() == "cpu" or jax.config.jax_default_matmul_precision:
+        return ""
+    # Seen on an H200 (jax 0.11.2): PyTorch's float32 gradients 4.0e-4 from JAX's.
+    return (
+        f"; on {jax.default_backend()} JAX computes float32 matrix products at reduced "
+        "precision (TF32 on NVIDIA GPUs) by default, other frameworks need not: set "
+        "JAX_DEFAULT_MATMUL_PRECISION=highest to check and time every contender at full "
+        "float32"
+    )
