@@ -216,16 +216,12 @@ def measure_point(name, N, out_format, rounds, notes, check=False):
             # The probe compiled the chosen program while deciding, and the JacobianFn runs
             # that executable: its first use pays no compilation beyond the decision.
             "compiled_while_deciding": auto._compiled is not None,
-            "probed": any(p.get("measured") for p in auto.choice.candidates.values())
-            if auto.choice
-            else False,
+            "probed": _any_price(auto, "measured"),
         },
         "auto_again": {
             "method": again.method,
             "decision_seconds": again.decision_seconds,
-            "kept": any(p.get("kept") for p in again.choice.candidates.values())
-            if again.choice
-            else False,
+            "kept": _any_price(again, "kept"),
         },
         "auto_few": {
             "method": few.method,
@@ -266,6 +262,12 @@ def measure_point(name, N, out_format, rounds, notes, check=False):
         flush=True,
     )
     return row
+
+
+def _any_price(jf, flag):
+    """Whether any candidate of ``jf``'s decision was priced with ``flag`` (``"measured"``:
+    by the probe; ``"kept"``: by an earlier run's probe)."""
+    return jf.choice is not None and any(p.get(flag) for p in jf.choice.candidates.values())
 
 
 def resolve_vs_asdex(programs, x, names):
