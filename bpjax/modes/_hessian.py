@@ -220,6 +220,7 @@ def _decide(f_flat, x_flat, sym, mode, coloring, order, sparse_output, x, compil
         f_flat,
         x_flat,
         "hessian",
+        str(jax.tree.structure(x)),  # the layout of H the programs write
         f"sparse_output {sparse_output}",
         *sorted(programs),
         arrays=[colorings[k].colors for k in sorted(colorings)],
