@@ -36,8 +36,8 @@ def key(fn, x, *parts, arrays=(), jaxpr=None) -> str:
     """A digest of what a probe's times depend on: the machine; ``fn``'s jaxpr at ``x``
     (``jaxpr``: that closed jaxpr, if already traced): its operations, shapes and dtypes,
     and the values of its integer constants (indices: they decide what a gather reads),
-    not of its float constants (weights: the run time does not depend on them); ``x``'s
-    pytree; and ``parts`` (strings: the output layout, the candidates) and ``arrays``
+    not of its float constants (weights: the run time does not depend on them); and
+    ``parts`` (strings: the pytrees, the output layout, the candidates) and ``arrays``
     (their colorings)."""
     closed = jaxpr if jaxpr is not None else jax.make_jaxpr(fn)(x)
     digest = hashlib.sha256()
@@ -45,7 +45,6 @@ def key(fn, x, *parts, arrays=(), jaxpr=None) -> str:
         f"schema {_SCHEMA}",
         _rates.machine_key(jax.default_backend()),
         str(closed),
-        str(jax.tree.structure(x)),
         *parts,
     ):
         digest.update(str(part).encode() + b"\0")
