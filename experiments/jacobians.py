@@ -53,7 +53,6 @@ PEER_GRAPH_LIMIT = 2_000_000  # sparsejac colors a networkx graph with this many
 BIG_N = 100_000
 CALLS = 10  # the issue's amortization: a decision plus ten Jacobians
 AUTO_FEW = f"bpjax auto calls={CALLS}"
-AUTO_AGAIN = "bpjax auto, probe kept"  # decided only: the program is bpjax auto's
 
 
 def _size_for(name, N):
@@ -63,7 +62,8 @@ def _size_for(name, N):
 
 
 def bpjax_contenders(f, x, pattern, out_format):
-    """name -> (callable, setup seconds, coloring, JacobianFn) for bpjax's methods.
+    """``(found, again)``: name -> (callable, setup seconds, coloring, JacobianFn) for
+    bpjax's methods, and auto's decision made a second time (reading the probe it kept).
 
     Colorings of a dense pattern are the dense modes again (one color per column or row),
     so they are timed only on the sparse families.
@@ -77,7 +77,6 @@ def bpjax_contenders(f, x, pattern, out_format):
         # The same decision in a later run of the user's script: a probe is kept on the
         # machine (a new function object, so nothing of this process's tracing is reused).
         again = modes.jacobian_fn(lambda x: f(x), x, sparse_output=sparse_output)
-        found[AUTO_AGAIN] = (None, again.decision_seconds, None, again)
         # The same, told it will be called CALLS times: compilation then counts.
         few = modes.jacobian_fn(f, x, sparse_output=sparse_output, calls=CALLS)
         found[AUTO_FEW] = (few, few.decision_seconds, few.coloring, few)
@@ -97,7 +96,7 @@ def bpjax_contenders(f, x, pattern, out_format):
             if coloring == "bicoloring" and (c.jvps == 0 or c.vjps == 0):
                 continue  # one kind of product only: a column or row coloring again
             found[f"bpjax {coloring}"] = (jf, time.perf_counter() - start, jf.coloring, None)
-    return found
+    return found, again
 
 
 def peer_contenders(f, x, pattern, out_format, notes):
@@ -167,11 +166,10 @@ def measure_point(name, N, out_format, rounds, notes, check=False):
     gc.collect()
     gc.disable()
     try:
-        ours = bpjax_contenders(f, x, pattern, out_format)
+        ours, again = bpjax_contenders(f, x, pattern, out_format)
         peers = peer_contenders(f, x, pattern, out_format, notes)
     finally:
         gc.enable()
-    again = ours.pop(AUTO_AGAIN)[3]
     programs = {k: (v[0], (x,)) for k, v in ours.items()} | {
         k: (v[0], (x,)) for k, v in peers.items()
     }
