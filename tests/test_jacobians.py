@@ -18,15 +18,23 @@ from bpjax.modes import _basis_model, _cost, _rates, _sparse, examples
 def test_every_method_equals_jacrev_on_every_family(name):
     f, x, _ = examples.family(name, 64, dtype=jnp.float64)
     want = np.asarray(jax.jacrev(f)(x))
-    for coloring in modes.COLORINGS:
-        dense = modes.jacobian(f, x, mode="sparse", coloring=coloring)
-        np.testing.assert_allclose(dense, want, rtol=0, atol=1e-10, err_msg=coloring)
-        bcoo = modes.jacobian(f, x, mode="sparse", coloring=coloring, sparse_output=True)
-        np.testing.assert_allclose(bcoo.todense(), want, rtol=0, atol=1e-10, err_msg=coloring)
-    np.testing.assert_allclose(modes.jacobian(f, x), want, rtol=0, atol=1e-10)
-    for mode in ("fwd", "rev"):  # dense modes reading the pattern's nonzeros into a BCOO
-        bcoo = modes.jacobian(f, x, mode=mode, sparse_output=True)
-        np.testing.assert_allclose(bcoo.todense(), want, rtol=0, atol=1e-10, err_msg=mode)
+
+    # Every method in one compiled program: each would otherwise run op by op, compiling
+    # every primitive afresh (the eager path has tests of its own, on pytrees, below).
+    @jax.jit
+    def every_method(x):
+        got = {}
+        for coloring in modes.COLORINGS:
+            got[coloring] = modes.jacobian(f, x, mode="sparse", coloring=coloring)
+            bcoo = modes.jacobian(f, x, mode="sparse", coloring=coloring, sparse_output=True)
+            got[coloring + " BCOO"] = bcoo.todense()
+        got["auto"] = modes.jacobian(f, x)
+        for mode in ("fwd", "rev"):  # dense modes reading the pattern's nonzeros into a BCOO
+            got[mode + " BCOO"] = modes.jacobian(f, x, mode=mode, sparse_output=True).todense()
+        return got
+
+    for method, jac in every_method(x).items():
+        np.testing.assert_allclose(jac, want, rtol=0, atol=1e-10, err_msg=method)
 
 
 def _pytree_f(p):

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from conftest import matmul_shapes, sample_op_args
-from hypothesis import example, given, settings
+from hypothesis import Phase, example, given, settings
 from hypothesis import strategies as st
 from jax.test_util import check_grads
 
@@ -54,6 +54,7 @@ def test_namespaces_expose_the_whole_table_with_one_signature():
 
 
 @pytest.mark.parametrize("name", OPS)
+@settings(max_examples=max(2, settings.default.max_examples // 2))  # 30 under bpjax-slow
 @given(case=shapes)
 def test_primal_agrees_across_namespaces(name, case):
     args, options = sample_op_args(name, *case[:4], soft=case[4])
@@ -92,7 +93,8 @@ def test_hand_rules_match_autodiff_jacobians(name, case):
 
 
 @pytest.mark.parametrize("name", OPS)
-@settings(max_examples=1)  # shapes are swept by the Jacobian test; this checks the report
+# Shapes are swept by the Jacobian test; this checks the report, on the one case below.
+@settings(phases=[Phase.explicit])
 @given(case=shapes)
 @example(case=(2, 3, 4, 2, True))  # non-square, soft unnormalised labels
 def test_gradient_check_report_within_tolerance(name, case):
@@ -111,8 +113,11 @@ def test_check_grads_second_order(name):
     f_rev, xs = _float_part(name, args, options, rev)
     f_fwd, _ = _float_part(name, args, options, fwd)
     # jit: each transform check_grads applies compiles once instead of dispatching op by op.
+    # fwd's reverse mode (its transposed JVP) is checked against autodiff to 1e-10, first
+    # and second order, by the Jacobian and Hessian tests here; finite differences check
+    # each namespace's own direction.
     check_grads(jax.jit(f_rev), xs, order=2, modes=["rev"])
-    check_grads(jax.jit(f_fwd), xs, order=2, modes=["fwd", "rev"])
+    check_grads(jax.jit(f_fwd), xs, order=2, modes=["fwd"])
 
 
 @pytest.mark.parametrize("name", OPS)

@@ -8,7 +8,7 @@ convolution, reductions, ``cond``, ``scan``, ``while_loop``, ``custom_jvp``/``cu
 Its Jacobian at random points, by JAX (forward mode, or reverse mode where a ``custom_vjp``
 has no forward rule), must have no nonzero outside the detected pattern.
 
-The default suite checks 200 programs at one point each; ``make test-slow`` checks 2,000
+The default suite checks 100 programs at one point each; ``make test-slow`` checks 2,000
 more at three points each.
 """
 
@@ -149,7 +149,7 @@ def check_program(seed: int, points: int):
         assert missed.size == 0, f"seed {seed}, ops {names}: pattern misses {missed.tolist()}"
 
 
-@pytest.mark.parametrize("block", range(8))
+@pytest.mark.parametrize("block", range(4))
 def test_random_programs_never_miss_a_nonzero(block):
     for seed in range(block * 25, block * 25 + 25):
         check_program(seed, points=1)

@@ -68,6 +68,7 @@ def test_residual_sigmoid_trains_at_every_depth(digits, depth):
     assert h.final_test_acc >= 0.95
 
 
+@pytest.mark.slow  # 4 s; the depth-8 SGD run below and test_models' gradient norms cover it
 def test_plain_sigmoid_stays_near_chance_once_deep(digits):
     h = train.train(models.MLP(arch="plain", depth=16, **SIGMOID), digits)
     assert h.final_test_acc <= 0.20
