@@ -57,6 +57,45 @@ def test_torch_contenders_compute_the_reference_gradient(small):
     assert set(errors) == {bench.REFERENCE, "torch eager"} and max(errors.values()) < 1e-5
 
 
+def test_torch_runs_where_jax_runs_and_host_peers_are_not_ranked(small, monkeypatch):
+    torch = pytest.importorskip("torch", reason="PyTorch not installed: torch device not checked")
+
+    # On this CPU-only machine both run on the CPU, and every peer is ranked.
+    assert bench.torch_device() == "cpu"
+    params, x, y = small
+    ours = bench.jax_contenders(params, x, y, names={bench.HEADLINE})
+    peers = bench.torch_contenders(params, x, y, compile_too=False)
+    peers.append(bench.numpy_contender(params, x, y))
+    assert [c.device for c in peers] == ["cpu", "cpu"]
+    assert bench.host_peers(ours + peers, "cpu") == set()
+    # Where JAX runs on a GPU, PyTorch follows it when it has CUDA...
+    monkeypatch.setattr("jax.default_backend", lambda: "gpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert bench.torch_device() == "cuda"
+    # ... and a peer left on the host is shown, but the best peer is one on the same chip.
+    for c in ours:
+        c.device = "gpu"
+    peers[0].device = "cuda"
+    assert bench.host_peers(ours + peers, "gpu") == {"numpy manual"}
+    timings = {
+        c.name: measure.summarize({c.name: [t] * 5}, {c.name: 1})[c.name]
+        for c, t in zip(ours + peers, (2e-3, 3e-3, 1e-3), strict=True)
+    }
+    errors = {c.name: 0.0 for c in ours + peers}
+    roof = {"flops_per_second": 1e12}
+    contenders = ours + peers
+    rows = _records.size_rows("s", (6, 16, 16, 4), 32, contenders, timings, errors, roof)
+    assert {r["best_peer"] for r in rows} == {"numpy manual"}  # a CPU run ranks everyone
+    rows = _records.size_rows(
+        "s", (6, 16, 16, 4), 32, contenders, timings, errors, roof, platform="gpu"
+    )
+    by_name = {r["contender"]: r for r in rows}
+    assert {r["best_peer"] for r in rows} == {"torch eager"}
+    assert by_name["numpy manual"]["host"] and "host" not in by_name["torch eager"]
+    assert by_name[bench.HEADLINE]["ratio_to_best_peer"] == pytest.approx(2 / 3)
+    assert "numpy manual (host)" in _records.table(rows)
+
+
 def test_a_wrong_contender_is_caught_before_timing(small):
     params, x, y = small
     good = bench.numpy_contender(params, x, y)

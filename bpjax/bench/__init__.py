@@ -33,7 +33,7 @@ from bpjax.bench._cli import main, parse_args
 from bpjax.bench._compile import first_call_vs_depth
 from bpjax.bench._figures import draw, figure, ratio_bars, size_caption
 from bpjax.bench._harness import build, gemm_rate, run, time_until_resolved
-from bpjax.bench._peers import flax_contender, numpy_contender, torch_contenders
+from bpjax.bench._peers import flax_contender, numpy_contender, torch_contenders, torch_device
 from bpjax.bench._problem import (
     GRIDS,
     HEADLINE,
@@ -42,6 +42,7 @@ from bpjax.bench._problem import (
     REFERENCE,
     UNDONATED,
     Contender,
+    host_peers,
     layers_label,
     problem,
     size_label,
@@ -68,6 +69,7 @@ __all__ = [
     "flax_contender",
     "gemm_rate",
     "grad_fns",
+    "host_peers",
     "jax_contenders",
     "main",
     "numpy_contender",
@@ -85,5 +87,6 @@ __all__ = [
     "table",
     "time_until_resolved",
     "torch_contenders",
+    "torch_device",
     "verdict_line",
 ]

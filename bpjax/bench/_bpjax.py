@@ -73,7 +73,9 @@ def jax_contenders(params, x, y, *, devices: int | None = None, names=None) -> l
             return state[0]
 
         grads = functools.partial(_numpy_tree, jax.jit(grad_fn), place(jnp.asarray, params))
-        out.append(Contender(name, step, grads, first_call, compile=seconds))
+        out.append(
+            Contender(name, step, grads, first_call, compile=seconds, device=jax.default_backend())
+        )
     return out
 
 

@@ -10,7 +10,7 @@ from bpjax.bench import _records
 from bpjax.bench._agreement import check_agreement
 from bpjax.bench._bpjax import jax_contenders
 from bpjax.bench._peers import flax_contender, numpy_contender, torch_contenders
-from bpjax.bench._problem import HEADLINE, OURS, REFERENCE, problem, size_label
+from bpjax.bench._problem import HEADLINE, OURS, REFERENCE, host_peers, problem, size_label
 from bpjax.bench._stability import ranking, rounds_until_resolved
 
 # Interleaving settings (see bpjax.measure.time_steps): a pause between runtimes so spinning
@@ -71,7 +71,10 @@ def time_until_resolved(contenders, *, rounds: int, budget: float, max_rounds: i
 
     steps = {c.name: c.step for c in contenders}
     groups = {c.name: c.runtime for c in contenders}
-    peers = [c.name for c in contenders if c.name not in OURS]
+    import jax
+
+    host = host_peers(contenders, jax.default_backend())
+    peers = [c.name for c in contenders if c.name not in OURS and c.name not in host]
     calls = measure.calibrate(steps, min_round_seconds=MIN_ROUND_SECONDS)
     for c in contenders:
         c.faults_per_step = measure.page_faults(c.step)
@@ -117,6 +120,8 @@ def run(
       names: time only these contenders (the reference is always built, for the check).
       progress: called with each size's table.
     """
+    import jax
+
     from bpjax import measure
 
     roof = gemm_rate()
@@ -132,7 +137,9 @@ def run(
             contenders = [c for c in contenders if c.name in names]
         samples, calls, verdict = time_until_resolved(contenders, rounds=rounds, budget=budget)
         timings = measure.summarize(samples, calls)
-        size_rows = _records.size_rows(label, sizes, batch, contenders, timings, errors, roof)
+        size_rows = _records.size_rows(
+            label, sizes, batch, contenders, timings, errors, roof, platform=jax.default_backend()
+        )
         rows += size_rows
         rankings[label] = verdict
         progress(_records.table(size_rows, {label: verdict}))
@@ -142,4 +149,10 @@ def run(
     roof = {**max(roof, again, key=lambda g: g["flops_per_second"]), "before": roof, "after": again}
     _records.refit_roofline(rows, roof)
     notes = [] if have_torch() else ["PyTorch not installed: torch contenders skipped"]
+    host = sorted({r["contender"] for r in rows if r.get("host")})
+    if host:
+        notes.append(
+            f"{', '.join(host)} ran on the host CPU while JAX ran on {jax.default_backend()}: "
+            "shown, not ranked as peers"
+        )
     return {"gemm": roof, "rows": rows, "rankings": rankings, "notes": notes}

@@ -5,7 +5,10 @@
   ``nnx.merge`` inside one ``jax.jit``), which removes ``nnx.jit``'s per-call graph traversal.
 * ``torch eager`` (and ``torch.compile`` of the loss, forward and backward): ``addmm`` and
   ``relu`` layers, ``F.cross_entropy``, an in-place SGD update; PyTorch's own thread pool.
-* ``numpy manual``: forward cache and δ recursion in NumPy (float32, OpenBLAS GEMMs).
+  On CUDA (:func:`torch_device`) when JAX runs on a GPU and PyTorch can reach one, each step
+  ending in ``torch.cuda.synchronize()`` as JAX's ends in ``block_until_ready``.
+* ``numpy manual``: forward cache and δ recursion in NumPy (float32, OpenBLAS GEMMs), on the
+  host CPU wherever JAX runs (then shown, but not ranked as a peer).
 """
 
 from __future__ import annotations
@@ -82,19 +85,35 @@ def flax_contender(params, x, y) -> Contender:
         layers = sorted(g["layers"].items(), key=lambda kv: int(kv[0]))
         return [(np.asarray(g_["kernel"][...]), np.asarray(g_["bias"][...])) for _, g_ in layers]
 
-    return Contender("flax nnx", step, grads, first_call)
+    return Contender("flax nnx", step, grads, first_call, device=jax.default_backend())
 
 
-def torch_contenders(params, x, y, *, compile_too: bool) -> list[Contender]:
-    """PyTorch eager (and ``torch.compile`` of the loss when ``compile_too``)."""
+def torch_device() -> str:
+    """``"cuda"`` where JAX runs on a GPU and PyTorch has CUDA, else ``"cpu"``: PyTorch runs
+    where JAX runs when it can, so the two are compared on the same chip."""
+    import jax
+    import torch
+
+    return "cuda" if jax.default_backend() == "gpu" and torch.cuda.is_available() else "cpu"
+
+
+def torch_contenders(params, x, y, *, compile_too: bool, device: str | None = None):
+    """PyTorch eager (and ``torch.compile`` of the loss when ``compile_too``), on ``device``
+    (default :func:`torch_device`). Returns a list of :class:`Contender`."""
     import torch
     import torch.nn.functional as F
 
-    xt, yt = torch.from_numpy(x), torch.from_numpy(y).long()
+    device = torch_device() if device is None else device
+    xt, yt = torch.from_numpy(x).to(device), torch.from_numpy(y).long().to(device)
+    # A CUDA step returns before the GPU has run it: wait, as JAX's timed steps do.
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
 
     def fresh():
         return [
-            (torch.tensor(w, requires_grad=True), torch.tensor(b, requires_grad=True))
+            (
+                torch.tensor(w, device=device, requires_grad=True),
+                torch.tensor(b, device=device, requires_grad=True),
+            )
             for w, b in params
         ]
 
@@ -113,6 +132,7 @@ def torch_contenders(params, x, y, *, compile_too: bool) -> list[Contender]:
                 for t in pair:
                     t.sub_(LR * t.grad)
                     t.grad = None
+        sync()
 
     def make(loss_fn, name):
         start = time.perf_counter()
@@ -122,10 +142,18 @@ def torch_contenders(params, x, y, *, compile_too: bool) -> list[Contender]:
 
         def grads(x, y):
             qs = fresh()
-            loss_fn(qs, torch.from_numpy(x), torch.from_numpy(y).long()).backward()
-            return [(w.grad.numpy(), b.grad.numpy()) for w, b in qs]
+            xs, ys = torch.from_numpy(x).to(device), torch.from_numpy(y).long().to(device)
+            loss_fn(qs, xs, ys).backward()
+            return [(w.grad.cpu().numpy(), b.grad.cpu().numpy()) for w, b in qs]
 
-        return Contender(name, lambda: sgd_step(loss_fn, ps), grads, first_call, runtime="torch")
+        return Contender(
+            name,
+            lambda: sgd_step(loss_fn, ps),
+            grads,
+            first_call,
+            runtime="torch",
+            device=device,
+        )
 
     out = [make(loss_of, "torch eager")]
     if compile_too:

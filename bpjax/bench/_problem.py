@@ -90,6 +90,10 @@ class Contender:
       runtime: whose thread pool runs it (``"jax"``, ``"torch"``, ``"numpy"``); see
         :func:`bpjax.measure.time_steps` for why timing keeps runtimes apart.
       compile: of ``first_call``, the seconds spent compiling (JAX contenders; else 0).
+      device: where its arrays live and its arithmetic runs: JAX's platform (``"cpu"``,
+        ``"gpu"``, ``"tpu"``) for JAX contenders, ``"cpu"`` or ``"cuda"`` for PyTorch,
+        ``"cpu"`` for NumPy. A peer on the host CPU while JAX runs on an accelerator is
+        shown but is not a "best peer" (:func:`host_peers`): it answers another question.
       faults_per_step: minor page faults per steady-state step (memory mapped afresh on every
         step; filled in by the harness).
     """
@@ -101,3 +105,13 @@ class Contender:
     runtime: str = "jax"
     compile: float = 0.0
     faults_per_step: float | None = None
+    device: str = "cpu"
+
+
+def host_peers(contenders, platform: str) -> set[str]:
+    """Names of the peers in ``contenders`` that run on the host CPU while JAX runs on
+    ``platform`` (an accelerator): empty on a CPU-only run. Ranking bpjax on a GPU against
+    PyTorch or NumPy on the CPU would say nothing about either library."""
+    if platform == "cpu":
+        return set()
+    return {c.name for c in contenders if c.name not in OURS and c.device == "cpu"}

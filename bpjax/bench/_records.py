@@ -9,6 +9,7 @@ from bpjax.bench._problem import (
     OURS,
     REFERENCE,
     UNDONATED,
+    host_peers,
     layers_label,
     step_flops,
 )
@@ -26,10 +27,17 @@ def break_even(first_ours: float, step_ours: float, first_peer: float, step_peer
     return max(1, math.ceil(1 + (first_ours - first_peer) / (step_peer - step_ours)))
 
 
-def size_rows(label, sizes, batch, contenders, timings, errors, roof) -> list[dict]:
+def size_rows(
+    label, sizes, batch, contenders, timings, errors, roof, *, platform: str = "cpu"
+) -> list[dict]:
     """One row per contender at one size, with ratios to the reference and to the best peer,
-    and for each peer the steps after which ``rev`` has caught up (:func:`break_even`)."""
+    and for each peer the steps after which ``rev`` has caught up (:func:`break_even`).
+
+    ``platform``: where JAX ran; on an accelerator, peers left on the host CPU
+    (:func:`~bpjax.bench._problem.host_peers`) get ``"host": True`` and are not the best
+    peer."""
     flops = step_flops(sizes, batch)
+    host = host_peers(contenders, platform)
     rows = []
     for c in contenders:
         t = timings[c.name]
@@ -47,11 +55,14 @@ def size_rows(label, sizes, batch, contenders, timings, errors, roof) -> list[di
                 "achieved_flops_per_second": flops / t.median,
                 "fraction_of_gemm": flops / t.median / roof["flops_per_second"],
                 "max_rel_grad_error": errors[c.name],
+                "device": c.device,
+                **({"host": True} if c.name in host else {}),
             }
         )
     by_name = {r["contender"]: r for r in rows}
     peers = [r for r in rows if r["contender"] not in OURS]
-    best = min(peers, key=lambda r: r["median"]) if peers else None
+    ranked = [r for r in peers if not r.get("host")]
+    best = min(ranked, key=lambda r: r["median"]) if ranked else None
     ours = by_name.get(HEADLINE)
     for r in rows:
         if REFERENCE in by_name:
@@ -107,8 +118,9 @@ def table(rows, rankings=None, threads=()) -> str:
         else:
             after = _fmt(r.get("rev_ahead_after_steps"), "d", "never") + " steps"
         at = r.get("median_at_threads", {})
+        name = r["contender"] + (" (host)" if r.get("host") else "")
         lines.append(
-            f"{r['size']:>20} {r['contender']:<17} {r['median'] * 1e3:10.3f} "
+            f"{r['size']:>20} {name:<17} {r['median'] * 1e3:10.3f} "
             f"{r['p10'] * 1e3:8.3f}-{r['p90'] * 1e3:<8.3f} {r['first_call']:10.2f} "
             f"{_fmt(r.get('ratio_to_ref'), '6.2f'):>6} "
             f"{_fmt(r.get('ratio_to_best_peer'), '11.2f'):>11} "
@@ -120,6 +132,8 @@ def table(rows, rankings=None, threads=()) -> str:
             )
         )
     lines += [verdict_line(label, v) for label, v in (rankings or {}).items()]
+    if any(r.get("host") for r in rows):
+        lines.append("(host): ran on the host CPU while JAX ran on the accelerator; not ranked")
     return "\n".join(lines)
 
 
