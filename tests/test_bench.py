@@ -77,13 +77,13 @@ def test_torch_runs_where_jax_runs_and_host_peers_are_not_ranked(small, monkeypa
         c.device = "gpu"
     peers[0].device = "cuda"
     assert bench.host_peers(ours + peers, "gpu") == {"numpy manual"}
-    timings = {
-        c.name: measure.summarize({c.name: [t] * 5}, {c.name: 1})[c.name]
-        for c, t in zip(ours + peers, (2e-3, 3e-3, 1e-3), strict=True)
-    }
-    errors = {c.name: 0.0 for c in ours + peers}
-    roof = {"flops_per_second": 1e12}
     contenders = ours + peers
+    medians = dict(zip([c.name for c in contenders], (2e-3, 3e-3, 1e-3), strict=True))
+    timings = measure.summarize(
+        {name: [t] * 5 for name, t in medians.items()}, dict.fromkeys(medians, 1)
+    )
+    errors = dict.fromkeys(medians, 0.0)
+    roof = {"flops_per_second": 1e12}
     rows = _records.size_rows("s", (6, 16, 16, 4), 32, contenders, timings, errors, roof)
     assert {r["best_peer"] for r in rows} == {"numpy manual"}  # a CPU run ranks everyone
     rows = _records.size_rows(
