@@ -218,6 +218,26 @@ def test_unresolved_rankings_get_more_rounds_until_resolved(monkeypatch):
     assert calls == [6] and verdict["rounds"] == 6  # budget spent: no rounds added
 
 
+def test_on_an_accelerator_the_verdict_is_against_peers_on_the_same_chip(monkeypatch):
+    # NumPy on the host CPU runs fastest here, PyTorch on the GPU slowest: the verdict on a
+    # GPU run must be rev against PyTorch, not against the host.
+    speed = {"rev": 0.95, "torch eager": 1.0, "numpy manual": 0.5}
+    monkeypatch.setattr(
+        measure,
+        "run_rounds",
+        lambda steps, calls_per_round, *, rounds, **_: {n: [speed[n]] * rounds for n in steps},
+    )
+    monkeypatch.setattr(measure, "calibrate", lambda steps, **_: dict.fromkeys(steps, 1))
+    monkeypatch.setattr("jax.default_backend", lambda: "gpu")
+    contenders = [
+        bench.Contender("rev", lambda: None, None, device="gpu"),
+        bench.Contender("torch eager", lambda: None, None, device="cuda"),
+        bench.Contender("numpy manual", lambda: None, None),
+    ]
+    _, _, verdict = bench.time_until_resolved(contenders, rounds=6, budget=60)
+    assert verdict["best_peer"] == "torch eager" and verdict["verdict"] == "ahead"
+
+
 def test_a_one_size_run_reports_ratios_first_calls_and_roofline_fractions(monkeypatch):
     # The roofline's own size does not matter here, only that every row is measured against
     # it: a 256² GEMM instead of the 2048² one saves seconds.
