@@ -89,7 +89,7 @@ def _rel(a, b) -> float:
 def _split(args):
     """Flatten the floating leaves of ``args`` to one float64 vector; keep the rest fixed."""
     leaves, treedef = jax.tree.flatten(args)
-    leaves = [jnp.asarray(x) for x in leaves]
+    leaves = [_validate.to_device(x) for x in leaves]
     is_float = [jnp.issubdtype(x.dtype, jnp.floating) for x in leaves]
     if not any(is_float):
         raise TypeError("check: no floating-point argument to differentiate")
@@ -206,8 +206,8 @@ def _compare(f_flat, ref_flat, theta, directions, eps, seed):
         y_ref, ref_vjp = jax.vjp(ref_flat, theta)
         record("primal vs reference", _rel(y, y_ref))
     for _ in range(directions):
-        v = jnp.asarray(rng.standard_normal(theta.shape))
-        u = jnp.asarray(rng.standard_normal(y.shape))
+        v = _validate.to_device(rng.standard_normal(theta.shape))
+        u = _validate.to_device(rng.standard_normal(y.shape))
         fd = (f_flat(theta + eps * v) - f_flat(theta - eps * v)) / (2 * eps)
         (uJ,) = f_vjp(u)
         a, b = float(jnp.vdot(uJ, v)), float(jnp.vdot(u, fd))

@@ -63,8 +63,8 @@ def _split(x, y, *, test_fraction, seed, classes, name):
             f"and {len(x) - n_test} for training; both need at least one"
         )
     test, train = order[:n_test], order[n_test:]
-    as_x = lambda a: jnp.asarray(a, jnp.float32)  # noqa: E731
-    as_y = lambda a: jnp.asarray(a, jnp.int32)  # noqa: E731
+    as_x = lambda a: _validate.to_device(a, np.float32)  # noqa: E731
+    as_y = lambda a: _validate.to_device(a, np.int32)  # noqa: E731
     return Dataset(as_x(x[train]), as_y(y[train]), as_x(x[test]), as_y(y[test]), classes, name)
 
 

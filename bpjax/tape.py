@@ -26,6 +26,7 @@ import itertools
 import jax.numpy as jnp
 
 from bpjax._namespace import prepare
+from bpjax._validate import to_device
 from bpjax.rules import TABLE, Rule
 from bpjax.rules._broadcast import sum_to
 
@@ -76,7 +77,7 @@ class Var:
     def __init__(
         self, value, *, requires_grad=False, name="", _parents=(), _backward=None, op="leaf"
     ):
-        self.value = jnp.asarray(value)
+        self.value = to_device(value)
         self.requires_grad = requires_grad
         self.grad = None
         self.name = name
@@ -120,7 +121,7 @@ class Var:
                     "or pass seed= with its shape"
                 )
             seed = jnp.ones_like(self.value)
-        seed = jnp.asarray(seed)
+        seed = to_device(seed)
         if seed.shape != self.value.shape:
             raise ValueError(
                 f"backward(): seed.shape={tuple(seed.shape)} differs from the variable's shape "

@@ -42,8 +42,9 @@ def jax_contenders(params, x, y, *, devices: int | None = None, names=None) -> l
     import jax.numpy as jnp
 
     from bpjax import measure, parallel, steps
+    from bpjax._validate import to_device
 
-    xj, yj = jnp.asarray(x), jnp.asarray(y)
+    xj, yj = to_device(x), to_device(y)
     place = jax.tree.map
     if devices is not None:
         mesh = parallel.mesh(devices)

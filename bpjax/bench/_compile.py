@@ -47,15 +47,15 @@ def first_call_vs_depth(
 def _scanned_rev(depth: int, width: int, x, y):
     """``rev`` through :class:`bpjax.models.MLP` (blocks under ``lax.scan``), donated."""
     import jax
-    import jax.numpy as jnp
 
     from bpjax import measure, models, rev, steps
+    from bpjax._validate import to_device
     from bpjax.bench._problem import LR, Contender
 
     model = models.MLP(depth=depth, width=width, activation="relu")
     params = jax.block_until_ready(model.init(jax.random.key(0), width, 10))
     start = time.perf_counter()
-    xj, yj = jnp.asarray(x), jnp.asarray(y)
+    xj, yj = to_device(x), to_device(y)
     grad_fn = jax.grad(lambda p, x, y: model.loss(p, x, y, ops=rev))
     compiled, seconds = measure.compile_fn(
         steps.sgd_step(grad_fn, learning_rate=LR), params, xj, yj, donate_argnums=(0,)

@@ -20,8 +20,9 @@ from bpjax.bench._problem import LR, Contender
 
 def _flax_net(params):
     """An NNX MLP of ``nnx.Linear`` layers holding ``params`` (ReLU between layers)."""
-    import jax.numpy as jnp
     from flax import nnx
+
+    from bpjax._validate import to_device
 
     class Net(nnx.Module):
         def __init__(self, sizes, rngs):
@@ -36,8 +37,8 @@ def _flax_net(params):
 
     net = Net([params[0][0].shape[0]] + [w.shape[1] for w, _ in params], nnx.Rngs(0))
     for layer, (w, b) in zip(net.layers, params, strict=True):
-        layer.kernel[...] = jnp.asarray(w)
-        layer.bias[...] = jnp.asarray(b)
+        layer.kernel[...] = to_device(w)
+        layer.bias[...] = to_device(b)
     return net
 
 
@@ -50,16 +51,17 @@ def _flax_loss(net, x, y):
 def flax_contender(params, x, y) -> Contender:
     """Flax NNX: the same MLP from ``nnx.Linear`` layers, SGD through ``nnx.Optimizer``."""
     import jax
-    import jax.numpy as jnp
     import numpy as np
     import optax
     from flax import nnx
+
+    from bpjax._validate import to_device
 
     def fresh_state():
         net = _flax_net(params)
         return nnx.split((net, nnx.Optimizer(net, optax.sgd(LR), wrt=nnx.Param)))
 
-    xj, yj = jnp.asarray(x), jnp.asarray(y)
+    xj, yj = to_device(x), to_device(y)
     # Building the modules (eager initialisers) is model construction, as handing NumPy
     # parameters to the others is: the first call is timed from a built model.
     graphdef, state = fresh_state()
@@ -81,7 +83,7 @@ def flax_contender(params, x, y) -> Contender:
         return loss
 
     def grads(x, y):
-        g = nnx.grad(_flax_loss)(_flax_net(params), jnp.asarray(x), jnp.asarray(y))
+        g = nnx.grad(_flax_loss)(_flax_net(params), to_device(x), to_device(y))
         layers = sorted(g["layers"].items(), key=lambda kv: int(kv[0]))
         return [(np.asarray(g_["kernel"][...]), np.asarray(g_["bias"][...])) for _, g_ in layers]
 

@@ -10,6 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
+from bpjax._validate import to_device
+
 CUSTOM_VJP_HINT = (
     "f has a custom_vjp (e.g. a bpjax.rev op), which has no forward mode; use "
     "mode='rev' or mode='auto', or build f from bpjax.fwd or bpjax.ref ops"
@@ -28,7 +30,7 @@ def check_inputs(x, what: str = "x") -> None:
                 f"{name} is a {type(leaf).__name__}, not an array; every leaf of {what} must be "
                 "a floating jax/numpy array"
             )
-        dtype = jnp.asarray(leaf).dtype
+        dtype = jnp.result_type(leaf)  # no jnp.asarray: it compiles per new shape
         if jnp.issubdtype(dtype, jnp.complexfloating):
             raise TypeError(
                 f"{name} has dtype {dtype}: complex inputs are not supported (these Jacobians "
@@ -83,10 +85,16 @@ def check_tangent(v, x, what: str = "v") -> None:
             )
 
 
+def ravel(x):
+    """``ravel_pytree(x)``, NumPy leaves moved to the device first: ``jnp.ravel`` of a NumPy
+    array compiles a program for every new shape, ``jax.device_put`` none."""
+    return ravel_pytree(jax.tree.map(to_device, x))
+
+
 def _flat_function(f, x):
     """``(f_flat, x_flat, seen)``: ``f`` between flat vectors; its first trace appends the
     shapes of ``f``'s output pytree to ``seen``."""
-    x_flat, unravel = ravel_pytree(x)
+    x_flat, unravel = ravel(x)
     seen = []
 
     def f_flat(v):
@@ -178,7 +186,7 @@ def planned_for(fn, x, out, sparse_output, what: str, again: str):
                 f"this {what} was planned for inputs {shapes}; got {got}. Call {again} "
                 "again for inputs of another shape or dtype"
             )
-        result = fn(ravel_pytree(x_tree)[0])
+        result = fn(ravel(x_tree)[0])
         return result if sparse_output else unflatten_jacobian(result, x, out)
 
     return run

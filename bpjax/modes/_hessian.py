@@ -20,9 +20,9 @@ import warnings
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.flatten_util import ravel_pytree
 
 from bpjax import measure
+from bpjax._validate import to_device
 from bpjax.modes import _checks, _probes, _sparsity, _symmetric
 from bpjax.modes import _hessian_program as _program
 from bpjax.modes._hvp import HVP_ORDERS
@@ -54,7 +54,7 @@ def check_scalar(f, x, op: str):
 
 
 def _flat(f, x):
-    x_flat, unravel = ravel_pytree(x)
+    x_flat, unravel = _checks.ravel(x)
     return (lambda v: f(unravel(v))), x_flat
 
 
@@ -101,7 +101,8 @@ def hessian_sparsity(f, x, *, max_nonzeros: int = _sparsity.DEFAULT_MAX_NONZEROS
             _sparsity.SparsityWarning,
             stacklevel=2,
         )
-    return _program.bcoo(sym, jnp.ones(sym.nnz, jnp.uint8))
+    # Built on the host: jnp.ones would compile a fill for every new count of nonzeros.
+    return _program.bcoo(sym, to_device(np.ones(sym.nnz, np.uint8)))
 
 
 class HessianFn:

@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.experimental import sparse as jsparse
 
+from bpjax._validate import to_device
 from bpjax.modes import _symmetric
 
 
@@ -23,7 +24,7 @@ def coords(sym):
 
 def bcoo(sym, values):
     return jsparse.BCOO(
-        (values, jnp.asarray(coords(sym))),
+        (values, to_device(coords(sym))),
         shape=sym.shape,
         indices_sorted=True,
         unique_indices=True,
@@ -92,7 +93,7 @@ def program(f_flat, coloring, order: str, *, sparse_output: bool):
         return dense
     n = coloring.colors.size
     seeds = (np.arange(coloring.count)[:, None] == coloring.colors[None, :]).astype(np.float64)
-    sym, source = coloring.pattern, jnp.asarray(coloring.source)
+    sym, source = coloring.pattern, to_device(coloring.source)
     rows, cols = coords(sym).T
 
     def colored(x):

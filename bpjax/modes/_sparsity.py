@@ -38,11 +38,11 @@ import functools
 import warnings
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import scipy.sparse as sp
 from jax.experimental import sparse as jsparse
 
+from bpjax._validate import to_device
 from bpjax.modes import _checks, _coloring, _deps
 from bpjax.modes._propagate import Interpreter
 
@@ -167,8 +167,9 @@ def sparsity(f, x, *, max_nonzeros: int = DEFAULT_MAX_NONZEROS):
     if pattern.csr is None:
         raise ValueError("sparsity: " + too_dense_message(pattern))
     indices = np.stack(_coloring.coordinates(pattern.csr), axis=1).astype(np.int32)
+    # Built on the host: jnp.ones and jnp.asarray compile for every new count of nonzeros.
     return jsparse.BCOO(
-        (jnp.ones(indices.shape[0], jnp.uint8), jnp.asarray(indices)),
+        (to_device(np.ones(indices.shape[0], np.uint8)), to_device(indices)),
         shape=pattern.shape,
         indices_sorted=True,
         unique_indices=True,

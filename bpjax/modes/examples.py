@@ -29,6 +29,8 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.sparse as sp
 
+from bpjax._validate import to_device
+
 FAMILIES = (
     "mlp_tall",
     "mlp_wide",
@@ -44,8 +46,8 @@ BLOCK = 16
 
 
 def _mlp(n, m, rng, dtype):
-    W1 = jnp.asarray(rng.normal(size=(HIDDEN, n)) / np.sqrt(n), dtype)
-    W2 = jnp.asarray(rng.normal(size=(m, HIDDEN)) / np.sqrt(HIDDEN), dtype)
+    W1 = to_device(rng.normal(size=(HIDDEN, n)) / np.sqrt(n), dtype)
+    W2 = to_device(rng.normal(size=(m, HIDDEN)) / np.sqrt(HIDDEN), dtype)
     return lambda x: W2 @ jnp.tanh(W1 @ x), sp.csr_array(np.ones((m, n), bool))
 
 
@@ -53,7 +55,7 @@ def gather_chain(index):
     """``f: (n,) -> (len(index),)``: six transcendental steps on ``x``, the gather
     ``x[index]``, six more steps; no matrix product. Its Jacobian has one nonzero per row,
     ``(i, index[i])``; reverse mode turns the gather into a scatter-add."""
-    index = jnp.asarray(index)
+    index = to_device(index)
 
     def f(x):
         for _ in range(6):
@@ -78,7 +80,7 @@ def _tridiagonal(x):
 
 def _block_diagonal(n, rng, dtype):
     b = min(BLOCK, n)
-    W = jnp.asarray(rng.normal(size=(n // b, b, b)) / np.sqrt(b), dtype)
+    W = to_device(rng.normal(size=(n // b, b, b)) / np.sqrt(b), dtype)
 
     def f(x):
         return jnp.tanh(jnp.einsum("kb,kbc->kc", x.reshape(n // b, b), W)).ravel()
@@ -150,7 +152,7 @@ def family(name: str, N: int, *, dtype=jnp.float32, seed: int = 0):
         f, pattern = _stencil(s)
     else:
         raise ValueError(f"family: unknown name {name!r}; choose one of {FAMILIES}")
-    x = jnp.asarray(rng.uniform(-1.0, 1.0, size=n), dtype)
+    x = to_device(rng.uniform(-1.0, 1.0, size=n), dtype)
     pattern.sort_indices()
     return f, x, pattern
 
@@ -183,7 +185,7 @@ STRUCTURES = {
 
 def _shifted_map(shape, offsets, rng, dtype):
     reach = max(max(abs(d) for d in o) for o in offsets)
-    w = jnp.asarray(rng.uniform(0.5, 1.5, size=len(offsets)), dtype)
+    w = to_device(rng.uniform(0.5, 1.5, size=len(offsets)), dtype)
     g = (jnp.sin, jnp.cos, jnp.tanh)
 
     def f(x):
@@ -210,7 +212,7 @@ def _shifted_map(shape, offsets, rng, dtype):
 def _graph_map(n, neighbours, rng, dtype):
     """``y_i = x_i³ + Σ_k w_k g_k(x[neighbours[i, k]])``: a gather per neighbour slot."""
     d = neighbours.shape[1]
-    w = jnp.asarray(rng.uniform(0.5, 1.5, size=d), dtype)
+    w = to_device(rng.uniform(0.5, 1.5, size=d), dtype)
     g = (jnp.sin, jnp.cos, jnp.tanh)
 
     def f(x):
@@ -237,7 +239,7 @@ def _neighbours(n, kind, rng, d=4):
 def _block_band(n, rng, dtype):
     b = BLOCK
     k = n // b
-    W = jnp.asarray(rng.normal(size=(3, k, b, b)) / np.sqrt(3 * b), dtype)
+    W = to_device(rng.normal(size=(3, k, b, b)) / np.sqrt(3 * b), dtype)
 
     def f(x):
         u = jnp.pad(x.reshape(k, b), ((1, 1), (0, 0)))
@@ -273,6 +275,6 @@ def structure(name: str, *, dtype=jnp.float64, seed: int = 0):
     else:
         f, pattern = _shifted_map(shape, offsets, rng, dtype)
     n = int(np.prod(shape))
-    x = jnp.asarray(rng.uniform(-1.0, 1.0, size=n), dtype)
+    x = to_device(rng.uniform(-1.0, 1.0, size=n), dtype)
     pattern.sort_indices()
     return f, x, pattern

@@ -25,6 +25,8 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.sparse as sp
 
+from bpjax._validate import to_device
+
 FAMILIES = ("banded", "stencil", "arrowhead", "block_diagonal", "mlp")
 BLOCK = 16
 MLP_IN = 8
@@ -47,7 +49,7 @@ def stencil(s: int):
     """The nonlinear Poisson energy on an ``s x s`` grid of ``x: (s*s,)``; strictly convex
     (``H ⪰ I``), its minimizer solves ``−div(φ'(∇u)) + u³ + u = load``."""
     i = np.arange(s)
-    load = jnp.asarray(1.0 + 4.0 * np.outer(np.sin(np.pi * i / s), np.cos(np.pi * i / s)))
+    load = to_device(1.0 + 4.0 * np.outer(np.sin(np.pi * i / s), np.cos(np.pi * i / s)))
 
     def f(x):
         u = x.reshape(s, s)
@@ -69,8 +71,8 @@ def block_diagonal(x):
 def mlp(hidden: int, seed: int = 0):
     """``(loss, w)``: a softplus MLP's loss in its weights ``w`` (a pytree of ``9·hidden``)."""
     rng = np.random.default_rng(seed)
-    X = jnp.asarray(rng.normal(size=(MLP_SAMPLES, MLP_IN)))
-    y = jnp.asarray(rng.normal(size=MLP_SAMPLES))
+    X = to_device(rng.normal(size=(MLP_SAMPLES, MLP_IN)))
+    y = to_device(rng.normal(size=MLP_SAMPLES))
 
     def loss(w):
         z = jax.nn.softplus(X.astype(w["W1"].dtype) @ w["W1"].T)
@@ -132,11 +134,11 @@ def family(name: str, N: int, *, dtype=jnp.float64, seed: int = 0, k: int = 2):
         pattern = sp.block_diag([np.ones((BLOCK, BLOCK))] * (n // BLOCK))
     elif name == "mlp":
         f, w = mlp(n // (MLP_IN + 1), seed)
-        x = jax.tree.map(lambda a: jnp.asarray(a, dtype), w)
+        x = jax.tree.map(lambda a: to_device(a, dtype), w)
         return f, x, sp.csr_array(np.ones((n, n), bool))
     else:
         raise ValueError(f"family: unknown name {name!r}; choose one of {FAMILIES}")
-    x = jnp.asarray(rng.uniform(-1.0, 1.0, size=n), dtype)
+    x = to_device(rng.uniform(-1.0, 1.0, size=n), dtype)
     pattern = sp.csr_array(pattern != 0)
     pattern.sort_indices()
     return f, x, pattern
@@ -186,5 +188,5 @@ def newton(
         A = sp.csc_array((np.asarray(H.data), (rows, cols)), shape=H.shape)
         step = spsolve(A, np.asarray(g))
         record["solve_seconds"] = time.perf_counter() - start
-        x = x - jnp.asarray(step, x.dtype)
+        x = x - to_device(step, x.dtype)
     return x, history
