@@ -60,6 +60,17 @@ settings.register_profile("bpjax-slow", max_examples=60, deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "bpjax"))
 
 
+def dense_pattern(P) -> np.ndarray:
+    """The dense boolean matrix of a pattern from ``modes.sparsity``/``hessian_sparsity``,
+    built on the host from its indices (``BCOO.todense`` compiles a scatter for every new
+    number of nonzeros); every stored entry must be a 1."""
+    data, indices = np.asarray(P.data), np.asarray(P.indices)
+    assert data.shape == (indices.shape[0],) and np.all(data == 1), "a pattern stores ones"
+    dense = np.zeros(P.shape, bool)
+    dense[tuple(indices.T)] = True
+    return dense
+
+
 def sample_op_args(name: str, seed: int, batch: int, d_in: int, d_out: int, *, soft: bool):
     """Random float64 arguments for the table op ``name``.
 

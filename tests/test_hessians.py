@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from conftest import dense_pattern
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -54,7 +55,7 @@ def _max_error(a, b):
 @pytest.mark.parametrize("name", hx.FAMILIES)
 def test_hessian_sparsity_is_the_true_pattern_of_each_family(name):
     f, x, pattern, H = _family(name)
-    got = np.asarray(modes.hessian_sparsity(f, x).todense()).astype(bool)
+    got = dense_pattern(modes.hessian_sparsity(f, x))
     np.testing.assert_array_equal(got, pattern.toarray())
     np.testing.assert_array_equal(_matrix(H, x) != 0, pattern.toarray())  # all attained
 
@@ -252,7 +253,7 @@ def test_hessian_sparsity_never_misses_a_nonzero(ops, seed):
     hessian = jax.jit(jax.hessian(f))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", modes.SparsityWarning)
-        P = np.asarray(modes.hessian_sparsity(f, x0).todense()).astype(bool)
+        P = dense_pattern(modes.hessian_sparsity(f, x0))
     np.testing.assert_array_equal(P, P.T)
     rng = np.random.default_rng(seed)
     for _ in range(2):
@@ -318,7 +319,7 @@ def test_a_conservative_pattern_names_its_fallback_and_misses_nothing():
 
     x = jnp.linspace(0.1, 0.8, 8)
     with pytest.warns(modes.SparsityWarning, match="hessian_sparsity: .*custom_linear_solve"):
-        P = np.asarray(modes.hessian_sparsity(f, x).todense()).astype(bool)
+        P = dense_pattern(modes.hessian_sparsity(f, x))
     want = jax.jit(jax.hessian(f))(x)
     assert not np.any((np.asarray(want) != 0) & ~P)
     assert _max_error(modes.hessian(f, x, mode="sparse"), want) <= 1e-10

@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import dense_pattern
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -18,7 +19,7 @@ from bpjax.modes import examples
 def _pattern(f, x):
     with warnings.catch_warnings():
         warnings.simplefilter("error", modes.SparsityWarning)
-        return np.asarray(modes.sparsity(f, x).todense()).astype(bool)
+        return dense_pattern(modes.sparsity(f, x))
 
 
 def _nonzeros(f, x):
@@ -80,7 +81,7 @@ def test_unknown_primitives_fall_back_conservatively_and_say_which():
 
     x = jnp.linspace(0.1, 1.0, 5)
     with pytest.warns(modes.SparsityWarning, match=r"fft: no sparsity rule.*conservative"):
-        got = np.asarray(modes.sparsity(f, x).todense()).astype(bool)
+        got = dense_pattern(modes.sparsity(f, x))
     assert got.all()  # every output of the FFT depends on every input: dense, not exact
     assert not (_nonzeros(f, x) & ~got).any()
     with pytest.warns(modes.SparsityWarning, match=r"fft"):
@@ -92,7 +93,7 @@ def test_data_dependent_indices_fall_back_and_say_so():
         return x[jnp.argsort(x)] * x  # a gather at positions computed from x
 
     with pytest.warns(modes.SparsityWarning, match=r"indices are not known at trace time"):
-        got = np.asarray(modes.sparsity(f, jnp.arange(4.0)).todense()).astype(bool)
+        got = dense_pattern(modes.sparsity(f, jnp.arange(4.0)))
     assert got.all()
 
 

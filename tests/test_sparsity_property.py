@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import dense_pattern
 
 from bpjax import modes
 
@@ -140,7 +141,7 @@ def check_program(seed: int, points: int):
     x = jnp.linspace(-1.0, 1.0, N) + 0.05 * seed % 1.0
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", modes.SparsityWarning)
-        P = np.asarray(modes.sparsity(f, x).todense()).astype(bool)
+        P = dense_pattern(modes.sparsity(f, x))
     jac = jax.jacrev if "custom_vjp" in names else jax.jacfwd
     for k in range(points):
         point = jax.random.normal(jax.random.key(seed * 7 + k), (N,))

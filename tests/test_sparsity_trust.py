@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import jax.scipy.special as jsp
 import numpy as np
 import pytest
+from conftest import dense_pattern
 
 from bpjax import modes
 
@@ -19,7 +20,7 @@ from bpjax import modes
 def _pattern(f, x):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", modes.SparsityWarning)
-        return np.asarray(modes.sparsity(f, x).todense()).astype(bool)
+        return dense_pattern(modes.sparsity(f, x))
 
 
 def _flat_jacobian(jac, f, x):
@@ -249,7 +250,7 @@ def test_static_structures_have_exact_patterns(f, n, slack):
     x = jnp.linspace(0.3, 1.7, n)
     with warnings.catch_warnings():
         warnings.simplefilter("error", modes.SparsityWarning)  # no conservative fallback
-        P = np.asarray(modes.sparsity(f, x).todense()).astype(bool)
+        P = dense_pattern(modes.sparsity(f, x))
     true = np.zeros_like(P)
     jac = jax.jit(jax.jacfwd(f))
     for seed in range(3):
@@ -279,7 +280,7 @@ def test_constant_zeros_and_piecewise_constants_depend_on_nothing(f):
     x = jnp.array([0.7, 1.3, 2.1, 0.4])
     with warnings.catch_warnings():
         warnings.simplefilter("error", modes.SparsityWarning)
-        P = np.asarray(modes.sparsity(f, x).todense()).astype(bool)
+        P = dense_pattern(modes.sparsity(f, x))
     true = np.zeros_like(P)
     for seed in range(3):
         # away from (0, 1), where floor(x) * x has a zero derivative by value, not structure
@@ -301,7 +302,7 @@ def test_a_rule_that_calls_its_own_function_reads_it_as_the_linear_map():
     x = jnp.array([0.5, 1.5, 2.5])
     with warnings.catch_warnings():
         warnings.simplefilter("error", modes.SparsityWarning)
-        P = np.asarray(modes.sparsity(_permute, x).todense()).astype(bool)
+        P = dense_pattern(modes.sparsity(_permute, x))
     np.testing.assert_array_equal(P, np.eye(3, dtype=bool)[[2, 0, 1]])
     np.testing.assert_allclose(modes.jacobian(_permute, x, mode="sparse"), jax.jacfwd(_permute)(x))
 
@@ -366,7 +367,7 @@ def _gather_with_fill(x):
 )
 def test_traced_starts_read_only_what_their_bounds_allow(f, want):
     x = jnp.arange(8.0)
-    pattern = np.asarray(modes.sparsity(f, x).todense()).astype(bool)
+    pattern = dense_pattern(modes.sparsity(f, x))
     truth = np.zeros_like(pattern)
     jac = jax.jit(jax.jacfwd(f))  # compiled once for the 300 points, not run op by op
     for k in range(300):
