@@ -153,9 +153,13 @@ def jacobian(
 ):
     """The Jacobian of ``f`` at ``x`` by forward, reverse, sparse or automatic mode.
 
-    The same as ``jacobian_fn(f, x, mode=..., ...)(x)`` without the compilation; see
-    :func:`jacobian_fn` for the arguments. Works under ``jax.jit`` too (then only the shapes
-    of ``x`` are used to plan).
+    The same as ``jacobian_fn(f, x, mode=..., ...)(x)``, run op by op instead of compiled as
+    one program; see :func:`jacobian_fn` for the arguments. As with ``jax.jacfwd``, each
+    primitive compiles once per new shape and is cached: on shapes seen before a call
+    compiles nothing, on new shapes it compiles many small programs (on a 2-core Xeon,
+    sparse, n = 64-4096: 0.4-0.9 s the first time, 10-45 ms after, where ``jacobian_fn``
+    took 0.07-0.75 s each time). Works under ``jax.jit`` too (then only the shapes of ``x``
+    are used to plan).
 
     Returns:
       ``jax.jacrev``'s layout: the output's pytree structure, each leaf holding the input's
