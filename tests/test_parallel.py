@@ -35,6 +35,7 @@ def test_an_sgd_step_keeps_params_replicated_and_matches_one_device(report):
     assert report["sgd step"] <= 1e-6
     assert report["params replicated"]
     assert report["x sharded"] == "P('batch',)"
+    assert report["numpy aliased"] == 0  # a later write to a NumPy batch never shows
 
 
 def test_bad_batches_and_meshes_get_clear_errors(report):

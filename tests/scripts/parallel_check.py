@@ -53,6 +53,13 @@ new = step(placed, parallel.shard_batch(x, m), parallel.shard_batch(y, m))
 out["sgd step"] = rel(new, want)
 out["params replicated"] = same_on_every_device(new)
 out["x sharded"] = str(parallel.shard_batch(x, m).sharding.spec)
+# NumPy buffers written after placing them (a loader refilling its batch): float32, so no
+# dtype conversion forces a copy and only bpjax's own copy keeps the placed arrays apart.
+hosts = [np.zeros((32, 16), np.float32) for _ in range(100)]
+placed_np = [(parallel.shard_batch(h, m), parallel.replicate(h, m)) for h in hosts]
+for h in hosts:
+    h[:] = 5.0
+out["numpy aliased"] = sum(float(jnp.sum(a)) != 0 or float(jnp.sum(b)) != 0 for a, b in placed_np)
 try:
     parallel.grad_fn(model.loss, m)(params, x[:30], y[:30])
     out["indivisible error"] = None
