@@ -38,6 +38,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from bpjax import steps
+from bpjax._validate import host_copy
 
 __all__ = [
     "batch_sharding",
@@ -90,28 +91,18 @@ def check_batch(batch: int, m: Mesh, where: str = "parallel") -> None:
         )
 
 
-def _host_copies(tree):
-    """``tree`` with its NumPy leaves copied on the host. On a CPU ``jax.device_put`` may
-    alias a NumPy buffer instead of copying it (84 of 200 float64 batches in
-    ``shard_batch``, 137 of 200 in ``replicate``, 4 CPU devices), so a data loader that
-    refills its buffer, or a step that donates the parameters, would reach the user's array."""
-    return jax.tree.map(
-        lambda a: np.array(a, copy=True) if isinstance(a, np.ndarray | np.generic) else a, tree
-    )
-
-
 def shard_batch(tree, m: Mesh):
     """Place arrays with a leading batch axis split over the mesh (checked to divide);
-    NumPy arrays are copied, never aliased."""
+    NumPy arrays are copied (:func:`bpjax._validate.host_copy`), never aliased."""
     for leaf in jax.tree.leaves(tree):
         check_batch(np.shape(leaf)[0], m, "shard_batch")
-    return jax.device_put(_host_copies(tree), batch_sharding(m))
+    return jax.device_put(jax.tree.map(host_copy, tree), batch_sharding(m))
 
 
 def replicate(tree, m: Mesh):
     """Place a pytree (parameters, optimizer state) on every device of the mesh; NumPy
-    arrays are copied, never aliased."""
-    return jax.device_put(_host_copies(tree), replicated(m))
+    arrays are copied (:func:`bpjax._validate.host_copy`), never aliased."""
+    return jax.device_put(jax.tree.map(host_copy, tree), replicated(m))
 
 
 def _averaged_grad(loss_fn: Callable, m: Mesh, how: str, where: str) -> Callable:
