@@ -121,12 +121,35 @@ def test_split_matches_revolve():
             assert m == events[stores[0] - 1][2], (n, c)
 
 
+def _reference_trajectory(c, n_steps):
+    """The stored steps after each step, by the plain rule (_place_py, O(c) per step)."""
+    positions, bounds, out = [], _online._first_bounds(c), []
+    for q in range(n_steps):
+        store, j, bounds = _online._place_py(q, positions, bounds, c)
+        if store:
+            positions = positions[:j] + positions[j + 1 :] + [q]
+        out.append(tuple(positions))
+    return out
+
+
+@pytest.mark.parametrize("c", [*range(1, 11), 40])
+def test_incremental_placer_equals_the_plain_rule(c):
+    """_Placer (a resumed search over a linked list, what the loop runs) stores exactly what
+    the plain rule stores, after every step: to β(c, 4) steps (3,000 at most), every phase
+    change of c ≤ 8 included."""
+    n_steps = min(beta(c, 4) + 5, 3000)
+    placer = _online._Placer(c)
+    for q, want in enumerate(_reference_trajectory(c, n_steps)):
+        assert placer.offer(q) >= -1
+        assert placer.positions() == want, (c, q)
+
+
 @pytest.mark.parametrize("table_steps", [0, 5, _while._TABLE_STEPS])
 def test_jax_placement_equals_reference(table_steps, monkeypatch):
     """The forward loop's buffer holds exactly the steps of online_checkpoints, whether its
     decisions come from the precomputed table, the traced rule, or the table then the rule."""
     monkeypatch.setattr(_while, "_TABLE_STEPS", table_steps)
-    for c in (1, 2, 3, 6):
+    for c in (1, 2, 3, 6, 40):
         spec = _while_step.Spec(
             body=lambda s: s + 1,
             cond=lambda s, n: s < n,
@@ -136,7 +159,9 @@ def test_jax_placement_equals_reference(table_steps, monkeypatch):
             inexact=(False,),
         )
         run = jax.jit(lambda n, spec=spec: _while._forward(spec, (1, 0), [n, jnp.int32(0)]))
-        for n in [0, 1, 2, 3, 7, 11, 28, 29, 56, 57, 100, 211]:
+        lengths = [0, 1, 2, 3, 7, 11, 28, 29, 56, 57, 100, 211]
+        # c = 40: filling, phase 2 (β(40, 2) = 861) and into phase 3.
+        for n in lengths if c < 40 else [39, 41, 42, 300, 861, 862, 1500]:
             _, _, _, slot_steps, steps = run(jnp.int32(n))
             assert int(steps) == n
             stored = tuple(sorted(int(s) for s in slot_steps if s >= 0))

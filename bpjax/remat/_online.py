@@ -31,8 +31,9 @@ What the papers prove, by range of L:
 * all L: Wang, Moin & Iaccarino (2009) keep the repetition number optimal for every L
   (dynamic checkpointing with levels), with total recomputations within r·L.
 
-The rule here (:func:`place`) is a bounded placement in phases. In phase λ (starting at 1)
-the segment i may hold at most β(c − i, λ) steps. Each new state is stored whenever some
+The rule here (:func:`_place_py`; :class:`_Placer` runs it in O(1) amortized work per step)
+is a bounded placement in phases. In phase λ (starting at 1) the segment i may hold at most
+β(c − i, λ) steps. Each new state is stored whenever some
 checkpoint j can be evicted so that the merged segment i = j − 1 still fits its bound; the
 earliest such j is evicted (later segments move down one index and gain a slot, so they fit
 too). When no eviction fits and not storing would overflow the last segment, the phase
@@ -96,7 +97,7 @@ def _next_bounds_py(bounds: list[int]) -> list[int]:
 
 
 def _place_py(q: int, positions: list[int], bounds: list[int], c: int):
-    """Python twin of :func:`place`: (store, index to evict or append at, new bounds)."""
+    """The rule, step by step (the reference): (store, index to evict or append at, bounds)."""
     if len(positions) < c:
         return True, len(positions), bounds
     gaps = [b - a for a, b in zip(positions, [*positions[1:], q], strict=True)]
@@ -115,47 +116,100 @@ def _place_py(q: int, positions: list[int], bounds: list[int], c: int):
     return j is not None, j, bounds
 
 
-@functools.lru_cache(maxsize=64)
-def _trajectory(checkpoints: int, n_steps: int) -> tuple[tuple[int, ...], ...]:
-    positions: list[int] = []
-    bounds = _first_bounds(checkpoints)
-    out = [(), ()]  # after L = 0 and L = 1 steps nothing is stored
-    for q in range(n_steps - 1):
-        store, j, bounds = _place_py(q, positions, bounds, checkpoints)
-        if store:
-            positions = positions[:j] + positions[j + 1 :] + [q]
-        out.append(tuple(positions))
-    return tuple(out)
+class _Placer:
+    """The rule of :func:`_place_py`, one step at a time, in O(1) amortized work per step.
+
+    Two facts make the earliest fitting eviction cheap to find. Within a phase, an eviction
+    that fails at logical index i keeps failing: a store at j ≥ i leaves the checkpoints
+    before j in place and only lengthens segment j − 1, a skipped step only lengthens the last
+    segment, and bounds change only with the phase. So the search resumes where it stopped
+    (``ptr``: the slots at logical i − 1 and i, and i) and restarts from 1 only when the phase
+    advances: each index is passed at most once per phase. And the checkpoints are kept as a
+    singly linked list of physical slots in step order (``nxt``), so an eviction unlinks one
+    slot and appends it as the tail instead of shifting c entries.
+    :func:`~bpjax.remat._while._forward` runs the same steps in jnp.
+    """
+
+    def __init__(self, checkpoints: int):
+        c = checkpoints
+        self.c = c
+        self.nxt = [-1] * c  # the next slot in step order; -1 after the tail
+        self.steps = [-1] * c  # the step stored in each slot
+        self.tail = -1
+        self.count = 0
+        self.bounds = _first_bounds(c)
+        self.ptr = (0, 1, 1)  # once full: slots at logical i − 1 and i, and i
+
+    def offer(self, q: int) -> int:
+        """The slot x_q is stored in (−1: not stored), once x_{q+1} shows q is not last."""
+        c, nxt = self.c, self.nxt
+        if self.count < c:  # filling: slot k holds the k-th stored step
+            slot = self.count
+            if self.tail >= 0:
+                nxt[self.tail] = slot
+            self.tail, self.count = slot, self.count + 1
+            self.steps[slot] = q
+            return slot
+        if c == 1:
+            return -1
+        must = q + 1 - self.steps[self.tail] > self.bounds[1]
+        prev, node, i = self._scan(q, *self.ptr)
+        if i == c and must:  # nothing fits and the last segment would overflow
+            self.bounds = _next_bounds_py(self.bounds)
+            prev, node, i = self._scan(q, 0, nxt[0], 1)
+        if i == c:
+            self.ptr = (prev, node, i)
+            return -1
+        if node == self.tail:  # evicting the last checkpoint: q takes its slot in place
+            self.ptr = (prev, node, i)
+        else:
+            after = nxt[node]
+            nxt[prev], nxt[self.tail], nxt[node] = after, node, -1
+            self.tail = node
+            self.ptr = (prev, after, i)
+        self.steps[node] = q
+        return node
+
+    def _scan(self, q, prev, node, i):
+        """The earliest fitting eviction at logical index ≥ i, as ``(prev, node, i)``;
+        ``i == c`` if none."""
+        c, nxt, steps, bounds = self.c, self.nxt, self.steps, self.bounds
+        while i < c:
+            after = q if node == self.tail else steps[nxt[node]]
+            if after - steps[prev] <= bounds[c - i + 1]:  # segments i − 1 and i merged fit
+                break
+            prev, node, i = node, nxt[node], i + 1
+        return prev, node, i
+
+    def positions(self) -> tuple[int, ...]:
+        """The stored steps in increasing order."""
+        out, slot = [], 0 if self.count else -1
+        while slot >= 0:
+            out.append(self.steps[slot])
+            slot = self.nxt[slot]
+        return tuple(out)
 
 
 @functools.lru_cache(maxsize=64)
 def placement_table(checkpoints: int, n_steps: int):
-    """The forward loop's decisions for q = 0 .. n_steps − 1, precomputed with :func:`_place_py`.
+    """The forward loop's decisions for q = 0 .. n_steps − 1, precomputed by :class:`_Placer`.
 
-    Returns ``(slots, positions, order, count, bounds)``: ``slots[q]`` the physical slot x_q
-    is written to (−1: not stored), then the bookkeeping of :func:`place` after those
-    decisions (``positions`` padded with 0 to c entries, ``order`` the physical slot of each
-    logical checkpoint), from which the traced rule continues at q = n_steps.
+    Returns ``(slots, nxt, tail, count, bounds)``: ``slots[q]`` the physical slot x_q is
+    written to (−1: not stored), then the placer's list and phase after those decisions, from
+    which the traced rule continues at q = n_steps (its search restarts at logical index 1,
+    which finds the same eviction).
     """
-    c = checkpoints
-    positions: list[int] = []
-    order = list(range(c))
-    bounds = _first_bounds(c)
-    slots = []
-    for q in range(n_steps):
-        store, j, bounds = _place_py(q, positions, bounds, c)
-        if not store:
-            slots.append(-1)
-        elif len(positions) < c:  # filling: logical index j == physical slot j
-            slots.append(order[j])
-            positions.append(q)
-        else:  # evict logical j: later checkpoints move down, q is appended
-            slot = order[j]
-            slots.append(slot)
-            positions = positions[:j] + positions[j + 1 :] + [q]
-            order = order[:j] + order[j + 1 :] + [slot]
-    count = len(positions)
-    return tuple(slots), tuple(positions + [0] * (c - count)), tuple(order), count, tuple(bounds)
+    placer = _Placer(checkpoints)
+    slots = tuple(placer.offer(q) for q in range(n_steps))
+    return slots, tuple(placer.nxt), placer.tail, placer.count, tuple(placer.bounds)
+
+
+@functools.lru_cache(maxsize=256)
+def _positions(checkpoints: int, n_steps: int) -> tuple[int, ...]:
+    placer = _Placer(checkpoints)
+    for q in range(n_steps - 1):
+        placer.offer(q)
+    return placer.positions()
 
 
 def online_checkpoints(n_steps: int, checkpoints: int) -> tuple[int, ...]:
@@ -173,11 +227,7 @@ def online_checkpoints(n_steps: int, checkpoints: int) -> tuple[int, ...]:
       (0, 4, 7)
     """
     _check_counts(n_steps, checkpoints)
-    if n_steps < 2:
-        return ()
-    # Trajectories share prefixes; compute once to a round size so sweeps reuse it.
-    size = max(64, 1 << (n_steps - 1).bit_length())
-    return _trajectory(checkpoints, size)[n_steps]
+    return _positions(checkpoints, n_steps) if n_steps >= 2 else ()
 
 
 def _segments(positions, n_steps: int) -> list[int]:
@@ -242,49 +292,13 @@ def _check_counts(n_steps, checkpoints):
 # The same rule and revolve's split, in jnp integer ops (run inside the loops).
 
 
-def first_bounds(checkpoints: int) -> jnp.ndarray:
-    """β(s, 1) for s = 0..c, int32 ``(c + 1,)``: the phase-1 bounds."""
-    return jnp.asarray(_first_bounds(checkpoints), jnp.int32)
-
-
-def _next_bounds(bounds):
+def next_bounds(bounds):
+    """The next phase's bounds in jnp (int32 ``(c + 1,)``), as :func:`_next_bounds_py`."""
     # β(s, λ+1) = Σ_{u ≤ s} β(u, λ), saturated: an int32 cumsum that would wrap is replaced
     # by the cap wherever the (approximate) float sum says it passed it.
     exact = jnp.cumsum(bounds, dtype=jnp.int32)
     approx = jnp.cumsum(bounds.astype(jnp.float32))
     return jnp.where(approx >= _CAP, _CAP, jnp.minimum(exact, _CAP))
-
-
-def place(q, positions, count, bounds):
-    """Whether to store step q and where, as :func:`_place_py` does, in jnp integer ops.
-
-    Args:
-      q: int32 scalar, the step whose state may be stored (known not to be the last input).
-      positions: int32 ``(c,)``, the stored steps in increasing order; entries at and after
-        ``count`` are unused.
-      count: int32 scalar, how many slots are in use.
-      bounds: int32 ``(c + 1,)``, β(s, λ) for s = 0..c in the current phase λ.
-
-    Returns:
-      ``(store, j, bounds)``: store is a bool scalar; j the logical index evicted (the new
-      state is appended after the others), or ``count`` while slots are still free.
-    """
-    c = positions.shape[0]
-    filling = count < c
-    if c == 1:
-        # One slot holds x_0 for good; the phase only records the repetition number.
-        return filling, jnp.int32(0), bounds
-    gaps = jnp.diff(jnp.append(positions, q))
-    merged = gaps[:-1] + gaps[1:]  # merged[j - 1]: segments j - 1 and j after evicting j
-    slots = c - jnp.arange(c - 1)  # segment j - 1 then has c - j + 1 slots
-    must = q + 1 - positions[c - 1] > bounds[1]
-    fits = merged <= bounds[slots]
-    stuck = ~fits.any() & must & ~filling
-    bounds = jnp.where(stuck, _next_bounds(bounds), bounds)
-    fits = merged <= bounds[slots]
-    store = filling | fits.any()
-    j = jnp.where(filling, count, jnp.argmax(fits) + 1).astype(jnp.int32)
-    return store, j, bounds
 
 
 def split(n, slots):
