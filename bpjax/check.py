@@ -65,10 +65,11 @@ class Report:
         values = [
             e for k, e in self.errors.items() if not (exclude_fd and "finite differences" in k)
         ]
-        return max(values, default=0.0)
+        return _worst(values) if values else 0.0
 
     def ok(self, *, tol: float = 1e-10, fd_tol: float = 1e-6) -> bool:
-        """True when exact comparisons are within ``tol`` and finite differences ``fd_tol``."""
+        """True when exact comparisons are within ``tol`` and finite differences ``fd_tol``
+        (an error of NaN, from a NaN or infinite derivative or value, is never within)."""
         return all(
             e <= (fd_tol if "finite differences" in k else tol) for k, e in self.errors.items()
         )
@@ -80,8 +81,17 @@ class Report:
         return "\n".join(lines)
 
 
+def _worst(values) -> float:
+    # NaN-propagating max: Python's max() keeps a NaN only when it comes first, so a NaN
+    # derivative along one direction would otherwise read as a pass.
+    values = np.asarray(values, np.float64)
+    return float("nan") if np.isnan(values).any() else float(values.max())
+
+
 def _rel(a, b) -> float:
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    if not (np.isfinite(a).all() and np.isfinite(b).all()):
+        return float("nan")  # nothing non-finite agrees with anything: the check fails
     scale = max(np.linalg.norm(a), np.linalg.norm(b))
     return 0.0 if scale == 0 else float(np.linalg.norm(a - b) / scale)
 
@@ -189,7 +199,7 @@ def gradients(
         ref_flat = jax.jit(_flat(reference, rebuild)) if reference is not None else None
         errors, skipped = _compare(f_flat, ref_flat, theta, directions, eps, seed)
     label = name or getattr(f, "__qualname__", repr(f))
-    return Report(label, {k: max(vals) for k, vals in errors.items()}, skipped)
+    return Report(label, {k: _worst(vals) for k, vals in errors.items()}, skipped)
 
 
 def _compare(f_flat, ref_flat, theta, directions, eps, seed):
@@ -215,7 +225,10 @@ def _compare(f_flat, ref_flat, theta, directions, eps, seed):
             float(jnp.linalg.norm(uJ) * jnp.linalg.norm(v)),
             float(jnp.linalg.norm(u) * jnp.linalg.norm(fd)),
         )
-        record("vjp vs finite differences", 0.0 if scale == 0 else abs(a - b) / scale)
+        if not np.isfinite([a, b, scale]).all():
+            record("vjp vs finite differences", float("nan"))
+        else:
+            record("vjp vs finite differences", 0.0 if scale == 0 else abs(a - b) / scale)
         if ref_flat is not None:
             record("vjp vs autodiff", _rel(uJ, ref_vjp(u)[0]))
         Jv, why = _try_jvp(f_flat, theta, v)

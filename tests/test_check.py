@@ -81,3 +81,27 @@ def test_check_rejects_what_it_cannot_differentiate():
         check.gradients(lambda x: jnp.argmax(x), jnp.ones(3))
     with pytest.raises(ValueError, match="unknown op 'gelu'"):
         check.op("gelu", jnp.ones(3))
+
+
+@pytest.mark.parametrize("seed", [0, 2, 5])
+def test_a_nan_derivative_along_any_direction_fails_the_check(seed):
+    """A VJP that returns NaN for some cotangents (here: those with a negative sum) must fail
+    whichever direction comes first; Python's max() dropped a NaN unless it came first."""
+
+    @jax.custom_vjp
+    def g(x):
+        return jnp.tanh(x)
+
+    def g_fwd(x):
+        return jnp.tanh(x), x
+
+    def g_bwd(x, u):
+        return (jnp.where(jnp.sum(u) > 0, u * (1 - jnp.tanh(x) ** 2), jnp.nan),)
+
+    g.defvjp(g_fwd, g_bwd)
+    report = check.gradients(g, jnp.ones(3) * 0.3, reference=jnp.tanh, directions=5, seed=seed)
+    assert not report.ok()
+    assert np.isnan(report.errors["vjp vs autodiff"])
+    assert np.isnan(report.max_error())
+    # The same rule without the NaN passes: the failure is the NaN, not the setup.
+    assert check.gradients(jnp.tanh, jnp.ones(3) * 0.3, reference=jnp.tanh, seed=seed).ok()
