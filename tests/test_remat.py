@@ -459,6 +459,32 @@ def test_bad_inputs_give_clear_errors():
         remat.plan(_layer, params, x, budget_bytes=-5)
 
 
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda: remat.repetitions(10, 0), "checkpoints must be an int >= 1"),  # looped forever
+        (lambda: remat.optimal_advances(10, 0), "checkpoints must be an int >= 1"),
+        (lambda: remat.repetitions(10, -1), "checkpoints must be an int >= 1"),
+        (lambda: remat.revolve(-3, 2), "n_steps must be an int >= 0"),
+        (lambda: remat.revolve(10, True), "checkpoints must be an int >= 1"),
+        (lambda: remat.optimal_advances(2.5, 2), "n_steps must be an int >= 0"),
+        (lambda: remat.segment_sizes(0, 2), "n_layers must be an int >= 1"),
+        (lambda: remat.segment_sizes(-3, 2), "n_layers must be an int >= 1"),
+        (lambda: remat.segment_sizes(8, 0), "levels must be an int >= 1"),
+        (lambda: remat.evaluations("sqrt", -4), "n_layers must be an int >= 1"),
+    ],
+)
+def test_the_counting_helpers_refuse_counts_they_cannot_mean(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
+def test_a_bool_budget_is_not_one_byte():
+    params, x = _problem(4)
+    with pytest.raises(ValueError, match="budget_bytes must be a positive int, got True"):
+        remat.plan(_layer, params, x, budget_bytes=True)
+
+
 def test_a_misspelt_checkpoint_name_is_refused_with_the_layers_names():
     params, x = _problem(4)
     for strategy in (remat.names("typo"), remat.names("pre", "typo"), remat.offload("typo")):

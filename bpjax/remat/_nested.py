@@ -86,6 +86,9 @@ def segment_sizes(n_layers: int, levels: int, sizes: LayerBytes | None = None) -
     of the length (segments tile exactly) and ⌈n/q⌉ for powers of two q (a shorter last segment
     then follows the full ones).
     """
+    for name, value in (("n_layers", n_layers), ("levels", levels)):
+        if not _validate.is_int(value) or value < 1:
+            raise ValueError(f"segment_sizes: {name} must be an int >= 1, got {value!r}")
     return list(_best_segments(n_layers, levels, sizes or UNIT)[1])
 
 

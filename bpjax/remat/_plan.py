@@ -15,8 +15,8 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
+from bpjax import _validate
 from bpjax.measure import compile_fn, temp_bytes
 from bpjax.remat._binomial import Binomial
 from bpjax.remat._layer import depth, trace
@@ -33,6 +33,8 @@ def evaluations(strategy, n_layers: int, sizes: LayerBytes | None = None) -> int
     ``sizes`` matter only to strategies that choose a schedule from them (``Nested``'s segment
     lengths); without them a state, residuals and parameters count alike.
     """
+    if not _validate.is_int(n_layers) or n_layers < 1:
+        raise ValueError(f"evaluations: n_layers must be an int >= 1, got {n_layers!r}")
     return resolve(strategy).evaluations(n_layers, sizes or UNIT)
 
 
@@ -207,7 +209,7 @@ def plan(layer: Callable, params, x, *, budget_bytes: int, verify: bool = True) 
     the next candidate is tried. Raises ``ValueError`` when nothing fits, naming the smallest
     figure seen.
     """
-    if not isinstance(budget_bytes, int | np.integer) or budget_bytes <= 0:
+    if not _validate.is_int(budget_bytes) or budget_bytes <= 0:  # True is not 1 byte
         raise ValueError(f"plan: budget_bytes must be a positive int, got {budget_bytes!r}")
     n_layers = depth(params)
     trace(layer, params, x)
