@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -150,3 +151,15 @@ def test_row_coloring_of_a_symmetric_pattern_reuses_the_column_coloring():
     skew = sp.csr_array(np.triu(np.ones((6, 6), bool)))
     rows = modes.color_rows(skew, columns=modes.color_columns(skew))
     assert rows.products == 6 and _recover(skew, rows, np.random.default_rng(7))
+
+
+def test_a_jacobian_fns_pattern_is_colored_and_the_function_itself_is_refused():
+    """color_columns(jac.pattern) read the Pattern object as a 0-d array ("expected an (m, n)
+    array, got shape ()")."""
+    jac = modes.jacobian_fn(lambda x: jnp.sin(x) * jnp.roll(x, 1), jnp.ones(6), mode="sparse")
+    assert modes.color_columns(jac.pattern).jvps == 2  # a cyclic bidiagonal, n even
+    assert modes.color_rows(jac.pattern).vjps == 2
+    with pytest.raises(TypeError, match="got a JacobianFn; pass its .pattern"):
+        modes.color_columns(jac)
+    with pytest.raises(ValueError, match="got str"):
+        modes.color_columns("tridiagonal")

@@ -187,8 +187,17 @@ def _column_colors(csr: sp.csr_array) -> tuple[np.ndarray, int]:
 
 
 def as_csr(pattern) -> sp.csr_array:
-    """A pattern as a SciPy CSR array: the BCOO :func:`~bpjax.modes.sparsity` returns, a
-    SciPy sparse array or matrix, or a dense ``(m, n)`` array (nonzero = structural)."""
+    """A pattern as a SciPy CSR array: a ``jacobian_fn``'s ``.pattern``, the BCOO :func:`~bpjax.modes.sparsity`
+    returns, a SciPy sparse array or matrix, or a dense ``(m, n)`` array (nonzero =
+    structural)."""
+    if hasattr(pattern, "csr") and hasattr(pattern, "max_nonzeros"):  # a Pattern
+        if pattern.csr is None:
+            raise ValueError(
+                f"pattern: this Pattern has {pattern.nnz:,} nonzeros, more than its "
+                f"max_nonzeros={pattern.max_nonzeros:,}, so it keeps no matrix to color; "
+                "build it again with a larger max_nonzeros"
+            )
+        pattern = pattern.csr
     if isinstance(pattern, jsparse.BCOO):
         if pattern.n_batch or pattern.n_dense or pattern.ndim != 2:
             raise ValueError(f"pattern: a 2-D BCOO without batch or dense axes, got {pattern}")
@@ -198,9 +207,18 @@ def as_csr(pattern) -> sp.csr_array:
     elif sp.issparse(pattern):
         csr = sp.csr_array(pattern)
     else:
-        dense = np.asarray(pattern)
-        if dense.ndim != 2:
-            raise ValueError(f"pattern: expected an (m, n) array, got shape {dense.shape}")
+        if hasattr(pattern, "pattern"):  # a JacobianFn
+            raise TypeError(
+                f"pattern: got a {type(pattern).__name__}; pass its .pattern (the Pattern "
+                "it computed) instead"
+            )
+        dense = np.asarray(pattern) if not isinstance(pattern, str | bytes) else None
+        if dense is None or dense.dtype == object or dense.ndim != 2:
+            what = type(pattern).__name__ if dense is None or dense.ndim == 0 else dense.shape
+            raise ValueError(
+                "pattern: expected a Pattern, the BCOO modes.sparsity returns, a SciPy sparse "
+                f"matrix or a dense (m, n) array, got {what}"
+            )
         csr = sp.csr_array(dense != 0)
     csr = sp.csr_array((np.ones(csr.nnz, np.int8), csr.indices, csr.indptr), shape=csr.shape)
     csr.sum_duplicates()
