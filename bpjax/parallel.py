@@ -37,7 +37,7 @@ from jax import lax
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from bpjax import steps
+from bpjax import _validate, steps
 from bpjax._validate import host_copy
 
 __all__ = [
@@ -58,7 +58,7 @@ def mesh(devices: int | None = None) -> Mesh:
     """A 1-D mesh named ``"batch"`` over the first ``devices`` devices (default: all)."""
     available = jax.devices()
     n = len(available) if devices is None else devices
-    if not isinstance(n, int) or n < 1:
+    if not _validate.is_int(n) or n < 1:  # np.int64(2) is a count, True is not
         raise ValueError(f"parallel.mesh: devices must be a positive int, got {devices!r}")
     if n > len(available):
         raise ValueError(
@@ -66,7 +66,7 @@ def mesh(devices: int | None = None) -> Mesh:
             f"({available[0].platform}); on CPU call "
             f'jax.config.update("jax_num_cpu_devices", {n}) before JAX first runs'
         )
-    return Mesh(np.asarray(available[:n]), (AXIS,))
+    return Mesh(np.asarray(available[: int(n)]), (AXIS,))
 
 
 def batch_sharding(m: Mesh) -> NamedSharding:
@@ -79,9 +79,19 @@ def replicated(m: Mesh) -> NamedSharding:
     return NamedSharding(m, P())
 
 
+def _check_mesh(m, where: str) -> None:
+    if not isinstance(m, Mesh):
+        raise TypeError(
+            f"{where}: the mesh must be a jax.sharding.Mesh (from parallel.mesh(devices)), "
+            f"got {type(m).__name__}; call it as {where}(tree, mesh)"
+        )
+
+
 def check_batch(batch: int, m: Mesh, where: str = "parallel") -> None:
-    """Raise unless ``batch`` rows split into equal shards over the mesh."""
+    """Raise unless ``batch`` rows split into equal shards over the mesh (and are not none)."""
     n = m.devices.size
+    if batch == 0:
+        raise ValueError(f"{where}: the batch is empty (0 rows); a mean over no rows is NaN")
     if batch % n:
         lower = batch - batch % n
         suggestion = f"{lower} or {lower + n}" if lower else f"{n}"
@@ -94,7 +104,14 @@ def check_batch(batch: int, m: Mesh, where: str = "parallel") -> None:
 def shard_batch(tree, m: Mesh):
     """Place arrays with a leading batch axis split over the mesh (checked to divide);
     NumPy arrays are copied (:func:`bpjax._validate.host_copy`), never aliased."""
-    for leaf in jax.tree.leaves(tree):
+    _check_mesh(m, "shard_batch")
+    for path, leaf in jax.tree_util.tree_leaves_with_path(tree):
+        if not hasattr(leaf, "shape") or np.ndim(leaf) == 0:
+            raise ValueError(
+                f"shard_batch: the leaf at {jax.tree_util.keystr(path) or 'the root'} "
+                f"({type(leaf).__name__}, shape {np.shape(leaf)}) has no leading batch axis "
+                "to split; pass arrays only, and place scalars and parameters with replicate"
+            )
         check_batch(np.shape(leaf)[0], m, "shard_batch")
     return jax.device_put(jax.tree.map(host_copy, tree), batch_sharding(m))
 
@@ -102,6 +119,7 @@ def shard_batch(tree, m: Mesh):
 def replicate(tree, m: Mesh):
     """Place a pytree (parameters, optimizer state) on every device of the mesh; NumPy
     arrays are copied (:func:`bpjax._validate.host_copy`), never aliased."""
+    _check_mesh(m, "replicate")
     return jax.device_put(jax.tree.map(host_copy, tree), replicated(m))
 
 
@@ -120,6 +138,16 @@ def _averaged_grad(loss_fn: Callable, m: Mesh, how: str, where: str) -> Callable
     raise ValueError(f"{where}: how must be 'auto' or 'shard_map', got {how!r}")
 
 
+def _check_rows(x, y, m, where):
+    rows_x, rows_y = np.shape(x)[:1], np.shape(y)[:1]
+    if rows_x != rows_y:
+        raise ValueError(
+            f"{where}: x has {rows_x[0] if rows_x else 'no'} rows and y "
+            f"{rows_y[0] if rows_y else 'no'}; both need the same leading batch axis"
+        )
+    check_batch(rows_x[0], m, where)
+
+
 def grad_fn(loss_fn: Callable, m: Mesh, *, how: str = "auto") -> Callable:
     """``(params, x, y) -> grads`` of a mean loss, data parallel over ``m``; grads replicated.
 
@@ -136,7 +164,7 @@ def grad_fn(loss_fn: Callable, m: Mesh, *, how: str = "auto") -> Callable:
     )
 
     def run(params, x, y):
-        check_batch(np.shape(x)[0], m, "parallel.grad_fn")
+        _check_rows(x, y, m, "parallel.grad_fn")
         return jitted(params, x, y)
 
     return run
@@ -157,7 +185,7 @@ def sgd_step(loss_fn: Callable, m: Mesh, *, learning_rate: float, how: str = "au
     jitted = jax.jit(step, in_shardings=(rep, rows, rows), out_shardings=rep, donate_argnums=(0,))
 
     def run(params, x, y):
-        check_batch(np.shape(x)[0], m, "parallel.sgd_step")
+        _check_rows(x, y, m, "parallel.sgd_step")
         return jitted(params, x, y)
 
     run.lower = jitted.lower  # as on the jitted step: step.lower(...).compile()

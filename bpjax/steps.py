@@ -38,6 +38,7 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 __all__ = [
     "after",
@@ -107,6 +108,17 @@ def apply_updates(params, updates):
     return apply_in_place(add, params, updates)
 
 
+def _check_learning_rate(value, where: str) -> None:
+    if isinstance(value, jax.core.Tracer):
+        return  # a traced schedule value: checked by whoever computes it
+    if isinstance(value, str | bytes | bool) or not (
+        isinstance(value, int | float | np.number) or (hasattr(value, "shape") and not value.shape)
+    ):
+        raise TypeError(f"{where}: learning_rate must be a real number, got {value!r}")
+    if not np.isfinite(float(value)):
+        raise ValueError(f"{where}: learning_rate must be finite, got {value!r}")
+
+
 def sgd_step(grad_fn: Callable, *, learning_rate: float) -> Callable:
     """``step(params, *batch) -> params`` taking one :func:`sgd` step with ``grad_fn``.
 
@@ -116,7 +128,13 @@ def sgd_step(grad_fn: Callable, *, learning_rate: float) -> Callable:
 
     Returns:
       A pure function to ``jax.jit`` (with ``donate_argnums=0`` to update in place).
+
+    Raises:
+      TypeError: ``learning_rate`` is not a real number (a string failed only inside the
+        first jitted step, about scalar indices).
+      ValueError: ``learning_rate`` is NaN or infinite (every parameter would become NaN).
     """
+    _check_learning_rate(learning_rate, "sgd_step")
 
     def step(params, *batch):
         return sgd(params, grad_fn(params, *batch), learning_rate=learning_rate)
