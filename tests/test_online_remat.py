@@ -404,6 +404,14 @@ def _good():
         ({"checkpoints": True}, TypeError, "checkpoints"),
         ({"checkpoints": "3"}, TypeError, "checkpoints"),
         ({"max_steps": -1}, ValueError, "max_steps"),
+        # Python control flow on the state: JAX's bare TracerBoolConversionError before.
+        ({"cond_fun": lambda s: bool(s[1] < 3)}, TypeError, "cond_fun could not be traced"),
+        (
+            {"body_fun": lambda s: (s[0], s[1] + 1) if s[1] > 0 else s},
+            TypeError,
+            "body_fun could not be traced",
+        ),
+        ({"init_val": (jnp.ones(2), jnp.int32(0), "tag")}, TypeError, r"init_val\[2\] is a str"),
     ],
 )
 def test_bad_input_names_the_argument(change, error, name):

@@ -125,7 +125,7 @@ def while_loop(
     check_int("checkpoints", checkpoints, minimum=1)
     if max_steps is not None:
         check_int("max_steps", max_steps, minimum=0)
-    init_val = jax.tree.map(strong_array, init_val)
+    init_val = jax.tree_util.tree_map_with_path(lambda p, x: strong_array(x, p), init_val)
     leaves, tree = jax.tree.flatten(init_val)
     check_cond(cond_fun, init_val)
     check_body(body_fun, init_val)

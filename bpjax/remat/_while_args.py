@@ -21,7 +21,15 @@ def check_int(name, value, *, minimum):
         raise ValueError(f"while_loop: {name} must be an int >= {minimum}, got {value}")
 
 
-def strong_array(x):
+def strong_array(x, path=()):
+    if isinstance(x, str | bytes) or (
+        not hasattr(x, "dtype") and not isinstance(x, int | float | complex)
+    ):
+        where = jax.tree_util.keystr(path) or "init_val"
+        raise TypeError(
+            f"while_loop: init_val{'' if where == 'init_val' else where} is a "
+            f"{type(x).__name__} ({x!r:.40}); the state must be a pytree of arrays or numbers"
+        )
     x = jnp.asarray(x)
     # A weakly typed leaf (a Python float) would change type when the body returns it.
     return x.astype(x.dtype) if getattr(x, "weak_type", False) else x
@@ -31,8 +39,20 @@ def _describe(tree):
     return jax.tree.map(lambda a: f"{a.dtype}{list(a.shape)}", tree)
 
 
+def _traced(name, fun, init_val):
+    """``jax.eval_shape(fun, init_val)``, naming ``fun`` when it cannot be traced."""
+    try:
+        return jax.eval_shape(fun, init_val)
+    except jax.errors.ConcretizationTypeError as err:
+        raise TypeError(
+            f"while_loop: {name} could not be traced: it uses the state's value in Python "
+            "(an `if`, `while`, `bool()` or `int()` on an array); write it with jnp.where, "
+            f"lax.cond or jnp comparisons. JAX said: {str(err).splitlines()[0]}"
+        ) from err
+
+
 def check_cond(cond_fun, init_val):
-    out = jax.eval_shape(cond_fun, init_val)
+    out = _traced("cond_fun", cond_fun, init_val)
     if not (isinstance(out, jax.ShapeDtypeStruct) and out.shape == () and out.dtype == jnp.bool_):
         raise TypeError(
             "while_loop: cond_fun must return a boolean scalar (shape (), dtype bool), got "
@@ -41,7 +61,7 @@ def check_cond(cond_fun, init_val):
 
 
 def check_body(body_fun, init_val):
-    out = jax.eval_shape(body_fun, init_val)
+    out = _traced("body_fun", body_fun, init_val)
     want = _describe(init_val)
     if jax.tree.structure(out) != jax.tree.structure(init_val):
         raise TypeError(
