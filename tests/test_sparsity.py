@@ -99,8 +99,30 @@ def test_data_dependent_indices_fall_back_and_say_so():
 
 def test_too_dense_patterns_are_refused_with_the_reason():
     f, x, _ = examples.family("mlp_square", 64, dtype=jnp.float64)
-    with pytest.raises(ValueError, match=r"4096 nonzeros.*more than max_nonzeros"):
+    with pytest.raises(ValueError, match=r"4,096 nonzeros.*more than max_nonzeros=1,000"):
         modes.sparsity(f, x, max_nonzeros=1000)
+
+
+@pytest.mark.parametrize(
+    "call, error, match",
+    [
+        (lambda f, x: modes.sparsity(f, x, max_nonzeros=None), ValueError, "max_nonzeros must"),
+        (lambda f, x: modes.sparsity(f, x, max_nonzeros=0), ValueError, "max_nonzeros must"),
+        (
+            lambda f, x: modes.hessian_sparsity(lambda y: jnp.sum(f(y)), x, max_nonzeros=2.5),
+            ValueError,
+            "hessian_sparsity: max_nonzeros must",
+        ),
+        # Strings were taken as True: sparse_output="bcoo" returned a BCOO by luck.
+        (lambda f, x: modes.jacobian(f, x, sparse_output="bcoo"), TypeError, "sparse_output"),
+        (lambda f, x: modes.choose_mode(f, x, colorings="no"), TypeError, "colorings must be"),
+        (lambda f, x: modes.jacobian(f, [1.0, 2.0, 3.0]), TypeError, r"pass jnp.asarray\(x\)"),
+        (lambda f, x: modes.hvp(f, x, x), TypeError, "hvp: f must return a scalar"),
+    ],
+)
+def test_options_and_points_that_cannot_mean_anything_are_refused(call, error, match):
+    with pytest.raises(error, match=match):
+        call(lambda y: jnp.sin(y[1:]) - y[:-1], jnp.ones(3))
 
 
 # A random program over x in R^8: each step combines the current value with x.

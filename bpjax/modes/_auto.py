@@ -278,6 +278,7 @@ def choose_mode(
       >>> choose_mode(lambda x: jnp.tanh(x[1:] - x[:-1]), jnp.ones(1000)).method  # 'columns'
     """
     start = time.perf_counter()
+    _checks.check_flag("colorings", colorings, "choose_mode")
     basis = resolve_basis(basis)
     colorings = colorings and basis.colorings
     plan = _plan.plan(f, x, mode="auto", sparse_output=sparse_output, colorings=colorings)

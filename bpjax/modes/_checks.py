@@ -43,6 +43,15 @@ def check_inputs(x, what: str = "x") -> None:
             )
 
 
+def untraceable(err, x, op: str | None = None) -> TypeError:
+    """The error for an ``f`` that could not be traced at ``x``, with the likely fix when ``x``
+    is a Python list or tuple of numbers (``f`` then receives a list, not an array)."""
+    hint = ""
+    if isinstance(x, list | tuple) and x and all(isinstance(v, int | float) for v in x):
+        hint = f"; x is a Python {type(x).__name__} of numbers: pass jnp.asarray(x)"
+    return TypeError(f"{op + ': ' if op else ''}f could not be traced at x: {err}{hint}")
+
+
 def check_outputs(f, x, out=None):
     """``f(x)``'s shapes, after checking it returns a non-empty pytree of float arrays.
 
@@ -51,7 +60,7 @@ def check_outputs(f, x, out=None):
         try:
             out = jax.eval_shape(f, x)
         except TypeError as err:
-            raise TypeError(f"f could not be traced at x: {err}") from err
+            raise untraceable(err, x) from err
     for path, leaf in jax.tree_util.tree_leaves_with_path(out):
         if not isinstance(leaf, jax.ShapeDtypeStruct) or not jnp.issubdtype(
             leaf.dtype, jnp.floating
@@ -129,7 +138,7 @@ def flatten_traced(f, x):
         closed = jax.make_jaxpr(f_flat)(x_flat)
     except TypeError as err:
         check_outputs(f, x)  # a clearer message when the outputs are what is wrong
-        raise TypeError(f"f could not be traced at x: {err}") from err
+        raise untraceable(err, x) from err
     out = check_outputs(f, x, seen[0])
     return f_flat, x_flat, out, _total_size(out), closed
 
@@ -265,3 +274,37 @@ def refuse_removed_keywords(fn):
         return fn(*args, **kwargs)
 
     return checked
+
+
+def check_scalar(f, x, op: str):
+    """``f(x)`` must be one real float: say so, with the fix, otherwise."""
+    check_inputs(x)
+    try:
+        out = jax.eval_shape(f, x)
+    except TypeError as err:
+        raise untraceable(err, x, op) from err
+    leaves = jax.tree.leaves(out)
+    if (
+        len(leaves) != 1
+        or leaves[0].shape != ()
+        or not jnp.issubdtype(leaves[0].dtype, jnp.floating)
+    ):
+        got = [(tuple(a.shape), str(a.dtype)) for a in leaves]
+        raise TypeError(
+            f"{op}: f must return a scalar float (shape ()), got {got}; a Hessian is of a "
+            "scalar function: sum or select the output (e.g. lambda x: jnp.sum(g(x)))"
+        )
+
+
+def check_flag(name: str, value, op: str) -> None:
+    """``value`` must be True or False (a string such as "bcoo" was taken as True)."""
+    if not isinstance(value, bool | np.bool_):
+        raise TypeError(f"{op}: {name} must be True or False, got {value!r}")
+
+
+def check_max_nonzeros(value, op: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(
+            f"{op}: max_nonzeros must be an int >= 1 (the most pattern entries to keep), "
+            f"got {value!r}"
+        )

@@ -187,9 +187,9 @@ def _column_colors(csr: sp.csr_array) -> tuple[np.ndarray, int]:
 
 
 def as_csr(pattern) -> sp.csr_array:
-    """A pattern as a SciPy CSR array: a ``jacobian_fn``'s ``.pattern``, the BCOO :func:`~bpjax.modes.sparsity`
-    returns, a SciPy sparse array or matrix, or a dense ``(m, n)`` array (nonzero =
-    structural)."""
+    """A pattern as a SciPy CSR array: a ``jacobian_fn``'s ``.pattern``, the BCOO
+    :func:`~bpjax.modes.sparsity` returns, a SciPy sparse array or matrix, or a dense
+    ``(m, n)`` array (nonzero = structural)."""
     if hasattr(pattern, "csr") and hasattr(pattern, "max_nonzeros"):  # a Pattern
         if pattern.csr is None:
             raise ValueError(

@@ -33,26 +33,6 @@ HESSIAN_MODES = ("dense", "sparse", "auto")
 ACYCLIC_MAX_N = 1 << 18
 
 
-def check_scalar(f, x, op: str):
-    """``f(x)`` must be one real float: say so, with the fix, otherwise."""
-    _checks.check_inputs(x)
-    try:
-        out = jax.eval_shape(f, x)
-    except TypeError as err:
-        raise TypeError(f"{op}: f could not be traced at x: {err}") from err
-    leaves = jax.tree.leaves(out)
-    if (
-        len(leaves) != 1
-        or leaves[0].shape != ()
-        or not jnp.issubdtype(leaves[0].dtype, jnp.floating)
-    ):
-        got = [(tuple(a.shape), str(a.dtype)) for a in leaves]
-        raise TypeError(
-            f"{op}: f must return a scalar float (shape ()), got {got}; a Hessian is of a "
-            "scalar function: sum or select the output (e.g. lambda x: jnp.sum(g(x)))"
-        )
-
-
 def _flat(f, x):
     x_flat, unravel = _checks.ravel(x)
     return (lambda v: f(unravel(v))), x_flat
@@ -61,7 +41,8 @@ def _flat(f, x):
 def _pattern(f, x, max_nonzeros=_sparsity.DEFAULT_MAX_NONZEROS, op="hessian_sparsity", refuse=True):
     """``(symmetric CSR, fallbacks)`` of ``H`` of ``f`` at ``x``'s shapes; ``(None, ())``
     past ``max_nonzeros`` unless ``refuse``."""
-    check_scalar(f, x, op)
+    _checks.check_max_nonzeros(max_nonzeros, op)
+    _checks.check_scalar(f, x, op)
     f_flat, x_flat = _flat(f, x)
     pattern = _sparsity.detect(jax.grad(f_flat), x_flat, max_nonzeros=max_nonzeros)
     if pattern.csr is None:
@@ -263,7 +244,7 @@ def _build(op, f, x, mode, sparse_output, coloring, order):
     ``x`` where the decision compiled it (timed candidates), else ``None``."""
     _check_options(op, mode, order, coloring, sparse_output, x)
     if mode == "dense":
-        check_scalar(f, x, op)
+        _checks.check_scalar(f, x, op)
         f_flat, x_flat = _flat(f, x)
         o = order or "fwd-over-rev"
         fn = _program.program(f_flat, None, o, sparse_output=False)
@@ -367,7 +348,7 @@ def hessian(f, x, *, mode="dense", sparse_output=False, coloring=None, order=Non
     """
     if mode == "dense" and not sparse_output and coloring is None and order is None:
         _checks.check_inputs(x)
-        check_scalar(f, x, "hessian")
+        _checks.check_scalar(f, x, "hessian")
         return jax.jacfwd(jax.jacrev(f))(x)
     if mode == "sparse" and order is None:
         order = "fwd-over-rev"

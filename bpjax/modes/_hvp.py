@@ -63,7 +63,7 @@ def hvp(f, x, v, *, order: str = "fwd-over-rev"):
     """
     if order not in HVP_ORDERS:
         raise ValueError(f"hvp: unknown order {order!r}; choose one of {HVP_ORDERS}")
-    _checks.check_inputs(x)
+    _checks.check_scalar(f, x, "hvp")
     _checks.check_tangent(v, x)
     if order == "fwd-over-rev":
         return jax.jvp(jax.grad(f), (x,), (v,))[1]

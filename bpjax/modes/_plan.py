@@ -153,6 +153,7 @@ def plan(
     ``colorings=False`` leaves the colorings out of ``"auto"`` (and skips the detection).
     """
     check_mode(mode, coloring)
+    _checks.check_flag("sparse_output", sparse_output, "jacobian")
     detecting = mode == "sparse" or (mode == "auto" and colorings) or sparse_output
     closed, pattern = None, None
     if detecting:

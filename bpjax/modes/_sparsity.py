@@ -129,9 +129,9 @@ def warn(pattern: Pattern) -> None:
 def too_dense_message(pattern: Pattern) -> str:
     m, n = pattern.shape
     return (
-        f"the Jacobian's pattern has {pattern.nnz} nonzeros ({m} x {n}), more than "
-        f"max_nonzeros; a pattern this dense gains nothing from coloring: use mode='fwd', "
-        "'rev' or 'auto' and a dense Jacobian"
+        f"the Jacobian's pattern has {pattern.nnz:,} nonzeros ({m} x {n}), more than "
+        f"max_nonzeros={pattern.max_nonzeros:,}; a pattern this dense gains nothing from "
+        "coloring: use mode='fwd', 'rev' or 'auto' and a dense Jacobian"
     )
 
 
@@ -160,6 +160,7 @@ def sparsity(f, x, *, max_nonzeros: int = DEFAULT_MAX_NONZEROS):
       >>> P = sparsity(lambda x: x[1:] - x[:-1], jnp.ones(4))
       >>> P.todense()   # [[1 1 0 0] [0 1 1 0] [0 0 1 1]]
     """
+    _checks.check_max_nonzeros(max_nonzeros, "sparsity")
     f_flat, x_flat, _, _, closed = _checks.flatten_traced(f, x)
     pattern = detect(f_flat, x_flat, max_nonzeros=max_nonzeros, closed=closed)
     if pattern.fallbacks:
