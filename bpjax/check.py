@@ -118,6 +118,11 @@ def _split(args):
 def _flat(fn, rebuild):
     def f(theta):
         out = fn(*rebuild(theta))
+        if not jax.tree.leaves(out):
+            raise TypeError(
+                f"check: the function returned {out!r}, no array to differentiate; return the "
+                "output (a missing `return`?)"
+            )
         for leaf in jax.tree.leaves(out):
             if not jnp.issubdtype(jnp.asarray(leaf).dtype, jnp.floating):
                 raise TypeError(
@@ -188,8 +193,15 @@ def gradients(
             f"check.gradients: directions must be an int >= 1 (random directions to compare "
             f"along), got {directions!r}"
         )
-    if not eps > 0:
-        raise ValueError(f"check.gradients: eps must be positive, got {eps!r}")
+    if isinstance(eps, bool) or not isinstance(eps, int | float | np.floating) or not eps > 0:
+        raise ValueError(f"check.gradients: eps must be a positive number, got {eps!r}")
+    if not callable(f):
+        raise TypeError(f"check.gradients: f must be a function, got {type(f).__name__}")
+    if reference is not None and not callable(reference):
+        raise TypeError(
+            "check.gradients: reference must be a function (f written without custom rules), "
+            f"got {type(reference).__name__}"
+        )
     with jax.enable_x64(True):
         theta, rebuild = _split(args)
         if reference is not None:

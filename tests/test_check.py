@@ -105,3 +105,19 @@ def test_a_nan_derivative_along_any_direction_fails_the_check(seed):
     assert np.isnan(report.max_error())
     # The same rule without the NaN passes: the failure is the NaN, not the setup.
     assert check.gradients(jnp.tanh, jnp.ones(3) * 0.3, reference=jnp.tanh, seed=seed).ok()
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        ({"eps": "1e-6"}, ValueError, "eps must be a positive number"),  # bare '>' TypeError
+        ({"eps": None}, ValueError, "eps must be a positive number"),
+        ({"reference": jnp.ones(3)}, TypeError, "reference must be a function"),
+        ({"f": lambda x: None}, TypeError, "returned None, no array to differentiate"),
+        ({"f": 3}, TypeError, "f must be a function"),
+    ],
+)
+def test_arguments_that_cannot_be_checked_are_named(kwargs, error, match):
+    f = kwargs.pop("f", jnp.tanh)
+    with pytest.raises(error, match=match):
+        check.gradients(f, jnp.ones(3), **kwargs)
