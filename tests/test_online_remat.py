@@ -12,7 +12,7 @@ from conftest import brute_force_advances
 from jax import lax
 
 from bpjax import remat
-from bpjax.remat import _online, _while, _while_step
+from bpjax.remat import _online, _while_forward, _while_step
 from bpjax.remat._linear import ReverseOverReverseError
 from bpjax.remat._revolve import beta, optimal_advances, repetitions, revolve
 
@@ -144,11 +144,13 @@ def test_incremental_placer_equals_the_plain_rule(c):
         assert placer.positions() == want, (c, q)
 
 
-@pytest.mark.parametrize("table_steps", [0, 5, _while._TABLE_STEPS])
-def test_jax_placement_equals_reference(table_steps, monkeypatch):
+@pytest.mark.parametrize("table_steps", [0, 5, _while_forward.TABLE_STEPS])
+@pytest.mark.parametrize("lanes", [False, True])
+def test_jax_placement_equals_reference(table_steps, lanes, monkeypatch):
     """The forward loop's buffer holds exactly the steps of online_checkpoints, whether its
-    decisions come from the precomputed table, the traced rule, or the table then the rule."""
-    monkeypatch.setattr(_while, "_TABLE_STEPS", table_steps)
+    decisions come from the precomputed table, the traced rule, or the table then the rule;
+    and under vmap (lanes of different lengths, masked once they stop) in every lane."""
+    monkeypatch.setattr(_while_forward, "TABLE_STEPS", table_steps)
     for c in (1, 2, 3, 6, 40):
         spec = _while_step.Spec(
             body=lambda s: s + 1,
@@ -158,13 +160,18 @@ def test_jax_placement_equals_reference(table_steps, monkeypatch):
             max_steps=None,
             inexact=(False,),
         )
-        run = jax.jit(lambda n, spec=spec: _while._forward(spec, (1, 0), [n, jnp.int32(0)]))
+        run = jax.jit(lambda n, spec=spec: _while_forward.forward(spec, (1, 0), [n, jnp.int32(0)]))
         lengths = [0, 1, 2, 3, 7, 11, 28, 29, 56, 57, 100, 211]
         # c = 40: filling, phase 2 (β(40, 2) = 861) and into phase 3.
-        for n in lengths if c < 40 else [39, 41, 42, 300, 861, 862, 1500]:
-            _, _, _, slot_steps, steps = run(jnp.int32(n))
-            assert int(steps) == n
-            stored = tuple(sorted(int(s) for s in slot_steps if s >= 0))
+        lengths = lengths if c < 40 else [39, 41, 42, 300, 861, 862, 1500]
+        if lanes:
+            _, _, _, slot_steps, steps = jax.jit(jax.vmap(run))(jnp.asarray(lengths, jnp.int32))
+        else:
+            outs = [run(jnp.int32(n)) for n in lengths]
+            slot_steps, steps = [o[3] for o in outs], [o[4] for o in outs]
+        for n, lane_steps, lane_slots in zip(lengths, steps, slot_steps, strict=True):
+            assert int(lane_steps) == n
+            stored = tuple(sorted(int(s) for s in lane_slots if s >= 0))
             assert stored == remat.online_checkpoints(n, c), (n, c)
 
 
@@ -190,7 +197,7 @@ def test_gradients_equal_scan_random_trip_counts(seed):
 
 def test_gradients_across_the_end_of_the_placement_table(monkeypatch):
     """Loops longer than the forward's precomputed table continue with the traced rule."""
-    monkeypatch.setattr(_while, "_TABLE_STEPS", 7)
+    monkeypatch.setattr(_while_forward, "TABLE_STEPS", 7)
     w, x0 = _weights()
     # The trip count is traced (the loop reads it from the state, as a data-dependent bound),
     # so each c compiles once for all five lengths.

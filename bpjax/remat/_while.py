@@ -8,14 +8,10 @@ each segment between them with revolve once the trip count L is known.
 
 Three passes, each a ``lax.while_loop``, over the body on flat leaves (``_while_step.py``):
 
-* **forward** (``_forward``): ``x ← body(x)`` while ``cond(x)``; the state x_{i−1} is kept one
-  step (``prev``) and stored by the placement rule (:mod:`~bpjax.remat._online`) once x_i
-  shows it was not the last input. Carry: the state, ``prev``, the buffer (c states) and
-  int32 bookkeeping.
-  The first ``_TABLE_STEPS`` decisions are looked up in a table precomputed by the same rule
-  (:func:`~bpjax.remat._online.placement_table`), so a step costs the body, one lookup and
-  the buffer write; the traced rule (``_traced_step``, O(1) amortized scalar bookkeeping
-  whatever c) takes over after them.
+* **forward** (``_while_forward.py``): ``x ← body(x)`` while ``cond(x)``, storing each state
+  the placement rule (:mod:`~bpjax.remat._online`) keeps, once the next step shows it was
+  not the last input: a precomputed table for the first 4096 decisions, then the rule's
+  O(1)-amortized traced form. Under ``vmap`` it runs over lanes with masked writes.
 * **reverse sweep** (``_while_reverse.py``): from t = L − 1 down to 0, restore the latest
   checkpoint ≤ t, advance to where revolve stores next or to t, and turn at t with the
   ``jax.vjp`` of step t. Only the closed-over arrays JAX differentiates get cotangents
@@ -42,10 +38,9 @@ Known inefficiencies:
 * ``jax.jvp`` runs the forward pass twice: the checkpointed one (the primal of the rule; XLA
   drops its buffer when nothing reads it) and the tangent loop.
 * Past the table, XLA copies the forward's (c,) bookkeeping arrays (the slot list and the
-  stored steps) once or twice per step around the search's loop and conds: ~3 µs a step at
-  c = 10^4 on a 2-core Xeon, nothing measurable at c ≤ 100. Straight-line searches and a
-  single scatter were tried and were slower (XLA then recomputes the index chains in many
-  fusions).
+  stored steps) once or twice per step around the search's loop: ~3 µs a step at c = 10^4
+  on a 2-core Xeon, nothing measurable at c ≤ 100. Straight-line searches and a single
+  scatter were tried and were slower (XLA then recomputes the index chains in many fusions).
 """
 
 from __future__ import annotations
@@ -59,7 +54,6 @@ import numpy as np
 from jax import lax
 
 from bpjax.remat import _linear
-from bpjax.remat._online import next_bounds, placement_table
 from bpjax.remat._while_args import (
     check_body,
     check_cond,
@@ -68,6 +62,7 @@ from bpjax.remat._while_args import (
     inexact,
     strong_array,
 )
+from bpjax.remat._while_forward import forward
 from bpjax.remat._while_reverse import reverse
 from bpjax.remat._while_step import Spec, differentiable_step, going_on, pick, put, step
 
@@ -159,140 +154,6 @@ def _plain(spec: Spec, cond_consts, consts, xs):
     return lax.while_loop(going, advance, (jnp.int32(0), list(xs)))[1]
 
 
-# The forward loop looks its first placement decisions up in a table (one gather per step
-# instead of ~20 small integer kernels, which cost more than a small body); from this step
-# on it runs the traced rule (:func:`_traced_step`). Same decisions either way.
-_TABLE_STEPS = 4096
-
-
-def _forward(spec: Spec, sizes: tuple[int, int], args):
-    """The loop, storing checkpoints online. ``args = cond_consts + consts + xs`` (flat lists
-    of ``sizes`` = (len(cond_consts), len(consts)) and the state's leaves).
-
-    Returns ``(x_L, x_{L-1}, buffer, slot_steps, L)``: buffer leaves ``(c, *leaf.shape)``,
-    ``slot_steps`` int32 ``(c,)`` the step stored in each physical slot (-1: free).
-    """
-    n_cond, n_consts = sizes
-    cond_consts, consts = args[:n_cond], args[n_cond : n_cond + n_consts]
-    xs = args[n_cond + n_consts :]
-    c = spec.checkpoints
-    n_table = _TABLE_STEPS
-    table, nxt, tail, count, bounds = placement_table(c, n_table)
-    # Indexed by j: at step j the loop may store x_{j-1}; nothing at j = 0.
-    table = np.asarray((-1, *table), np.int32)
-
-    def going(carry):
-        return going_on(spec, cond_consts, carry["x"], carry["j"])
-
-    def store_at(carry, store, slot):
-        q = carry["j"] - 1
-        buffer = [
-            lax.dynamic_update_index_in_dim(b, jnp.where(store, p, b[slot]), slot, 0)
-            for b, p in zip(carry["buffer"], carry["prev"], strict=True)
-        ]
-        steps = carry["slot_steps"]
-        steps = lax.dynamic_update_index_in_dim(steps, jnp.where(store, q, steps[slot]), slot, 0)
-        return {
-            "j": carry["j"] + 1,
-            "x": step(spec, consts, carry["x"]),
-            "prev": carry["x"],
-            "buffer": buffer,
-            "slot_steps": steps,
-        }
-
-    def looked_up(carry):
-        slot = jnp.asarray(table)[carry["j"]]
-        return store_at(carry, slot >= 0, jnp.maximum(slot, 0))
-
-    first = lax.while_loop(
-        lambda carry: going(carry) & (carry["j"] <= n_table),
-        looked_up,
-        {
-            "j": jnp.int32(0),
-            "x": list(xs),
-            "prev": list(xs),
-            "buffer": [jnp.zeros((c, *x.shape), x.dtype) for x in xs],
-            "slot_steps": jnp.full((c,), -1, jnp.int32),
-        },
-    )
-    out = lax.while_loop(
-        going,
-        functools.partial(_traced_step, c, store_at),
-        {
-            **first,
-            "nxt": jnp.asarray(nxt, jnp.int32),
-            "tail": jnp.int32(tail),
-            "count": jnp.int32(count),
-            "bounds": jnp.asarray(bounds, jnp.int32),
-            # The search restarts at logical index 1 (slot 1 while filling).
-            "ptr": (jnp.int32(0), jnp.int32(nxt[0] if count == c else 1), jnp.int32(1)),
-        },
-    )
-    return out["x"], out["prev"], out["buffer"], out["slot_steps"], out["j"]
-
-
-def _traced_step(c: int, store_at, carry):
-    """One forward step past the table: :class:`~bpjax.remat._online._Placer`'s ``offer`` in
-    jnp, then the step itself. O(1) amortized in c: scalar bookkeeping, single-entry writes
-    and a search that resumes where it stopped; (c,)-wide work only at a phase advance. (XLA
-    still copies the (c,) bookkeeping arrays once or twice per step around the loops and
-    conds: about 3 µs a step at c = 10^4 on a 2-core Xeon, nothing at c ≤ 100.)"""
-    q = carry["j"] - 1  # x_{j-1} is not the last input (x_j satisfied cond): it may be stored
-    nxt, steps, bounds = carry["nxt"], carry["slot_steps"], carry["bounds"]
-    tail, count = carry["tail"], carry["count"]
-    filling = count < c
-
-    def scan(bounds, ptr):
-        def fails(s):
-            prev, node, i = s
-            after = jnp.where(node == tail, q, steps[nxt[jnp.maximum(node, 0)]])
-            return (i < c) & (after - steps[prev] > bounds[jnp.minimum(c - i + 1, c)])
-
-        def onward(s):
-            prev, node, i = s
-            return node, nxt[jnp.maximum(node, 0)], i + 1
-
-        return lax.while_loop(fails, onward, ptr)
-
-    if c == 1:  # one slot holds x_0 for good
-        store, slot, ptr = filling, jnp.int32(0), carry["ptr"]
-    else:
-        must = q + 1 - steps[tail] > bounds[1]
-        ptr = lax.cond(filling, lambda b, p: p, scan, bounds, carry["ptr"])
-        # Nothing fits and the last segment would overflow: the next phase, searched from 1.
-        stuck = ~filling & (ptr[2] >= c) & must
-        bounds = lax.cond(stuck, next_bounds, lambda b: b, bounds)
-        restart = (jnp.int32(0), nxt[0], jnp.int32(1))
-        ptr = lax.cond(stuck, lambda b, p: scan(b, restart), lambda b, p: p, bounds, ptr)
-        prev, node, i = ptr
-        evict = ~filling & (i < c)
-        store = filling | evict
-        slot = jnp.where(filling, count, jnp.maximum(node, 0))
-        # Filling appends slot `count` after the tail; evicting a checkpoint before the tail
-        # unlinks it and appends it; evicting the tail reuses its place.
-        relink = evict & (node != tail)
-        after = nxt[slot]
-        nxt = _set(nxt, prev, after, relink)
-        nxt = _set(nxt, tail, slot, relink | (filling & (tail >= 0)))
-        nxt = _set(nxt, slot, jnp.int32(-1), relink)
-        ptr = (prev, jnp.where(relink, after, node), i)
-        tail = jnp.where(store, slot, tail)
-    return {
-        **store_at(carry, store, slot),
-        "nxt": nxt,
-        "tail": tail,
-        "count": count + filling.astype(jnp.int32),
-        "bounds": bounds,
-        "ptr": ptr,
-    }
-
-
-def _set(values, index, value, where):
-    """``values.at[index].set(value)`` where ``where`` holds, else unchanged (one entry)."""
-    index = jnp.maximum(index, 0)
-    return lax.dynamic_update_index_in_dim(values, jnp.where(where, value, values[index]), index, 0)
-
-
 def _tangent(spec: Spec, const_mask, res, tangents):
     """Forward mode: the tangent of x_L's inexact leaves, carried beside the state for L steps."""
     consts, xs, _, _, _, n_steps = res
@@ -331,8 +192,8 @@ def _loop_jvp(spec: Spec, primals, tangents):
         jnp.zeros(np.shape(x), x.dtype) if _is_zero(d) else d for x, d in zip(xs, d_xs, strict=True)
     ]
     sizes = (len(cond_consts), len(consts))
-    forward = _linear.forward_only(functools.partial(_forward, spec, sizes))
-    x_last, prev, buffer, slot_steps, n_steps = forward([*cond_consts, *consts, *xs])
+    run = _linear.forward_only(functools.partial(forward, spec, sizes))
+    x_last, prev, buffer, slot_steps, n_steps = run([*cond_consts, *consts, *xs])
     res = (list(consts), list(xs), prev, buffer, slot_steps, n_steps)
     lin = (pick(d_consts, const_mask), pick(d_xs, spec.inexact))
     d_out = _linear.apply(

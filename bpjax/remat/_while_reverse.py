@@ -13,47 +13,98 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 from jax import lax
+from jax.custom_batching import custom_vmap
 
 from bpjax.remat._online import split
+from bpjax.remat._while_forward import Lanes
 from bpjax.remat._while_step import Spec, differentiable_step, pick, step
 
 
 def reverse(spec: Spec, const_mask, res, ct):
-    """Cotangents of (inexact consts, inexact x_0) from the cotangent of x_L's inexact leaves."""
-    consts, _, prev, buffer, slot_steps, n_steps = res
-    zeros_c = [jnp.zeros_like(c) for c in pick(consts, const_mask)]
+    """Cotangents of (inexact consts, inexact x_0) from the cotangent of x_L's inexact leaves.
 
-    def turn(x, ct, d_consts):
-        g_x = differentiable_step(spec, consts, x, const_mask)
-        primals = (pick(x, spec.inexact), pick(consts, const_mask))
-        _, pullback, _ = jax.vjp(g_x, *primals, has_aux=True)
-        ct, d = pullback(ct)
-        return ct, [a + b for a, b in zip(d_consts, d, strict=True)]
+    Under ``jax.vmap`` (a ``custom_vmap`` rule) the sweep runs over lanes that finish at
+    different iterations, as the forward loop does (:class:`~bpjax.remat._while_forward.Lanes`):
+    a finished lane's writes are masked, instead of JAX selecting the whole carry, the c
+    stored states included, at every iteration.
+    """
+    consts, _, prev, buffer, slot_steps, n_steps = res
+    parts = (list(consts), list(prev), list(buffer), [slot_steps, n_steps], list(ct))
+    sizes = [len(p) for p in parts]
+    flat = [a for p in parts for a in p]
+
+    def unflat(args):
+        out, i = [], 0
+        for k in sizes:
+            out.append(list(args[i : i + k]))
+            i += k
+        return out
+
+    @custom_vmap
+    def run(*args):
+        return _reverse(spec, const_mask, unflat(args), Lanes(None), unflat([None] * len(args)))
+
+    @run.def_vmap
+    def _batched(axis_size, in_batched, *args):
+        axes = unflat([0 if b else None for b in in_batched])
+        out = _reverse(spec, const_mask, unflat(args), Lanes(axis_size), axes)
+        return out, jax.tree.map(lambda _: True, out)
+
+    return run(*flat)
+
+
+def _reverse(spec: Spec, const_mask, parts, lanes: Lanes, axes):
+    consts, prev, buffer, (slot_steps, n_steps), ct = parts
+    k_axes = axes[0]
+    if lanes.size is not None:  # every lane carries its own sweep
+        per_lane = [prev, buffer, [slot_steps, n_steps], ct]
+        per_lane = [
+            [a if ax == 0 else jnp.broadcast_to(a, (lanes.size, *jnp.shape(a))) for a, ax in z]
+            for z in (zip(p, ax_p, strict=True) for p, ax_p in zip(per_lane, axes[1:], strict=True))
+        ]
+        prev, buffer, (slot_steps, n_steps), ct = per_lane
+    c = spec.checkpoints
 
     def plan(pos, target, free):
         return jnp.where(free > 0, pos + split(target - pos + 1, free + 1), -1)
 
-    # The checkpoints are used last in, first out: a restore takes the latest one at or
-    # before the target, stores go above it, and a turn frees at most the one at the old
-    # target. So they are kept as a stack in step order: ``steps[k]`` the k-th stored step,
-    # ``top`` the index of the latest, and ``stack[k]`` its physical slot. Slots above
-    # ``top`` are free; a pop leaves its slot in place for the next push, so ``stack`` (a
-    # permutation of the slots, used slots first in step order) never changes.
-    c = spec.checkpoints
-    key = jnp.where(slot_steps < 0, jnp.iinfo(jnp.int32).max, slot_steps)
-    stack = jnp.argsort(key).astype(jnp.int32)
-    lanes = jnp.arange(c, dtype=jnp.int32)
-    used = jnp.sum(slot_steps >= 0).astype(jnp.int32)
-    steps_init = jnp.where(lanes < used, slot_steps[stack], -1)
+    def lane_init(consts, prev, buffer, slot_steps, n_steps, ct):
+        # The checkpoints are used last in, first out: a restore takes the latest one at or
+        # before the target, stores go above it, and a turn frees at most the one at the old
+        # target. So they are kept as a stack in step order: ``steps[k]`` the k-th stored
+        # step, ``top`` the index of the latest, and ``stack[k]`` its physical slot. Slots
+        # above ``top`` are free; a pop leaves its slot in place for the next push, so
+        # ``stack`` (a permutation of the slots, used slots first in step order) never
+        # changes.
+        key = jnp.where(slot_steps < 0, jnp.iinfo(jnp.int32).max, slot_steps)
+        stack = jnp.argsort(key).astype(jnp.int32)
+        lanes_c = jnp.arange(c, dtype=jnp.int32)
+        used = jnp.sum(slot_steps >= 0).astype(jnp.int32)
+        return {
+            "target": n_steps - 1,
+            "pos": n_steps - 1,
+            "x": list(prev),
+            "top": used - 1,
+            "stack": stack,
+            "steps": jnp.where(lanes_c < used, slot_steps[stack], -1),
+            "buffer": list(buffer),
+            "next_store": jnp.int32(-1),
+            "replan": jnp.bool_(True),
+            "ct": list(ct),
+            "d_consts": [jnp.zeros_like(k) for k in pick(consts, const_mask)],
+        }
 
-    def iteration(carry):
-        target, pos, x = carry["target"], carry["pos"], carry["x"]
-        top, steps, buf, next_store = (
-            carry["top"],
-            carry["steps"],
-            carry["buffer"],
-            carry["next_store"],
-        )
+    def iteration(consts, carry, active):
+        def turn(x, ct, d_consts):
+            g_x = differentiable_step(spec, consts, x, const_mask)
+            primals = (pick(x, spec.inexact), pick(consts, const_mask))
+            _, pullback, _ = jax.vjp(g_x, *primals, has_aux=True)
+            ct, d = pullback(ct)
+            return ct, [a + b for a, b in zip(d_consts, d, strict=True)]
+
+        target, pos, x, stack = carry["target"], carry["pos"], carry["x"], carry["stack"]
+        top, steps, buf = carry["top"], carry["steps"], carry["buffer"]
+        next_store = carry["next_store"]
         # After a turn the checkpoint at the old target (if any) is done: pop it.
         top = top - ((top >= 0) & (steps[jnp.maximum(top, 0)] > target)).astype(jnp.int32)
         # Restore (after a turn): the latest checkpoint at or before the target.
@@ -72,41 +123,38 @@ def reverse(spec: Spec, const_mask, res, ct):
         pos = stop
         store = (pos == next_store) & (pos < target) & (free > 0)
         top = top + store.astype(jnp.int32)
-        dst = stack[jnp.clip(top, 0, c - 1)]
+        at = jnp.clip(top, 0, c - 1)
+        dst = stack[at]
+        write = store & active  # a finished lane writes its slot's old value back
         buf = [
-            lax.dynamic_update_index_in_dim(b, jnp.where(store, v, b[dst]), dst, 0)
+            lax.dynamic_update_index_in_dim(b, jnp.where(write, v, b[dst]), dst, 0)
             for b, v in zip(buf, x, strict=True)
         ]
-        steps = steps.at[jnp.clip(top, 0, c - 1)].set(
-            jnp.where(store, pos, steps[jnp.clip(top, 0, c - 1)])
-        )
+        steps = steps.at[at].set(jnp.where(write, pos, steps[at]))
         # Turn at the target: the cotangent moves from x_{target+1} to x_target.
         at_target = pos == target
         ct, d_consts = lax.cond(at_target, turn, lambda _, *a: a, x, carry["ct"], carry["d_consts"])
-        return {
+        new = {
             "target": jnp.where(at_target, target - 1, target),
             "pos": jnp.where(at_target, -1, pos),
             "x": x,
             "top": top,
-            "steps": steps,
-            "buffer": buf,
             "next_store": next_store,
             "replan": store,
             "ct": ct,
             "d_consts": d_consts,
         }
+        kept = jax.tree.map(lambda n, o: jnp.where(active, n, o), new, {k: carry[k] for k in new})
+        return {**carry, **kept, "buffer": buf, "steps": steps}
 
-    init = {
-        "target": n_steps - 1,
-        "pos": n_steps - 1,
-        "x": list(prev),
-        "top": used - 1,
-        "steps": steps_init,
-        "buffer": list(buffer),
-        "next_store": jnp.int32(-1),
-        "replan": jnp.bool_(True),
-        "ct": list(ct),
-        "d_consts": zeros_c,
-    }
-    out = lax.while_loop(lambda carry: carry["target"] >= 0, iteration, init)
+    def going(carry):
+        return carry["target"] >= 0
+
+    args = (consts, prev, buffer, slot_steps, n_steps, ct)
+    init = lanes.map(lane_init, (k_axes, 0, 0, 0, 0, 0), *args)
+    out = lanes.loop(
+        going,
+        lambda carry, active: lanes.map(iteration, (k_axes, 0, 0), consts, carry, active),
+        init,
+    )
     return out["d_consts"], out["ct"]
