@@ -9,6 +9,9 @@ reaches L, a number the loop only learns by running. For c in {4, 10, 30}:
 * compiled temporary memory of the gradient w.r.t. the state;
 * time per gradient, interleaved (bpjax, Equinox, ``lax.scan`` padded to a known maximum).
 
+Under ``vmap``: Equinox's own speed case (vmap of grad over two loops that stop at different
+steps, L = 2c, c in {100, 10 000}), bpjax against Equinox.
+
 Then two real uses, each gradient checked against float64 central differences: an adaptive
 Dormand-Prince integration of Van der Pol (step rejection, tolerance 1e-6) differentiated
 w.r.t. μ, and a fixed-point iteration run to a tolerance differentiated w.r.t. its bias.
@@ -145,6 +148,65 @@ def sweep(depths, rounds):
                 + " ".join(f"{h} {row[f'{h} temp'] / 2**20:.2f}" for h in fns),
                 flush=True,
             )
+    return rows
+
+
+# --- Under vmap: Equinox's own speed case ----------------------------------------------------
+
+# Equinox's tests/test_while_loop.py::test_speed_grad_checkpointed_while: a batch of two
+# loops (their steps start at 0 and 10, so the lanes stop at different steps) of 2c steps
+# rotating (re, im) by an MLP's angle, vmap of grad; Equinox asserts under 0.5 s at c = 10^4.
+VMAP_CHECKPOINTS = (100, 10_000)
+
+
+def _rotation_mlp(key):
+    keys = jax.random.split(key, 3)
+    shapes = [(2, 2), (2, 2), (2, 1)]
+    return [
+        (jax.random.normal(k, s, jnp.float32) / math.sqrt(2), jnp.zeros(s[1:], jnp.float32))
+        for k, s in zip(keys, shapes, strict=True)
+    ]
+
+
+def rotation_grad(how, c, mlp):
+    def body(carry):
+        step, val = carry
+        x = val
+        for w, b in mlp[:-1]:
+            x = jax.nn.relu(x @ w + b)
+        (theta,) = x @ mlp[-1][0] + mlp[-1][1]
+        z = (val[0] + 1j * val[1]) * jnp.exp(1j * theta)
+        return step + 1, jnp.stack([jnp.real(z), jnp.imag(z)])
+
+    def loss(val, start):
+        going = lambda s: s[0] < 2 * c  # noqa: E731
+        if how == "bpjax":
+            out = remat.while_loop(going, body, (start, val), checkpoints=c)
+        else:
+            out = eqxi.while_loop(going, body, (start, val), kind="checkpointed", checkpoints=c)
+        return jnp.sum(out[1])
+
+    return jax.vmap(jax.grad(loss))
+
+
+def vmap_sweep(rounds):
+    rows = []
+    mlp = _rotation_mlp(jax.random.key(5))
+    val = jax.random.normal(jax.random.key(6), (2, 2), jnp.float32)
+    starts = jnp.array([0, 10], jnp.int32)
+    for c in VMAP_CHECKPOINTS:
+        fns = {how: (rotation_grad(how, c, mlp), (val, starts)) for how in contenders()[:-1]}
+        timings = measure.compare(fns, rounds=rounds, min_round_seconds=0.05, warmup=1)
+        row = {"c": c, "L": 2 * c, "lanes": 2}
+        for how, t in timings.items():
+            row[f"{how} seconds"] = t.median
+            row[f"{how} p10"], row[f"{how} p90"] = t.p10, t.p90
+        rows.append(row)
+        print(
+            f"  vmap of grad, c={c}, L={2 * c}, 2 lanes: ms "
+            + " ".join(f"{h} {row[f'{h} seconds'] * 1e3:.1f}" for h in timings),
+            flush=True,
+        )
     return rows
 
 
@@ -296,7 +358,7 @@ def plot(out, curve, rows):
     plt.close(fig)
 
 
-def summarize(curve, rows, uses, jvp):
+def summarize(curve, rows, uses, jvp, vmapped=()):
     worst = max(curve, key=lambda r: r["bpjax"] / r["optimum"])
     summary = []
 
@@ -324,6 +386,14 @@ def summarize(curve, rows, uses, jvp):
         put("time_over_equinox_median", median, "ratio", "time bpjax / Equinox, median")
         at_most = f"{sum(s <= 1.0 for s in speed)}/{len(speed)}"
         put("time_at_most_equinox_at", at_most, "text", "time bpjax / Equinox <= 1.0 at")
+    for r in vmapped:
+        at = {"c": r["c"], "L": r["L"]}
+        put("vmap_bpjax_ms", r["bpjax seconds"] * 1e3, "ms", "vmap of grad, bpjax ms", **at)
+        if eqxi:
+            text = "vmap of grad, Equinox ms"
+            put("vmap_equinox_ms", r["equinox seconds"] * 1e3, "ms", text, **at)
+            ratio = r["bpjax seconds"] / r["equinox seconds"]
+            put("vmap_time_over_equinox", ratio, "ratio", "vmap of grad, bpjax / Equinox", **at)
     for name, r in uses.items():
         text = f"{name}: grad vs central difference (rel. error)"
         put("grad_rel_error_vs_central_difference", r["relative error"], "", text, loop=name)
@@ -353,11 +423,13 @@ def main(argv=None):
         print("equinox is not installed: its checkpointed while loop is skipped", flush=True)
     print(f"timed sweep, L in {depths}", flush=True)
     rows = sweep(depths, rounds=9 if args.full else 5)
+    print("vmap of grad, lanes stopping at different steps (Equinox's speed case)", flush=True)
+    vmapped = vmap_sweep(rounds=9 if args.full else 5)
     print("real uses (float64)", flush=True)
     uses = real_uses(c=10)
     jvp = jvp_support()
     plot(args.out, curve, rows)
-    summary = summarize(curve, rows, uses, jvp)
+    summary = summarize(curve, rows, uses, jvp, vmapped)
     seconds = time.perf_counter() - start
     summary.append(results.entry("seconds", seconds, unit="s", text="seconds"))
     for key, value in ((e["text"], e["value"]) for e in summary):
@@ -375,6 +447,7 @@ def main(argv=None):
             "checkpoints": list(CHECKPOINTS),
             "ratio_curve": curve,
             "sweep": rows,
+            "vmap": vmapped,
             "real_uses": uses,
             "jvp": jvp,
         },
