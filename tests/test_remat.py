@@ -479,6 +479,19 @@ def test_the_counting_helpers_refuse_counts_they_cannot_mean(call, match):
         call()
 
 
+def test_per_layer_params_integer_states_and_lists_get_the_fix():
+    """A list of per-layer dicts failed inside the user's layer ("list indices must be
+    integers"); an integer x blamed the layer; a Python list x raised AttributeError."""
+    params, x = _problem(3)
+    layers = [jax.tree.map(lambda a, i=i: a[i], params) for i in range(3)]
+    with pytest.raises(TypeError, match=r"list of 3 per-layer pytrees: .*jnp.stack"):
+        remat.stack(_layer, layers, x)
+    with pytest.raises(ValueError, match="x is int32: cast it to a float dtype"):
+        remat.stack(_layer, params, x.astype(jnp.int32))
+    with pytest.raises(TypeError, match=r"pass jnp.asarray\(x\)"):
+        remat.stack(_layer, params, x.tolist())
+
+
 def test_a_bool_budget_is_not_one_byte():
     params, x = _problem(4)
     with pytest.raises(ValueError, match="budget_bytes must be a positive int, got True"):

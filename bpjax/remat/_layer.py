@@ -104,17 +104,56 @@ def _describe(tree):
     return jax.tree.map(lambda a: (tuple(a.shape), str(a.dtype)), tree)
 
 
+def _per_layer_list(params) -> bool:
+    """``params`` is a list of per-layer pytrees (the same structure and shapes each)."""
+    if not isinstance(params, list | tuple) or len(params) < 2:
+        return False
+    first = jax.tree.structure(params[0])
+    return (
+        first.num_leaves > 0
+        and not jax.tree_util.treedef_is_leaf(first)
+        and all(
+            jax.tree.structure(p) == first
+            and [np.shape(a) for a in jax.tree.leaves(p)]
+            == [np.shape(a) for a in jax.tree.leaves(params[0])]
+            for p in params
+        )
+    )
+
+
+_STACK_FIX = (
+    "params must be one pytree whose leaves are stacked on a leading layer axis; from a list "
+    "of per-layer params: jax.tree.map(lambda *a: jnp.stack(a), *layers)"
+)
+
+
 def trace(layer: Callable, params, x) -> TracedLayer:
     """Check ``layer(p, x) -> x`` on shapes and trace it once (see :class:`TracedLayer`)."""
+    for leaf in jax.tree.leaves(x):
+        if not hasattr(leaf, "dtype"):
+            raise TypeError(
+                f"remat: x must be an array or a pytree of arrays, got a leaf of type "
+                f"{type(leaf).__name__}; pass jnp.asarray(x)"
+            )
     x_spec = spec(x)
-    closed, out = jax.make_jaxpr(layer, return_shape=True)(layer_spec(params), x_spec)
+    try:
+        closed, out = jax.make_jaxpr(layer, return_shape=True)(layer_spec(params), x_spec)
+    except (TypeError, KeyError, IndexError, AttributeError) as err:
+        if _per_layer_list(params):
+            raise TypeError(
+                f"remat: layer(p, x) failed on one slice of params ({err}); params is a "
+                f"{type(params).__name__} of {len(params)} per-layer pytrees: {_STACK_FIX}"
+            ) from err
+        raise
     if jax.tree.structure(out) != jax.tree.structure(x_spec) or any(
         (a.shape, a.dtype) != (b.shape, b.dtype)
         for a, b in zip(jax.tree.leaves(out), jax.tree.leaves(x_spec), strict=True)
     ):
+        integer = [a for a in jax.tree.leaves(x_spec) if not jnp.issubdtype(a.dtype, jnp.inexact)]
+        hint = f"; x is {integer[0].dtype}: cast it to a float dtype" if integer else ""
         raise ValueError(
             f"remat: layer(p, x) must return a state shaped like x ({_describe(x_spec)}), "
-            f"got {_describe(out)}"
+            f"got {_describe(out)}{hint}"
         )
     return TracedLayer(
         key=str(closed.jaxpr),
