@@ -135,7 +135,27 @@ def backward(params, cache: Cache, labels):
     Returns:
       A list of ``(dW, db)`` with the structure and shapes of ``params``.
     """
+    if not isinstance(cache, Cache):
+        got = type(cache).__name__
+        fix = (
+            "; forward returns (probs, cache): pass its second element"
+            if isinstance(cache, tuple) and len(cache) == 2 and isinstance(cache[1], Cache)
+            else ""
+        )
+        raise TypeError(
+            f"manual.backward: cache must be the Cache forward returned, got {got}{fix}"
+        )
     params, _ = _check(params, cache.inputs[0], cache.activation)
+    shapes = [tuple(np.shape(W)) for W, _ in params]
+    cached = [tuple(np.shape(a))[1:] for a in cache.inputs]
+    if len(cached) != len(shapes) or any(
+        s[0] != c[0] for s, c in zip(shapes, cached, strict=False)
+    ):
+        raise ValueError(
+            f"manual.backward: the cache was made by forward with other params: {len(cached)} "
+            f"layer inputs of widths {[c[0] for c in cached]}, but params has {len(shapes)} "
+            f"layers of shapes {shapes}; call forward(params, x) with these params"
+        )
     labels = _labels(cache.logp, labels)
     act = TABLE[cache.activation]
     # δᴸ = (softmax − y)/m, batch mean folded in, by the table's fused rule. Written as

@@ -76,3 +76,19 @@ def test_manual_rejects_bad_config():
         manual.backprop(params, jnp.ones((2, 5)), jnp.array([0, 1]))
     with pytest.raises(ValueError, match=r"labels must lie in \[0, 3\)"):
         manual.backprop(params, jnp.ones((2, 4)), jnp.array([0, 7]))
+
+
+def test_manual_backward_names_a_wrong_cache():
+    """The whole (probs, cache) tuple gave "'tuple' object has no attribute 'inputs'"; a cache
+    from other params gave "IndexError: tuple index out of range"."""
+    from bpjax import models
+
+    params = models.init_layers(jax.random.key(0), [4, 8, 3])
+    other = models.init_layers(jax.random.key(0), [4, 6, 5, 3])
+    x, labels = jnp.ones((5, 4)), jnp.array([0, 1, 2, 0, 1])
+    out = manual.forward(params, x)
+    with pytest.raises(TypeError, match="forward returns \\(probs, cache\\): pass its second"):
+        manual.backward(params, out, labels)
+    with pytest.raises(ValueError, match="the cache was made by forward with other params"):
+        manual.backward(other, out[1], labels)
+    assert len(manual.backward(params, out[1], labels)) == 2
