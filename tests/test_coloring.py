@@ -163,3 +163,14 @@ def test_a_jacobian_fns_pattern_is_colored_and_the_function_itself_is_refused():
         modes.color_columns(jac)
     with pytest.raises(ValueError, match="got str"):
         modes.color_columns("tridiagonal")
+
+
+def test_a_row_coloring_refuses_a_column_coloring_of_another_pattern():
+    """color_rows reused `columns` whenever the pattern was symmetric: a tridiagonal pattern
+    with the (1-color) coloring of a diagonal one reported 1 product instead of 3."""
+    tri = sp.diags_array([1, 1, 1], offsets=[-1, 0, 1], shape=(8, 8), dtype=np.int8) != 0
+    assert modes.color_rows(tri, columns=modes.color_columns(tri)).vjps == 3
+    with pytest.raises(ValueError, match="two columns that share a row have the same color"):
+        modes.color_rows(tri, columns=modes.color_columns(np.eye(8, dtype=bool)))
+    with pytest.raises(ValueError, match=r"columns must be color_columns of this \(8, 8\)"):
+        modes.color_rows(tri, columns=modes.color_columns(np.eye(6, dtype=bool)))

@@ -254,6 +254,14 @@ def color_rows(pattern, *, columns: Coloring | None = None) -> Coloring:
     :func:`color_columns`). ``columns``: the column coloring of the same pattern, reused
     when the pattern is symmetric (rows sharing a column are then columns sharing a row)."""
     csr = as_csr(pattern)
+    if columns is not None:
+        _check_column_coloring(csr, columns)
+    return rows_of(csr, columns)
+
+
+def rows_of(csr: sp.csr_array, columns: Coloring | None = None) -> Coloring:
+    """:func:`color_rows` of a CSR pattern, ``columns`` (if given) trusted to be its column
+    coloring (the planner's path: it colored the columns of the same pattern just before)."""
     m, n = csr.shape
     if columns is not None and is_symmetric(csr):
         colors, bound = columns.column_colors, columns.lower_bound
@@ -262,6 +270,24 @@ def color_rows(pattern, *, columns: Coloring | None = None) -> Coloring:
     k = int(colors.max(initial=-1)) + 1
     i, j = coordinates(csr)
     return Coloring("rows", np.full(n, -1), colors, 0, k, bound, colors[i] * n + j)
+
+
+def _check_column_coloring(csr: sp.csr_array, columns) -> None:
+    """``columns`` must be a column coloring of this pattern: reused from another pattern,
+    its colors would silently merge columns that share a row."""
+    colors = getattr(columns, "column_colors", None)
+    if getattr(columns, "kind", None) != "columns" or np.shape(colors) != (csr.shape[1],):
+        raise ValueError(
+            f"color_rows: columns must be color_columns of this ({csr.shape[0]}, "
+            f"{csr.shape[1]}) pattern, got {columns!r:.80}"
+        )
+    i, j = coordinates(csr)
+    pairs = np.unique(np.stack([i, colors[j]]), axis=1)
+    if pairs.shape[1] != len(i):
+        raise ValueError(
+            "color_rows: columns is not a column coloring of this pattern (two columns that "
+            "share a row have the same color); pass color_columns(pattern) of the same pattern"
+        )
 
 
 def _bipartite(csr: sp.csr_array) -> sp.csr_array:

@@ -124,7 +124,7 @@ def colored_candidates(
     if "columns" in wanted:
         found["columns"] = _coloring.color_columns(pattern.csr)
     if "rows" in wanted:
-        found["rows"] = _coloring.color_rows(pattern.csr, columns=found.get("columns"))
+        found["rows"] = _coloring.rows_of(pattern.csr, columns=found.get("columns"))
     one_sided = min((c.products for c in found.values()), default=None)
     # In the automatic mode, where deciding is part of the cost, the bicoloring (a Python
     # star coloring, the slowest step) is tried only where it could save a third of the
