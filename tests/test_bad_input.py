@@ -116,7 +116,7 @@ def test_gradient_check_refuses_zero_or_odd_directions(directions):
 def test_gradient_check_refuses_a_reference_of_another_shape():
     with pytest.raises(ValueError, match=r"reference returns .*\(1, 3\).* f returns .*\(3,\)"):
         check.gradients(_wrong_tanh(), jnp.ones(3), reference=lambda z: jnp.tanh(z)[None])
-    with pytest.raises(ValueError, match="eps must be positive"):
+    with pytest.raises(ValueError, match="eps must be a positive number"):
         check.gradients(jnp.tanh, jnp.ones(3), eps=0.0)
 
 
