@@ -117,6 +117,15 @@ def counted(how, n_steps, c):
     return calls[0]
 
 
+def timed(fns, rounds, row):
+    """Interleaved rounds of ``fns``; median and 10th/90th percentiles written into ``row``."""
+    timings = measure.compare(fns, rounds=rounds, min_round_seconds=0.05, warmup=1)
+    for how, t in timings.items():
+        row[f"{how} seconds"] = t.median
+        row[f"{how} p10"], row[f"{how} p90"] = t.p10, t.p90
+    return timings
+
+
 def sweep(depths, rounds):
     rows = []
     w, x0 = problem()
@@ -133,10 +142,7 @@ def sweep(depths, rounds):
                 row[f"{how} temp"] = measure.temp_bytes(fn, w, x0)
                 if how != "scan (padded)":
                     row[f"{how} evaluations"] = counted(how, n, c)
-            timings = measure.compare(fns, rounds=rounds, min_round_seconds=0.05, warmup=1)
-            for how, t in timings.items():
-                row[f"{how} seconds"] = t.median
-                row[f"{how} p10"], row[f"{how} p90"] = t.p10, t.p90
+            timings = timed(fns, rounds, row)
             rows.append(row)
             print(
                 f"  L={n:6d} c={c:2d}  evaluations bpjax {row['bpjax evaluations']} "
@@ -196,11 +202,8 @@ def vmap_sweep(rounds):
     starts = jnp.array([0, 10], jnp.int32)
     for c in VMAP_CHECKPOINTS:
         fns = {how: (rotation_grad(how, c, mlp), (val, starts)) for how in contenders()[:-1]}
-        timings = measure.compare(fns, rounds=rounds, min_round_seconds=0.05, warmup=1)
         row = {"c": c, "L": 2 * c, "lanes": 2}
-        for how, t in timings.items():
-            row[f"{how} seconds"] = t.median
-            row[f"{how} p10"], row[f"{how} p90"] = t.p10, t.p90
+        timings = timed(fns, rounds, row)
         rows.append(row)
         print(
             f"  vmap of grad, c={c}, L={2 * c}, 2 lanes: ms "
