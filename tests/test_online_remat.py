@@ -257,19 +257,22 @@ def test_vmap_batch_of_trip_counts():
     """vmap over trip counts: each lane's gradient is the scan's for its own L."""
     w, x0 = _weights()
     trips = jnp.array([0, 5, 23])
-    wants = [jax.grad(_scan_loss, argnums=(1, 2))(w, 1.1, x0, n) for n in trips.tolist()]
-    got = jax.vmap(jax.grad(_online_loss, argnums=(1, 2)), in_axes=(None, None, None, 0, None))(
-        w, 1.1, x0, trips, 3
+    scan_grad = jax.jit(jax.grad(_scan_loss, argnums=(1, 2)), static_argnums=(3,))
+    wants = [scan_grad(w, 1.1, x0, n) for n in trips.tolist()]
+    # jit: one compilation each instead of an eager dispatch per primitive of the loops.
+    online = functools.partial(_online_loss, checkpoints=3)
+    got = jax.jit(jax.vmap(jax.grad(online, argnums=(1, 2)), in_axes=(None, None, None, 0)))(
+        w, 1.1, x0, trips
     )
     for lane, want in enumerate(wants):
         assert _rel_err(got[0][lane], want[0]) <= 1e-12
         assert _rel_err(got[1][lane], want[1]) <= 1e-12
     # grad of a vmapped loop: the batched tangent is still transposed by the reverse sweep.
     total = lambda a: jnp.sum(  # noqa: E731
-        jax.vmap(_online_loss, in_axes=(None, None, None, 0, None))(w, a, x0, trips, 3)
+        jax.vmap(online, in_axes=(None, None, None, 0))(w, a, x0, trips)
     )
     want = sum(want[0] for want in wants)
-    assert _rel_err(jax.grad(total)(1.1), want) <= 1e-12
+    assert _rel_err(jax.jit(jax.grad(total))(1.1), want) <= 1e-12
 
 
 def test_nested_in_scan_and_remat_stack():
