@@ -17,7 +17,7 @@ from bpjax.modes import _basis_model, _cost, _rates, _sparse, examples
 @pytest.mark.parametrize("name", examples.FAMILIES)
 def test_every_method_equals_jacrev_on_every_family(name):
     f, x, _ = examples.family(name, 64, dtype=jnp.float64)
-    want = np.asarray(jax.jacrev(f)(x))
+    want = np.asarray(jax.jit(jax.jacrev(f))(x))
 
     # Every method in one compiled program: each would otherwise run op by op, compiling
     # every primitive afresh (the eager path has tests of its own, on pytrees, below).
@@ -50,7 +50,7 @@ def _pytree_f(p):
 @pytest.mark.parametrize("coloring", [*modes.COLORINGS, None])
 def test_sparse_and_mixed_mode_work_on_pytree_inputs_and_outputs(coloring):
     p = {"u": jnp.linspace(-1.0, 1.0, 12), "c": jnp.array([0.7, -0.3])}
-    want = jax.jacrev(_pytree_f)(p)
+    want = jax.jit(jax.jacrev(_pytree_f))(p)
     mode = "sparse" if coloring else "auto"
     got = modes.jacobian(_pytree_f, p, mode=mode, coloring=coloring)
     assert jax.tree.structure(got) == jax.tree.structure(want)
@@ -67,7 +67,7 @@ def test_jacobian_fn_decides_once_and_reports_the_decision():
     assert jac.decision_seconds > 0 and jac.choice.decision_seconds == jac.decision_seconds
     assert "bicoloring" in jac.choice.reason and "cheaper" in jac.choice.reason
     y = x + 0.25
-    np.testing.assert_allclose(jac(y), jax.jacrev(f)(y), rtol=0, atol=1e-10)
+    np.testing.assert_allclose(jac(y), jax.jit(jax.jacrev(f))(y), rtol=0, atol=1e-10)
     with pytest.raises(ValueError, match=r"planned for inputs.*Call jacobian_fn again"):
         jac(jnp.ones(64))
     forced = modes.jacobian_fn(f, x, mode="rev")
@@ -77,7 +77,7 @@ def test_jacobian_fn_decides_once_and_reports_the_decision():
 def test_jacobian_works_under_jit():
     f, x, _ = examples.family("tridiagonal", 32, dtype=jnp.float64)
     got = jax.jit(lambda x: modes.jacobian(f, x, mode="sparse"))(x)
-    np.testing.assert_allclose(got, jax.jacrev(f)(x), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(got, jax.jit(jax.jacrev(f))(x), rtol=0, atol=1e-12)
 
 
 def test_the_first_decision_of_a_process_may_be_inside_jit(monkeypatch):
@@ -88,10 +88,10 @@ def test_the_first_decision_of_a_process_may_be_inside_jit(monkeypatch):
     monkeypatch.setenv("BPJAX_CACHE_DIR", "off")
     f, x, _ = examples.family("tridiagonal", 32, dtype=jnp.float64)
     got = jax.jit(lambda x: modes.jacobian(f, x, mode="auto"))(x)
-    np.testing.assert_allclose(got, jax.jacrev(f)(x), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(got, jax.jit(jax.jacrev(f))(x), rtol=0, atol=1e-12)
     _rates._machine_rates.cache_clear()
     got = jax.jit(lambda x: modes.jacobian(f, x, mode="auto", basis="xla"))(x)
-    np.testing.assert_allclose(got, jax.jacrev(f)(x), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(got, jax.jit(jax.jacrev(f))(x), rtol=0, atol=1e-12)
 
 
 def test_large_banded_jacobian_in_sparse_output():
@@ -196,7 +196,7 @@ def test_calls_counts_compilation_so_a_few_calls_of_a_small_jacobian_skip_the_bi
     assert table["bicoloring"]["run_seconds"] < table[once.method]["run_seconds"]
     assert table["bicoloring"]["compile_seconds"] > table[once.method]["compile_seconds"] == 0
     assert "over 1 call, compilation included" in once.choice.reason
-    np.testing.assert_allclose(once(x), jax.jacrev(f)(x), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(once(x), jax.jit(jax.jacrev(f))(x), rtol=1e-5, atol=1e-6)
     assert modes.choose_mode(f, x, calls=1).method == once.method
     # One call of a sub-millisecond Jacobian: LLVM at -O0 compiles faster than it loses.
     if jax.default_backend() == "cpu":
@@ -219,11 +219,13 @@ def test_measure_compiles_a_jacobian_fn_with_its_own_options(monkeypatch):
     jac = modes.jacobian_fn(f, x, calls=1)
     assert jac.compiler_options is not None or jax.default_backend() != "cpu"
     compiled, seconds = measure.compile_fn(jac, x)
-    np.testing.assert_allclose(compiled(x), jax.jacrev(f)(x), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(compiled(x), jax.jit(jax.jacrev(f))(x), rtol=1e-5, atol=1e-6)
     assert seconds > 0
     # Inside a user's jit (options only go on a top-level jit) it runs with the user's.
     newton = jax.jit(lambda x: x - 0.1 * jac(x) @ f(x))
-    np.testing.assert_allclose(newton(x), x - 0.1 * jax.jacrev(f)(x) @ f(x), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        newton(x), x - 0.1 * jax.jit(jax.jacrev(f))(x) @ f(x), rtol=1e-5, atol=1e-6
+    )
 
 
 def test_compile_model_prices_decompression_and_the_second_linearization():

@@ -64,7 +64,7 @@ def test_unmasked_program_of_a_finite_f_has_no_mask_and_exact_zeros():
     x = jnp.linspace(0.1, 1.0, 32)
     plan, J, used = _banded_rev(f, x, unmasked=True)
     assert plan.finite and "scatter" not in used and "gather" not in used
-    np.testing.assert_array_equal(np.asarray(J), np.asarray(jax.jacrev(f)(x)))
+    np.testing.assert_array_equal(np.asarray(J), np.asarray(jax.jit(jax.jacrev(f))(x)))
     outside = ~np.asarray(plan.pattern.csr.toarray(), bool)
     assert np.all(np.asarray(J)[outside] == 0)
     _, _, masked = _banded_rev(f, x, unmasked=False)
@@ -115,7 +115,7 @@ def test_jacobian_fn_with_calls_gives_the_same_jacobian_either_way(monkeypatch):
     f, x, _ = examples.family("stencil", 256)
     monkeypatch.setattr(_cost, "unmasked_pays", lambda run, calls, r: True)
     jac = modes.jacobian_fn(f, x, calls=10)
-    want = jax.jacrev(f)(x)
+    want = jax.jit(jax.jacrev(f))(x)
     np.testing.assert_allclose(np.asarray(jac(x)), np.asarray(want), rtol=1e-6, atol=1e-6)
     # Unmasked only where a dense mode was chosen, and then the reason says so.
     assert jac.choice.unmasked == (jac.method in _sparse.DENSE)
