@@ -313,6 +313,20 @@ def test_hessian_works():
     assert _rel_err(got, want) <= 1e-10
 
 
+def test_vmap_of_hessian_over_trip_counts():
+    """Forward-over-reverse under vmap (jax.jacfwd is itself a vmap of jvp): the loops' vmap
+    rules must not batch the tangents of a jvp (custom_vmap alone gave tangents of shape
+    (3, 3) for a (3,) primal, and failed jax.hessian even without vmap)."""
+    w, x0 = _weights()
+    trips = jnp.array([3, 8])
+    online = functools.partial(_online_loss, checkpoints=2)
+    hess = jax.jit(jax.vmap(jax.hessian(online, argnums=2), in_axes=(None, None, None, 0)))
+    got = hess(w, 1.1, x0, trips)
+    scan_hessian = jax.jit(jax.hessian(_scan_loss, argnums=2), static_argnums=(3,))
+    for lane, n in enumerate(trips.tolist()):
+        assert _rel_err(got[lane], scan_hessian(w, 1.1, x0, n)) <= 1e-10
+
+
 def test_grad_of_grad_refuses_with_the_fix():
     w, x0 = _weights()
     with pytest.raises(ReverseOverReverseError, match="jax.hessian"):

@@ -71,21 +71,40 @@ def forward(spec: Spec, sizes: tuple[int, int], args):
     start = (tail, count)
     n = len(args)
 
+    def impl(args, lanes, axes):
+        # A batched table is a constant broadcast by an enclosing vmap: every row is the same.
+        own = [t if a is None else t[0] for t, a in zip(args[n:], axes[n:], strict=True)]
+        return _forward(spec, sizes, args[:n], own, start, lanes, axes[:n])
+
     # The tables are arguments, not constants the function closes over: custom_vmap refuses
     # closed-over values that an enclosing vmap has batched (a loop inside a loop's body).
-    @custom_vmap
-    def run(*args):
-        return _forward(spec, sizes, list(args[:n]), args[n:], start, Lanes(None), [None] * n)
+    return over_lanes(impl)(*args, *tables)
 
-    @run.def_vmap
-    def _batched(axis_size, in_batched, *args):
-        axes = [0 if b else None for b in in_batched[:n]]
-        # A batched table is a constant broadcast by an enclosing vmap: every row is the same.
-        own = [t[0] if b else t for t, b in zip(args[n:], in_batched[n:], strict=True)]
-        out = _forward(spec, sizes, list(args[:n]), own, start, Lanes(axis_size), axes)
+
+def over_lanes(impl):
+    """``f(*args)`` computing ``impl(args, Lanes(None), axes)``; under ``jax.vmap`` the
+    batched ``impl(args, Lanes(size), axes)`` instead of JAX's batching of its loops.
+
+    ``axes``: per argument, 0 where batched (leading axis) and None where not. Differentiated
+    (forward-over-reverse: ``jax.hessian``), the derivative is JAX's own through ``impl`` for
+    one lane: ``custom_vmap`` alone gives wrongly batched tangents under ``vmap`` of ``jvp``
+    (which ``jax.jacfwd`` is).
+    """
+
+    def plain(*args):
+        return impl(list(args), Lanes(None), [None] * len(args))
+
+    batched = custom_vmap(plain)
+
+    @batched.def_vmap
+    def _rule(axis_size, in_batched, *args):
+        axes = [0 if b else None for b in in_batched]
+        out = impl(list(args), Lanes(axis_size), axes)
         return out, jax.tree.map(lambda _: True, out)
 
-    return run(*args, *tables)
+    run = jax.custom_jvp(batched)
+    run.defjvp(lambda primals, tangents: jax.jvp(plain, primals, tangents))
+    return run
 
 
 def _forward(spec: Spec, sizes, args, tables, start, lanes: Lanes, axes):

@@ -13,10 +13,9 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 from jax import lax
-from jax.custom_batching import custom_vmap
 
 from bpjax.remat._online import split
-from bpjax.remat._while_forward import Lanes
+from bpjax.remat._while_forward import Lanes, over_lanes
 from bpjax.remat._while_step import Spec, differentiable_step, pick, step
 
 
@@ -40,17 +39,10 @@ def reverse(spec: Spec, const_mask, res, ct):
             i += k
         return out
 
-    @custom_vmap
-    def run(*args):
-        return _reverse(spec, const_mask, unflat(args), Lanes(None), unflat([None] * len(args)))
+    def impl(args, lanes, axes):
+        return _reverse(spec, const_mask, unflat(args), lanes, unflat(axes))
 
-    @run.def_vmap
-    def _batched(axis_size, in_batched, *args):
-        axes = unflat([0 if b else None for b in in_batched])
-        out = _reverse(spec, const_mask, unflat(args), Lanes(axis_size), axes)
-        return out, jax.tree.map(lambda _: True, out)
-
-    return run(*flat)
+    return over_lanes(impl)(*flat)
 
 
 def _reverse(spec: Spec, const_mask, parts, lanes: Lanes, axes):
