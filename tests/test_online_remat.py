@@ -313,6 +313,27 @@ def test_hessian_works():
     assert _rel_err(got, want) <= 1e-10
 
 
+def test_hessian_of_a_state_with_a_counter():
+    """jax.hessian (jacfwd of grad: a vmap of jvp) through a loop whose state carries an
+    int counter; the loops' vmap rules must not batch a jvp's tangents (custom_vmap alone
+    gave tangents of shape (3, 3) for a (3,) primal here)."""
+
+    def online(x):
+        out = remat.while_loop(
+            lambda s: s[1] < 4, lambda s: (jnp.sin(s[0]) * 1.1, s[1] + 1), (x, 0), checkpoints=3
+        )
+        return jnp.sum(out[0] ** 2)
+
+    def unrolled(x):
+        for _ in range(4):
+            x = jnp.sin(x) * 1.1
+        return jnp.sum(x**2)
+
+    x = jnp.linspace(0.1, 0.9, 3)
+    assert _rel_err(jax.jit(jax.hessian(online))(x), jax.hessian(unrolled)(x)) <= 1e-12
+
+
+@pytest.mark.slow
 def test_vmap_of_hessian_over_trip_counts():
     """Forward-over-reverse under vmap (jax.jacfwd is itself a vmap of jvp): the loops' vmap
     rules must not batch the tangents of a jvp (custom_vmap alone gave tangents of shape
