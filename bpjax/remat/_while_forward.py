@@ -151,16 +151,22 @@ def _forward(spec: Spec, sizes, args, tables, start, lanes: Lanes, axes):
     def traced(carry, active):
         ptr, stuck = lanes.map(functools.partial(_search, c), (0,), carry)
         stuck = stuck & active
-        # The phase advances (a (c + 1,) cumsum) only in lanes that are stuck, and only
-        # when one is: a loop run once or not at all, not a select computed every step.
-        _, bounds = lax.while_loop(
-            lambda s: s[0],
-            lambda s: (False, lanes.map(_advance, (0, 0), stuck, s[1])),
-            (lanes.any(stuck), carry["bounds"]),
+
+        # The phase advances (a (c + 1,) cumsum) and the search restarts from logical 1 only
+        # in lanes that are stuck, and only when one is: a loop run once or not at all, not
+        # a select computed every step.
+        def advance(s):
+            _, bounds, ptr = s
+            bounds = lanes.map(_advance, (0, 0), stuck, bounds)
+            ptr = lanes.map(functools.partial(_restart, c), (0, 0, 0, 0), carry, bounds, ptr, stuck)
+            return False, bounds, ptr
+
+        _, bounds, ptr = lax.while_loop(
+            lambda s: s[0], advance, (lanes.any(stuck), carry["bounds"], ptr)
         )
         carry = {**carry, "bounds": bounds}
         commit = functools.partial(_commit, c, store)
-        return lanes.map(commit, (const_axes, 0, 0, 0, 0), consts, carry, ptr, stuck, active)
+        return lanes.map(commit, (const_axes, 0, 0, 0), consts, carry, ptr, active)
 
     def lane_bookkeeping(carry):
         return {
@@ -233,18 +239,25 @@ def _advance(stuck, bounds):
     return jnp.where(stuck, next_bounds(bounds), bounds)
 
 
-def _commit(c: int, store, consts, carry, ptr, stuck, active):
-    """One lane's decision (the search again from logical 1 if the phase advanced), the
+def _restart(c: int, carry, bounds, ptr, stuck):
+    """One lane's search from logical 1 in the next phase, if it was ``stuck``."""
+    if c == 1:
+        return ptr
+    restart = (jnp.int32(0), carry["nxt"][0], jnp.int32(1))
+    start = tuple(jnp.where(stuck, r, p) for r, p in zip(restart, ptr, strict=True))
+    steps, nxt = carry["slot_steps"], carry["nxt"]
+    return _scan(c, carry["j"] - 1, carry["tail"], stuck, nxt, steps, bounds, start)
+
+
+def _commit(c: int, store, consts, carry, ptr, active):
+    """One lane's decision (``ptr``: the eviction its search found, ``i == c`` if none), the
     list's relinking, and the step; all masked by ``active``."""
     count, tail, nxt = carry["count"], carry["tail"], carry["nxt"]
     filling = count < c
     if c == 1:
         done = store(consts, carry, filling, jnp.int32(0), active)
         return {**done, "count": count + (filling & active).astype(jnp.int32)}
-    q = carry["j"] - 1
-    restart = (jnp.int32(0), nxt[0], jnp.int32(1))
-    ptr = tuple(jnp.where(stuck, r, p) for r, p in zip(restart, ptr, strict=True))
-    prev, node, i = _scan(c, q, tail, ~filling, nxt, carry["slot_steps"], carry["bounds"], ptr)
+    prev, node, i = ptr
     evict = ~filling & (i < c)
     keep = filling | evict
     slot = jnp.where(filling, count, jnp.maximum(node, 0))
