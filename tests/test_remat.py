@@ -460,22 +460,25 @@ def test_bad_inputs_give_clear_errors():
 
 
 @pytest.mark.parametrize(
-    "call, match",
+    "call, error, match",
     [
-        (lambda: remat.repetitions(10, 0), "checkpoints must be an int >= 1"),  # looped forever
-        (lambda: remat.optimal_advances(10, 0), "checkpoints must be an int >= 1"),
-        (lambda: remat.repetitions(10, -1), "checkpoints must be an int >= 1"),
-        (lambda: remat.revolve(-3, 2), "n_steps must be an int >= 0"),
-        (lambda: remat.revolve(10, True), "checkpoints must be an int >= 1"),
-        (lambda: remat.optimal_advances(2.5, 2), "n_steps must be an int >= 0"),
-        (lambda: remat.segment_sizes(0, 2), "n_layers must be an int >= 1"),
-        (lambda: remat.segment_sizes(-3, 2), "n_layers must be an int >= 1"),
-        (lambda: remat.segment_sizes(8, 0), "levels must be an int >= 1"),
-        (lambda: remat.evaluations("sqrt", -4), "n_layers must be an int >= 1"),
+        (lambda: remat.repetitions(10, 0), ValueError, "checkpoints must be an int >= 1"),
+        (lambda: remat.optimal_advances(10, 0), ValueError, "checkpoints must be an int >= 1"),
+        (lambda: remat.repetitions(10, -1), ValueError, "checkpoints must be an int >= 1"),
+        (lambda: remat.revolve(-3, 2), ValueError, "n_steps must be an int >= 0"),
+        # Not an int at all: a TypeError, as online_evaluations and while_loop say it.
+        (lambda: remat.revolve(10, True), TypeError, "checkpoints must be an int >= 1"),
+        (lambda: remat.online_evaluations(10, 0), ValueError, "checkpoints must be an int >= 1"),
+        (lambda: remat.optimal_advances(2.5, 2), ValueError, "n_steps must be an int >= 0"),
+        (lambda: remat.segment_sizes(0, 2), ValueError, "n_layers must be an int >= 1"),
+        (lambda: remat.segment_sizes(-3, 2), ValueError, "n_layers must be an int >= 1"),
+        (lambda: remat.segment_sizes(8, 0), ValueError, "levels must be an int >= 1"),
+        (lambda: remat.evaluations("sqrt", -4), ValueError, "n_layers must be an int >= 1"),
     ],
 )
-def test_the_counting_helpers_refuse_counts_they_cannot_mean(call, match):
-    with pytest.raises(ValueError, match=match):
+def test_the_counting_helpers_refuse_counts_they_cannot_mean(call, error, match):
+    # repetitions(10, 0) looped forever (beta(0, r) = 1 for every r).
+    with pytest.raises(error, match=match):
         call()
 
 

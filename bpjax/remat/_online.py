@@ -64,8 +64,7 @@ import functools
 import jax.numpy as jnp
 from jax import lax
 
-from bpjax import _validate
-from bpjax.remat._revolve import beta, optimal_advances, repetitions  # noqa: F401
+from bpjax.remat._revolve import beta, check_counts, optimal_advances, repetitions  # noqa: F401
 
 __all__ = [
     "online_evaluations",
@@ -226,7 +225,7 @@ def online_checkpoints(n_steps: int, checkpoints: int) -> tuple[int, ...]:
       >>> online_checkpoints(10, 3)  # the tight revolve cut: segments of 4, 3 and 2 steps
       (0, 4, 7)
     """
-    _check_counts(n_steps, checkpoints)
+    check_counts("online_checkpoints", n_steps, checkpoints)
     return _positions(checkpoints, n_steps) if n_steps >= 2 else ()
 
 
@@ -241,7 +240,7 @@ def online_advances(n_steps: int, checkpoints: int) -> int:
     ``L − 1`` in the forward pass (the L-th evaluation gives the output) plus revolve's
     ``t(n_i, c − i)`` for each segment of :func:`online_checkpoints`.
     """
-    _check_counts(n_steps, checkpoints)
+    check_counts("online_advances", n_steps, checkpoints)
     if n_steps < 2:
         return 0
     segments = _segments(online_checkpoints(n_steps, checkpoints), n_steps)
@@ -263,7 +262,7 @@ def online_evaluations(n_steps: int, checkpoints: int) -> int:
 
 def offline_evaluations(n_steps: int, checkpoints: int) -> int:
     """Body evaluations of the offline optimum (revolve knowing L): ``t(L, c) + L + 1``."""
-    _check_counts(n_steps, checkpoints)
+    check_counts("offline_evaluations", n_steps, checkpoints)
     return optimal_advances(n_steps, checkpoints) + n_steps + 1 if n_steps else 0
 
 
@@ -272,20 +271,11 @@ def repetition_number(n_steps: int, checkpoints: int) -> int:
 
     Offline, the least possible is ``repetitions(L, c)``, the least r with β(c, r) ≥ L.
     """
-    _check_counts(n_steps, checkpoints)
+    check_counts("repetition_number", n_steps, checkpoints)
     if n_steps < 2:
         return n_steps
     segments = _segments(online_checkpoints(n_steps, checkpoints), n_steps)
     return 1 + max(repetitions(n, checkpoints - i) for i, n in enumerate(segments))
-
-
-def _check_counts(n_steps, checkpoints):
-    if not _validate.is_int(n_steps) or n_steps < 0:
-        raise ValueError(f"n_steps must be an int >= 0, got {n_steps!r}")
-    if not _validate.is_int(checkpoints):
-        raise TypeError(f"checkpoints must be an int >= 1, got {checkpoints!r}")
-    if checkpoints < 1:
-        raise ValueError(f"checkpoints must be an int >= 1, got {checkpoints!r}")
 
 
 # ---------------------------------------------------------------------------------------------

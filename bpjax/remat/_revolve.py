@@ -20,14 +20,16 @@ import numpy as np
 from bpjax import _validate
 
 
-def _check_counts(name: str, n_steps, checkpoints) -> None:
-    # A count of 0 checkpoints made repetitions() loop forever (β(0, r) = 1 for every r).
+def check_counts(name: str, n_steps, checkpoints) -> None:
+    """Refuse counts the schedules cannot mean, naming ``name``: n_steps an int >= 0,
+    checkpoints an int >= 1 (0 made :func:`repetitions` loop forever: β(0, r) = 1)."""
     if not _validate.is_int(n_steps) or n_steps < 0:
         raise ValueError(f"{name}: n_steps must be an int >= 0 (steps to reverse), got {n_steps!r}")
-    if not _validate.is_int(checkpoints) or checkpoints < 1:
-        raise ValueError(
-            f"{name}: checkpoints must be an int >= 1 (slot 0 holds the input), got {checkpoints!r}"
-        )
+    message = f"{name}: checkpoints must be an int >= 1 (slot 0 holds the input), got "
+    if not _validate.is_int(checkpoints):
+        raise TypeError(message + repr(checkpoints))
+    if checkpoints < 1:
+        raise ValueError(message + repr(checkpoints))
 
 
 def beta(c: int, r: int) -> int:
@@ -37,7 +39,7 @@ def beta(c: int, r: int) -> int:
 
 def repetitions(n_steps: int, checkpoints: int) -> int:
     """The least r with β(c, r) ≥ L: how often the most-advanced step is advanced."""
-    _check_counts("repetitions", n_steps, checkpoints)
+    check_counts("repetitions", n_steps, checkpoints)
     r = 0
     while beta(checkpoints, r) < n_steps:
         r += 1
@@ -50,7 +52,7 @@ def optimal_advances(n_steps: int, checkpoints: int) -> int:
     ``t(L, c) = r·L − β(c + 1, r − 1)`` with r = :func:`repetitions`; the forward step inside each
     turn (one layer's VJP) is not counted. ``t(L, 1) = L(L − 1)/2``.
     """
-    _check_counts("optimal_advances", n_steps, checkpoints)
+    check_counts("optimal_advances", n_steps, checkpoints)
     if n_steps <= 1:
         return 0
     r = repetitions(n_steps, checkpoints)
@@ -66,7 +68,7 @@ def revolve(n_steps: int, checkpoints: int) -> list[tuple]:
     n − β(c−1, r−1))`` (the least such m is taken): the head is then reversible with c slots and
     r−1 further advances, the tail with c−1 slots and r, and the total equals t(n, c).
     """
-    _check_counts("revolve", n_steps, checkpoints)
+    check_counts("revolve", n_steps, checkpoints)
     events: list[tuple] = []
     state = {"pos": 0}  # the position of the live state, or None after a turn consumed it
 
