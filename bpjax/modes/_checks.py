@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import functools
-import numbers
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from bpjax._validate import to_device
+from bpjax._validate import is_int, to_device
 
 CUSTOM_VJP_HINT = (
     "f has a custom_vjp (e.g. a bpjax.rev op), which has no forward mode; use "
@@ -241,7 +240,7 @@ def check_calls(calls) -> None:
     """``calls``: ``None`` (steady state) or a positive int; say the fix otherwise."""
     if calls is None:
         return
-    if isinstance(calls, bool) or not isinstance(calls, numbers.Integral) or calls < 1:
+    if not is_int(calls) or calls < 1:
         raise ValueError(
             f"calls={calls!r}: pass the number of times the Jacobian will be evaluated (an "
             "int >= 1), so that compilation is shared among them, or None to choose by the "
@@ -298,12 +297,12 @@ def check_scalar(f, x, op: str):
 
 def check_flag(name: str, value, op: str) -> None:
     """``value`` must be True or False (a string such as "bcoo" was taken as True)."""
-    if not isinstance(value, bool | np.bool_):
+    if not isinstance(value, bool):
         raise TypeError(f"{op}: {name} must be True or False, got {value!r}")
 
 
 def check_max_nonzeros(value, op: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+    if not is_int(value) or value < 1:
         raise ValueError(
             f"{op}: max_nonzeros must be an int >= 1 (the most pattern entries to keep), "
             f"got {value!r}"

@@ -128,8 +128,7 @@ def _check_options(op, mode, order, coloring, sparse_output, x):
         raise ValueError(
             f"{op}: coloring must be None or one of {_symmetric.KINDS}, got {coloring!r}"
         )
-    if not isinstance(sparse_output, bool):
-        raise TypeError(f"{op}: sparse_output must be True or False, got {sparse_output!r}")
+    _checks.check_flag("sparse_output", sparse_output, op)
     if sparse_output and mode == "dense":
         raise ValueError(
             f"{op}: sparse_output=True needs mode='sparse' or 'auto' (a dense Hessian has "
