@@ -140,8 +140,9 @@ def test_incremental_placer_equals_the_plain_rule(c):
     n_steps = min(beta(c, 4) + 5, 3000)
     placer = _online._Placer(c)
     for q, want in enumerate(_reference_trajectory(c, n_steps)):
-        assert placer.offer(q) >= -1
+        slot = placer.offer(q)
         assert placer.positions() == want, (c, q)
+        assert (slot >= 0) == (q in want) and (slot < 0 or placer.steps[slot] == q), (c, q)
 
 
 @pytest.mark.parametrize("table_steps", [0, 5, _while_forward.TABLE_STEPS])

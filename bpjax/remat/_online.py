@@ -126,7 +126,7 @@ class _Placer:
     advances: each index is passed at most once per phase. And the checkpoints are kept as a
     singly linked list of physical slots in step order (``nxt``), so an eviction unlinks one
     slot and appends it as the tail instead of shifting c entries.
-    :func:`~bpjax.remat._while._forward` runs the same steps in jnp.
+    :func:`~bpjax.remat._while_forward.forward` runs the same steps in jnp.
     """
 
     def __init__(self, checkpoints: int):

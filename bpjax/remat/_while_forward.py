@@ -47,6 +47,15 @@ class Lanes:
     def any(self, flags):
         return flags if self.size is None else jnp.any(flags)
 
+    def own(self, values, axes):
+        """Every lane its own copy of ``values``: those not batched (axis None) broadcast."""
+        if self.size is None:
+            return list(values)
+        return [
+            v if a == 0 else jnp.broadcast_to(v, (self.size, *jnp.shape(v)))
+            for v, a in zip(values, axes, strict=True)
+        ]
+
     def loop(self, going, body, carry):
         """``while going(carry): carry = body(carry, active)``, ``active`` the lanes still
         going (``True`` for one loop, folded away by XLA)."""
@@ -112,11 +121,7 @@ def _forward(spec: Spec, sizes, args, tables, start, lanes: Lanes, axes):
     split = (n_cond, n_cond + n_consts)
     cond_consts, consts, xs = args[: split[0]], args[split[0] : split[1]], args[split[1] :]
     cond_axes, const_axes, x_axes = axes[: split[0]], axes[split[0] : split[1]], axes[split[1] :]
-    if lanes.size is not None:  # every lane carries its own state
-        xs = [
-            x if a == 0 else jnp.broadcast_to(x, (lanes.size, *np.shape(x)))
-            for x, a in zip(xs, x_axes, strict=True)
-        ]
+    xs = lanes.own(xs, x_axes)  # every lane carries its own state
     c = spec.checkpoints
     table, nxt, bounds = (jnp.asarray(t) for t in tables)
     tail, count = start

@@ -46,15 +46,9 @@ def reverse(spec: Spec, const_mask, res, ct):
 
 
 def _reverse(spec: Spec, const_mask, parts, lanes: Lanes, axes):
-    consts, prev, buffer, (slot_steps, n_steps), ct = parts
-    k_axes = axes[0]
-    if lanes.size is not None:  # every lane carries its own sweep
-        per_lane = [prev, buffer, [slot_steps, n_steps], ct]
-        per_lane = [
-            [a if ax == 0 else jnp.broadcast_to(a, (lanes.size, *jnp.shape(a))) for a, ax in z]
-            for z in (zip(p, ax_p, strict=True) for p, ax_p in zip(per_lane, axes[1:], strict=True))
-        ]
-        prev, buffer, (slot_steps, n_steps), ct = per_lane
+    # Every lane carries its own sweep; the consts stay as they are (``k_axes``).
+    consts, k_axes = parts[0], axes[0]
+    prev, buffer, (slot_steps, n_steps), ct = map(lanes.own, parts[1:], axes[1:])
     c = spec.checkpoints
 
     def plan(pos, target, free):
