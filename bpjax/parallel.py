@@ -38,7 +38,6 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from bpjax import _validate, steps
-from bpjax._validate import host_copy
 
 __all__ = [
     "batch_sharding",
@@ -113,14 +112,14 @@ def shard_batch(tree, m: Mesh):
                 "to split; pass arrays only, and place scalars and parameters with replicate"
             )
         check_batch(np.shape(leaf)[0], m, "shard_batch")
-    return jax.device_put(jax.tree.map(host_copy, tree), batch_sharding(m))
+    return jax.device_put(jax.tree.map(_validate.host_copy, tree), batch_sharding(m))
 
 
 def replicate(tree, m: Mesh):
     """Place a pytree (parameters, optimizer state) on every device of the mesh; NumPy
     arrays are copied (:func:`bpjax._validate.host_copy`), never aliased."""
     _check_mesh(m, "replicate")
-    return jax.device_put(jax.tree.map(host_copy, tree), replicated(m))
+    return jax.device_put(jax.tree.map(_validate.host_copy, tree), replicated(m))
 
 
 def _averaged_grad(loss_fn: Callable, m: Mesh, how: str, where: str) -> Callable:
