@@ -53,7 +53,8 @@ def _share_the_cores_between_workers() -> None:
     183 s; with a core each, 172 s (2026-12-05, 2-core Xeon). Worker ``gwK`` of ``N`` gets
     every N-th usable core from the K-th, so 2 workers on 16 cores get 8 each.
     """
-    worker, count = os.environ.get("PYTEST_XDIST_WORKER"), os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    count = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
     if not (worker and count and hasattr(os, "sched_setaffinity")):
         return
     cores = sorted(os.sched_getaffinity(0))
