@@ -32,6 +32,7 @@ import dataclasses
 from collections.abc import Callable
 
 import jax
+import jax.extend.core
 import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
@@ -54,11 +55,14 @@ class Report:
       name: what was checked.
       errors: comparison name → largest relative error over the directions tried.
       skipped: comparison name → why it could not run (e.g. no forward mode).
+      notes: what may explain large errors, e.g. ``f`` computing in float32, which limits
+        finite differences to about 1e-2 whatever ``eps``.
     """
 
     name: str
     errors: dict[str, float]
     skipped: dict[str, str]
+    notes: tuple[str, ...] = ()
 
     def max_error(self, *, exclude_fd: bool = False) -> float:
         """The largest error, optionally ignoring the finite-difference comparisons."""
@@ -78,6 +82,7 @@ class Report:
         lines = [f"gradient check: {self.name}"]
         lines += [f"  {k:<28} {e:9.2e}" for k, e in self.errors.items()]
         lines += [f"  {k:<28} skipped: {why}" for k, why in self.skipped.items()]
+        lines += [f"  note: {note}" for note in self.notes]
         return "\n".join(lines)
 
 
@@ -210,8 +215,36 @@ def gradients(
         f_flat = jax.jit(_flat(f, rebuild))
         ref_flat = jax.jit(_flat(reference, rebuild)) if reference is not None else None
         errors, skipped = _compare(f_flat, ref_flat, theta, directions, eps, seed)
+        notes = _low_precision_note(f_flat, theta)
     label = name or getattr(f, "__qualname__", repr(f))
-    return Report(label, {k: _worst(vals) for k, vals in errors.items()}, skipped)
+    return Report(label, {k: _worst(vals) for k, vals in errors.items()}, skipped, notes)
+
+
+def _low_precision_note(f_flat, theta) -> tuple[str, ...]:
+    """A note when ``f`` computes in a floating type narrower than float64 (a cast inside
+    it, or float32 constants it closes over): the arguments are float64 here, but the
+    rounding of float32 (~6e-8) divided by ``2 eps`` swamps the finite differences."""
+    narrow = set()
+
+    def visit(jaxpr):
+        for eqn in jaxpr.eqns:
+            for var in eqn.outvars:
+                dtype = getattr(var.aval, "dtype", None)
+                if dtype is not None and jnp.issubdtype(dtype, jnp.floating):
+                    if jnp.finfo(dtype).bits < 64:
+                        narrow.add(str(dtype))
+        for sub in jax.extend.core.subjaxprs(jaxpr):
+            visit(sub)
+
+    visit(jax.make_jaxpr(f_flat)(theta).jaxpr)
+    if not narrow:
+        return ()
+    return (
+        f"f computes in {', '.join(sorted(narrow))} (a cast or a constant of that type "
+        "inside it), so finite differences are accurate to about 1e-2 at best, whatever "
+        "eps; compute in float64 to check tightly (jnp.asarray(w, jnp.float64) for "
+        "closed-over weights)",
+    )
 
 
 def _compare(f_flat, ref_flat, theta, directions, eps, seed):

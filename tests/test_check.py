@@ -121,3 +121,22 @@ def test_arguments_that_cannot_be_checked_are_named(kwargs, error, match):
     f = kwargs.pop("f", jnp.tanh)
     with pytest.raises(error, match=match):
         check.gradients(f, jnp.ones(3), **kwargs)
+
+
+def test_a_float32_computation_inside_f_is_noted_and_float64_is_not():
+    x = jnp.linspace(-1.0, 1.0, 4)
+    w32 = jnp.full((4, 4), 0.3, jnp.float32)
+    # A cast inside a scan body: the check fails on finite differences, and says why.
+    inside = check.gradients(
+        lambda x: jax.lax.scan(
+            lambda c, _: (jnp.sin(c.astype(jnp.float32)).astype(c.dtype), None), x, None, length=2
+        )[0],
+        x,
+    )
+    assert not inside.ok() and len(inside.notes) == 1 and "float32" in inside.notes[0]
+    assert "note: f computes in float32" in str(inside)
+    # float32 weights promoted by float64 inputs, and a float32 caller's x (cast to float64
+    # by the check): nothing computes in float32, nothing is noted.
+    for f, arg in ((lambda x: jnp.tanh(w32 @ x), x), (jnp.tanh, x.astype(jnp.float32))):
+        report = check.gradients(f, arg)
+        assert report.ok() and report.notes == ()
