@@ -230,9 +230,9 @@ def _low_precision_note(f_flat, theta) -> tuple[str, ...]:
         for eqn in jaxpr.eqns:
             for var in eqn.outvars:
                 dtype = getattr(var.aval, "dtype", None)
-                if dtype is not None and jnp.issubdtype(dtype, jnp.floating):
-                    if jnp.finfo(dtype).bits < 64:
-                        narrow.add(str(dtype))
+                floating = dtype is not None and jnp.issubdtype(dtype, jnp.floating)
+                if floating and jnp.finfo(dtype).bits < 64:
+                    narrow.add(str(dtype))
         for sub in jax.extend.core.subjaxprs(jaxpr):
             visit(sub)
 
