@@ -145,7 +145,14 @@ def backward(params, cache: Cache, labels):
         raise TypeError(
             f"manual.backward: cache must be the Cache forward returned, got {got}{fix}"
         )
+    given = params
     params, _ = _check(params, cache.inputs[0], cache.activation)
+    # Each gradient in its parameter's dtype, as jax.grad returns it (the checks promote a
+    # float16 W under float32 inputs to float32; its dW is rounded back to float16).
+    dtypes = [
+        tuple(getattr(g, "dtype", c.dtype) for g, c in zip(pair, checked, strict=True))
+        for pair, checked in zip(given, params, strict=True)
+    ]
     shapes = [tuple(np.shape(W)) for W, _ in params]
     cached = [tuple(np.shape(a))[1:] for a in cache.inputs]
     if len(cached) != len(shapes) or any(
@@ -168,7 +175,8 @@ def backward(params, cache: Cache, labels):
     for l in range(len(params) - 1, -1, -1):
         W, _ = params[l]
         a_prev = cache.inputs[l]
-        grads.append((a_prev.T @ delta, delta.sum(axis=0)))
+        dW, db = a_prev.T @ delta, delta.sum(axis=0)
+        grads.append((dW.astype(dtypes[l][0]), db.astype(dtypes[l][1])))
         if l > 0:
             (delta,) = act.vjp_bwd(cache.saved[l - 1], delta @ W.T)  # ⊙ σ'(zˡ⁻¹)
     return grads[::-1]

@@ -71,6 +71,22 @@ def test_manual_backprop_equals_autodiff_through_every_namespace(activation, siz
         assert _max_rel(grads, want) <= 1e-10
 
 
+def test_each_gradient_has_its_parameters_dtype_as_jax_grad_gives_it():
+    params, x, labels = _net(2, (4, 8, 3), 6)
+    # Mixed precision: a float16 first layer under float32 inputs computes in float32.
+    params = [
+        (params[0][0].astype(jnp.float16), params[0][1].astype(jnp.float32)),
+        tuple(p.astype(jnp.float32) for p in params[1]),
+    ]
+    x = x.astype(jnp.float32)
+    _, grads = manual.backprop(params, x, labels, activation="tanh")
+    want = jax.grad(_loss(ref, "tanh"))(params, x, labels)
+    leaves = (jax.tree.leaves(t) for t in (grads, want, params))
+    for g, w, p in zip(*leaves, strict=True):
+        assert g.dtype == w.dtype == p.dtype
+        np.testing.assert_allclose(np.float32(g), np.float32(w), rtol=2e-3, atol=1e-4)
+
+
 def test_one_hot_labels_give_the_same_gradients_as_class_ids():
     params, x, labels = _net(1, (4, 8, 3), 6)
     _, g_ids = manual.backprop(params, x, labels, activation="relu")
