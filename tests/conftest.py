@@ -44,14 +44,23 @@ if not os.environ.get("BPJAX_TEST_FULL_OPT"):
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + _fast_compile_flags()).strip()
 
 
+def pytest_configure(config):
+    # Before any test starts JAX's backend (conftest's imports do not), so XLA sizes its
+    # thread pools by the cores given here.
+    if "not slow" in (config.getoption("markexpr") or ""):
+        _share_the_cores_between_workers()
+
+
 def _share_the_cores_between_workers() -> None:
-    """Give each pytest-xdist worker its own share of the cores, before JAX starts.
+    """Give each pytest-xdist worker of the default suite its own share of the cores.
 
     XLA sizes its thread pools by the cores a process may use. With ``-n auto`` each worker
     would start a pool as wide as the machine, and on 2 cores the two workers' pools then
     contend (threads spinning and yielding): the suite spent 50 s in the kernel and took
     183 s; with a core each, 172 s (2026-12-05, 2-core Xeon). Worker ``gwK`` of ``N`` gets
-    every N-th usable core from the K-th, so 2 workers on 16 cores get 8 each.
+    every N-th usable core from the K-th, so 2 workers on 16 cores get 8 each. The slow
+    suite is left alone: its tests run the experiments in subprocesses, which would inherit
+    one core each and could not use the other when its worker idles.
     """
     worker = os.environ.get("PYTEST_XDIST_WORKER")
     count = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
@@ -63,16 +72,15 @@ def _share_the_cores_between_workers() -> None:
     os.sched_setaffinity(0, mine)
 
 
-_share_the_cores_between_workers()
-
 # The automatic Jacobian mode keeps per-machine rates and probe times on disk; the tests
-# measure their own (under the flags above they differ from a real run's), leave the
-# user's cache alone, and never read a probe an earlier test run kept (a test of the
-# cache names its own directory).
+# leave the user's cache alone and never read a probe an earlier test run kept (a test of
+# the cache names its own directory). The model's rates are a record's (see
+# _recorded_model_rates below).
 os.environ["BPJAX_CACHE_DIR"] = "off"
 
 import jax  # noqa: E402  (after XLA_FLAGS: the backend reads them when it starts)
 import numpy as np  # noqa: E402
+import pytest  # noqa: E402
 from hypothesis import settings  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
@@ -177,3 +185,14 @@ def record_rates() -> dict:
     with open("results/jacobians.json") as f:
         kept = json.load(f)["data"]["rates"]
     return {k: float(v) if k in _rates._SCALARS else tuple(v) for k, v in kept.items()}
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _recorded_model_rates():
+    """Every worker starts with the model's rates of results/jacobians.json in memory, as a
+    process that finds them kept on disk does: the automatic mode's choices in the tests
+    then do not depend on the machine, and no worker spends 2-3 s calibrating. The tests of
+    the calibration itself empty ``_rates._MEMORY`` (monkeypatched) and measure."""
+    from bpjax.modes import _rates
+
+    _rates._MEMORY.setdefault(_rates.machine_key(jax.default_backend()), record_rates())
