@@ -145,7 +145,11 @@ def test_incremental_placer_equals_the_plain_rule(c):
         assert (slot >= 0) == (q in want) and (slot < 0 or placer.steps[slot] == q), (c, q)
 
 
-@pytest.mark.parametrize("table_steps", [0, 5, _while_forward.TABLE_STEPS])
+# Table only (TABLE_STEPS: every loop here shorter) is the path of every other loop in this
+# file, and the table is the incremental placer's (test above): `make test-slow`.
+@pytest.mark.parametrize(
+    "table_steps", [0, 5, pytest.param(_while_forward.TABLE_STEPS, marks=pytest.mark.slow)]
+)
 @pytest.mark.parametrize("lanes", [False, True])
 def test_jax_placement_equals_reference(table_steps, lanes, monkeypatch):
     """The forward loop's buffer holds exactly the steps of online_checkpoints, whether its
@@ -210,7 +214,15 @@ def test_gradients_across_the_end_of_the_placement_table(monkeypatch):
                 assert _rel_err(g, r) <= 1e-12, (n, c)
 
 
-@pytest.mark.parametrize("argnums", [(0,), (1,), (2,), (0, 2)])
+# By default the weights alone and the weights with the state (each leaves an argument
+# undifferentiated; the random-trip-count test differentiates all three); the scale alone
+# and the state alone with `make test-slow`.
+_SLOW = pytest.mark.slow
+
+
+@pytest.mark.parametrize(
+    "argnums", [(0,), pytest.param((1,), marks=_SLOW), pytest.param((2,), marks=_SLOW), (0, 2)]
+)
 def test_gradients_wrt_some_arguments_equal_scan(argnums):
     """Only the differentiated closed-over arrays get cotangents (the others are not
     perturbed, so the reverse sweep skips their products); the values stay exact."""

@@ -155,7 +155,9 @@ def test_max_steps_stops_a_loop_whose_condition_always_holds(checkpoints, n_step
     _close(got(val1, val2, mlp), want(val1, val2, mlp))
 
 
-@pytest.mark.parametrize("batched_start", [False, True])
+# A shared start (lanes in step) is the simpler case of a batched one, and
+# test_online_remat's vmap tests run it too: `make test-slow`.
+@pytest.mark.parametrize("batched_start", [pytest.param(False, marks=pytest.mark.slow), True])
 def test_vmap_of_value_and_grad(batched_start):
     """A batch of loops sharing the MLP: one trip count for all (the step starts at 0), or
     a trip count per lane (the step starts at 0, 1, 2, 3, 5, 10)."""
