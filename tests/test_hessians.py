@@ -100,6 +100,10 @@ def test_hessian_fn_auto_decides_once_and_explains():
     assert hess._compiled is not None
     with pytest.raises(ValueError, match="planned for inputs"):
         hess(jnp.ones(61))
+    # The pattern it colored, as hessian_sparsity gives it (JacobianFn has .pattern too).
+    want_pattern = dense_pattern(modes.hessian_sparsity(f, x))
+    assert (hess.pattern.toarray() != want_pattern).sum() == 0
+    assert hess.coloring.count == hess.products
 
 
 def test_the_timed_decision_is_kept_and_a_later_process_reads_it(tmp_path, monkeypatch):
@@ -128,7 +132,7 @@ def test_the_timed_decision_is_kept_and_a_later_process_reads_it(tmp_path, monke
 def test_auto_falls_back_to_dense_hvps_on_a_dense_hessian():
     f, w, _, want = _family("mlp")
     hess = modes.hessian_fn(f, w, mode="auto")
-    assert hess.method == "dense" and "too many" in hess.reason
+    assert hess.method == "dense" and "too many" in hess.reason and hess.pattern is None
     assert _max_error(hess(w), want) <= 1e-10
 
 

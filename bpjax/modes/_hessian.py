@@ -91,17 +91,24 @@ class HessianFn:
 
     Attributes: ``method`` (``"dense"``, ``"star"`` or ``"acyclic"``), ``order`` (one of
     :data:`~bpjax.modes.HVP_ORDERS`), ``products`` (HVPs per call), ``coloring`` (the
-    :class:`~bpjax.modes.SymmetricColoring`, ``None`` for dense), ``reason`` (why, in
-    words), ``candidates`` (name → measured seconds per call, when timed) and
+    :class:`~bpjax.modes.SymmetricColoring`, ``None`` for dense), ``pattern`` (the
+    symmetric ``(n, n)`` boolean SciPy CSR of H's structural nonzeros, as
+    :func:`hessian_sparsity` finds it; ``None`` for ``mode="dense"``, or when ``"auto"``
+    stopped building it as too dense to compress), ``reason`` (why, in words),
+    ``candidates`` (name → measured seconds per call, when timed) and
     ``decision_seconds``.
     """
 
-    def __init__(self, fn, *, method, order, coloring, reason, candidates, seconds, compiled=None):
+    def __init__(
+        self, fn, *, method, order, coloring, reason, candidates, seconds, pattern=None,
+        compiled=None,
+    ):  # fmt: skip
         self._fn = jax.jit(fn)
         # The timed decision compiled the chosen program for x_example: calls with those
         # shapes and dtypes run that executable rather than compiling it again.
         self._compiled = compiled
         self.method, self.order, self.coloring = method, order, coloring
+        self.pattern = pattern
         self.products = coloring.count if coloring is not None else None
         self.reason, self.candidates, self.decision_seconds = reason, candidates, seconds
 
@@ -239,8 +246,9 @@ def _layout(fn, x, sparse_output):
 
 
 def _build(op, f, x, mode, sparse_output, coloring, order):
-    """``(run, decision, compiled)``: ``compiled`` is the chosen program's executable for
-    ``x`` where the decision compiled it (timed candidates), else ``None``."""
+    """``(run, decision, compiled, pattern)``: ``compiled`` is the chosen program's
+    executable for ``x`` where the decision compiled it (timed candidates), else ``None``;
+    ``pattern`` the symmetric CSR pattern, ``None`` where none was built."""
     _check_options(op, mode, order, coloring, sparse_output, x)
     if mode == "dense":
         _checks.check_scalar(f, x, op)
@@ -248,7 +256,7 @@ def _build(op, f, x, mode, sparse_output, coloring, order):
         o = order or "fwd-over-rev"
         fn = _program.program(f_flat, None, o, sparse_output=False)
         decision = ("dense", o, None, f"dense ({x_flat.size} HVPs, {o}): mode='dense'", None)
-        return _layout(fn, x, False), decision, None
+        return _layout(fn, x, False), decision, None, None
     f_flat, x_flat = _flat(f, x)
     n = x_flat.size
     # In auto mode a pattern denser than a coloring can use is not built in full: the
@@ -275,7 +283,7 @@ def _build(op, f, x, mode, sparse_output, coloring, order):
         fn = lambda v: _program.bcoo(full, dense(v)[rows, cols])  # noqa: E731
     else:
         fn = _program.program(f_flat, c, o, sparse_output=sparse_output)
-    return _layout(fn, x, sparse_output), decision, timed.get("chosen")
+    return _layout(fn, x, sparse_output), decision, timed.get("chosen"), sym
 
 
 def hessian_fn(
@@ -317,7 +325,7 @@ def hessian_fn(
       >>> hess.reason                  # the measured times of every candidate, in words
     """
     start = time.perf_counter()
-    run, (method, o, c, reason, candidates), compiled = _build(
+    run, (method, o, c, reason, candidates), compiled, pattern = _build(
         "hessian_fn", f, x_example, mode, sparse_output, coloring, order
     )
     seconds = time.perf_counter() - start
@@ -329,6 +337,7 @@ def hessian_fn(
         reason=reason,
         candidates=candidates,
         seconds=seconds,
+        pattern=pattern,
         compiled=compiled,
     )
 
@@ -351,7 +360,7 @@ def hessian(f, x, *, mode="dense", sparse_output=False, coloring=None, order=Non
         return jax.jacfwd(jax.jacrev(f))(x)
     if mode == "sparse" and order is None:
         order = "fwd-over-rev"
-    run, _, _ = _build("hessian", f, x, mode, sparse_output, coloring, order)
+    run, *_ = _build("hessian", f, x, mode, sparse_output, coloring, order)
     # Compiled even for one call: op by op, k vmapped HVPs and the recovery's gathers
     # dispatch hundreds of small kernels, slower than compiling them into one program.
     return jax.jit(run)(x)
