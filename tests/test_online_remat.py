@@ -145,7 +145,7 @@ def test_incremental_placer_equals_the_plain_rule(c):
         assert (slot >= 0) == (q in want) and (slot < 0 or placer.steps[slot] == q), (c, q)
 
 
-# Table only (TABLE_STEPS: every loop here shorter) is the path of every other loop in this
+# Table only (4096 steps: every loop here shorter) is the path of every other loop in this
 # file, and the table is the incremental placer's (test above): `make test-slow`.
 @pytest.mark.parametrize(
     "table_steps", [0, 5, pytest.param(_while_forward.TABLE_STEPS, marks=pytest.mark.slow)]
@@ -155,7 +155,7 @@ def test_jax_placement_equals_reference(table_steps, lanes, monkeypatch):
     """The forward loop's buffer holds exactly the steps of online_checkpoints, whether its
     decisions come from the precomputed table, the traced rule, or the table then the rule;
     and under vmap (lanes of different lengths, masked once they stop) in every lane."""
-    monkeypatch.setattr(_while_forward, "TABLE_STEPS", table_steps)
+    monkeypatch.setattr(_while_forward, "table_steps", lambda c: table_steps)
     for c in (1, 2, 3, 6, 40):
         spec = _while_step.Spec(
             body=lambda s: s + 1,
@@ -202,7 +202,7 @@ def test_gradients_equal_scan_random_trip_counts(seed):
 
 def test_gradients_across_the_end_of_the_placement_table(monkeypatch):
     """Loops longer than the forward's precomputed table continue with the traced rule."""
-    monkeypatch.setattr(_while_forward, "TABLE_STEPS", 7)
+    monkeypatch.setattr(_while_forward, "table_steps", lambda c: 7)
     w, x0 = _weights()
     # The trip count is traced (the loop reads it from the state, as a data-dependent bound),
     # so each c compiles once for all five lengths.

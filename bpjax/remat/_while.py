@@ -10,8 +10,9 @@ Three passes, each a ``lax.while_loop``, over the body on flat leaves (``_while_
 
 * **forward** (``_while_forward.py``): ``x ← body(x)`` while ``cond(x)``, storing each state
   the placement rule (:mod:`~bpjax.remat._online`) keeps, once the next step shows it was
-  not the last input: a precomputed table for the first 4096 decisions, then the rule's
-  O(1)-amortized traced form. Under ``vmap`` it runs over lanes with masked writes.
+  not the last input: a precomputed table for the first 4096 decisions (65,536 when
+  c < 128), then the rule's O(1)-amortized traced form. Under ``vmap`` it runs over lanes
+  with masked writes.
 * **reverse sweep** (``_while_reverse.py``): from t = L − 1 down to 0, restore the latest
   checkpoint ≤ t, advance to where revolve stores next or to t, and turn at t with the
   ``jax.vjp`` of step t. Only the closed-over arrays JAX differentiates get cotangents
