@@ -524,3 +524,28 @@ def test_mlp_blocks_run_under_any_strategy_with_the_same_gradient(arch):
         _assert_trees_close(got, want, msg=strategy)
     with pytest.raises(ValueError, match="unknown remat strategy"):
         models.MLP(checkpoint="all")
+
+
+def test_forward_mode_through_a_custom_vjp_strategy_names_the_ones_that_have_it():
+    """jax.jvp through "binomial" or "sqrt" raised JAX's bare "can't apply forward-mode
+    autodiff (jvp) to a custom_vjp function", naming neither the strategy nor the fix."""
+    params, x = _problem(4)
+    for name in ("binomial", "sqrt"):
+        with pytest.raises(TypeError, match=rf"strategy '{name}' .*\['none', 'every', 'dots'\]"):
+            jax.jvp(lambda x, name=name: remat.stack(_layer, params, x, strategy=name), (x,), (x,))
+    # A strategy with forward mode, and a layer with a custom_vjp of its own under it: JAX's
+    # error, not one blaming the strategy.
+    out, _ = jax.jvp(lambda x: remat.stack(_layer, params, x, strategy="every"), (x,), (x,))
+    assert out.shape == x.shape
+
+    @jax.custom_vjp
+    def ident(v):
+        return v
+
+    ident.defvjp(lambda v: (v, None), lambda _, g: (g,))
+    with pytest.raises(TypeError, match="^can't apply forward-mode"):
+        jax.jvp(
+            lambda x: remat.stack(lambda p, v: ident(_layer(p, v)), params, x, strategy="every"),
+            (x,),
+            (x,),
+        )

@@ -38,6 +38,8 @@ class Binomial(Strategy):
     ``checkpoints=None`` uses ⌈log2 L⌉ (at least 2), Chen et al.'s (2016) O(log L) regime.
     """
 
+    reverse_only = True  # a custom_vjp: its own backward pass, no forward mode
+
     checkpoints: int | None = None
 
     def __post_init__(self):

@@ -46,6 +46,8 @@ class Nested(Strategy):
     times. Segment lengths minimize :meth:`predict_bytes` for the layer's sizes.
     """
 
+    reverse_only = True  # a custom_vjp: its own backward pass, no forward mode
+
     levels: int = 2
 
     def __post_init__(self):

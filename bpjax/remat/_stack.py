@@ -83,7 +83,18 @@ class Prepared:
                 f"remat: prepared for params/x shaped {self.shapes}, called with {shapes}; "
                 "call remat.prepare again for these shapes"
             )
-        return self.strategy.run(self.decision, self.layer, params, x)
+        try:
+            return self.strategy.run(self.decision, self.layer, params, x)
+        except TypeError as err:
+            if not (self.strategy.reverse_only and "forward-mode autodiff" in str(err)):
+                raise
+            forward = [k for k, s in STRATEGIES.items() if not s.reverse_only]
+            raise TypeError(
+                f"remat: strategy {self.strategy.name!r} runs its own backward pass (a "
+                "custom_vjp), so forward mode (jax.jvp, jax.jacfwd) cannot go through it; "
+                f"use one of {forward} or a Policy there. Reverse mode and forward-over-reverse "
+                "(jax.hessian, jvp of grad) work with every strategy"
+            ) from err
 
 
 def prepare(layer: Callable, params, x, *, strategy="sqrt") -> Prepared:

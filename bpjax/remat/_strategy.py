@@ -25,7 +25,14 @@ from bpjax.remat._residuals import LayerBytes, layer_bytes
 
 
 class Strategy(abc.ABC):
-    """Base class of every strategy: see the module docstring for the contract."""
+    """Base class of every strategy: see the module docstring for the contract.
+
+    ``reverse_only``: True for a strategy whose :meth:`run` is a ``custom_vjp`` (its own
+    backward pass): ``jax.jvp`` through it raises, and :class:`~bpjax.remat.Prepared` says
+    which strategies have forward mode.
+    """
+
+    reverse_only: bool = False
 
     @property
     @abc.abstractmethod
