@@ -45,7 +45,7 @@ SMALL_C, SMALL_C_TABLE_STEPS = 128, 65536
 
 def table_steps(c: int) -> int:
     """How many steps the forward loop's placement table covers for ``c`` checkpoints."""
-    return max(TABLE_STEPS, SMALL_C_TABLE_STEPS) if c < SMALL_C else TABLE_STEPS
+    return SMALL_C_TABLE_STEPS if c < SMALL_C else TABLE_STEPS
 
 
 @dataclasses.dataclass(frozen=True)
