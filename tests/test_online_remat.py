@@ -157,27 +157,41 @@ def test_jax_placement_equals_reference(table_steps, lanes, monkeypatch):
     and under vmap (lanes of different lengths, masked once they stop) in every lane."""
     monkeypatch.setattr(_while_forward, "table_steps", lambda c: table_steps)
     for c in (1, 2, 3, 6, 40):
-        spec = _while_step.Spec(
-            body=lambda s: s + 1,
-            cond=lambda s, n: s < n,
-            tree=jax.tree.structure(0),
-            checkpoints=c,
-            max_steps=None,
-            inexact=(False,),
-        )
-        run = jax.jit(lambda n, spec=spec: _while_forward.forward(spec, (1, 0), [n, jnp.int32(0)]))
         lengths = [0, 1, 2, 3, 7, 11, 28, 29, 56, 57, 100, 211]
         # c = 40: filling, phase 2 (β(40, 2) = 861) and into phase 3.
         lengths = lengths if c < 40 else [39, 41, 42, 300, 861, 862, 1500]
-        if lanes:
-            _, _, _, slot_steps, steps = jax.jit(jax.vmap(run))(jnp.asarray(lengths, jnp.int32))
-        else:
-            outs = [run(jnp.int32(n)) for n in lengths]
-            slot_steps, steps = [o[3] for o in outs], [o[4] for o in outs]
-        for n, lane_steps, lane_slots in zip(lengths, steps, slot_steps, strict=True):
-            assert int(lane_steps) == n
-            stored = tuple(sorted(int(s) for s in lane_slots if s >= 0))
-            assert stored == remat.online_checkpoints(n, c), (n, c)
+        _assert_forward_stores_online_checkpoints(c, lengths, lanes)
+
+
+def test_placement_table_holds_every_slot_on_both_sides_of_its_int8_limit():
+    """Below SMALL_C slots the table is int8; a slot number past 127 in it would wrap or
+    overflow. c = 127 (the largest int8 table) and 256 (an int32 one, slots up to 255),
+    filled and into evictions, from the real table."""
+    for c in (_while_forward.SMALL_C - 1, 2 * _while_forward.SMALL_C):
+        _assert_forward_stores_online_checkpoints(c, [c + 2, 3 * c], lanes=False)
+
+
+def _assert_forward_stores_online_checkpoints(c, lengths, lanes):
+    """The forward loop of a counter run ``n`` steps, for each ``n`` of ``lengths`` (as
+    lanes of one vmap, or one loop each), stores exactly online_checkpoints(n, c)."""
+    spec = _while_step.Spec(
+        body=lambda s: s + 1,
+        cond=lambda s, n: s < n,
+        tree=jax.tree.structure(0),
+        checkpoints=c,
+        max_steps=None,
+        inexact=(False,),
+    )
+    run = jax.jit(lambda n: _while_forward.forward(spec, (1, 0), [n, jnp.int32(0)]))
+    if lanes:
+        _, _, _, slot_steps, steps = jax.jit(jax.vmap(run))(jnp.asarray(lengths, jnp.int32))
+    else:
+        outs = [run(jnp.int32(n)) for n in lengths]
+        slot_steps, steps = [o[3] for o in outs], [o[4] for o in outs]
+    for n, lane_steps, lane_slots in zip(lengths, steps, slot_steps, strict=True):
+        assert int(lane_steps) == n
+        stored = tuple(sorted(int(s) for s in lane_slots if s >= 0))
+        assert stored == remat.online_checkpoints(n, c), (n, c)
 
 
 # --- Gradients against lax.scan run for the realized trip count --------------------------------
