@@ -62,8 +62,9 @@ def _size_for(name, N):
 
 
 def bpjax_contenders(f, x, pattern, out_format):
-    """``(found, again)``: name -> (callable, setup seconds, coloring, JacobianFn) for
-    bpjax's methods, and auto's decision made a second time (reading the probe it kept).
+    """``(found, again, due)``: name -> (callable, setup seconds, coloring, JacobianFn) for
+    bpjax's methods, auto's decision made a second time (reading the probe it kept), and
+    after how many calls auto's probe would have run (None: no probe).
 
     Colorings of a dense pattern are the dense modes again (one color per column or row),
     so they are timed only on the sparse families.
@@ -73,7 +74,13 @@ def bpjax_contenders(f, x, pattern, out_format):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", modes.SparsityWarning)
         auto = modes.jacobian_fn(f, x, sparse_output=sparse_output)
-        found["bpjax auto"] = (auto, auto.decision_seconds, auto.coloring, auto)
+        # jacobian_fn leaves a probe to its calls where the model cannot rank the leading
+        # candidates: how many calls run it, then run it now, as those calls would, so the
+        # steady state timed below is the choice the calls settle on.
+        due = auto.probe_due_in
+        auto.settle()
+        setup = auto.decision_seconds + (auto.probe_seconds or 0.0)
+        found["bpjax auto"] = (auto, setup, auto.coloring, auto)
         # The same decision in a later run of the user's script: a probe is kept on the
         # machine (a new function object, so nothing of this process's tracing is reused).
         again = modes.jacobian_fn(lambda x: f(x), x, sparse_output=sparse_output)
@@ -96,7 +103,7 @@ def bpjax_contenders(f, x, pattern, out_format):
             if coloring == "bicoloring" and (c.jvps == 0 or c.vjps == 0):
                 continue  # one kind of product only: a column or row coloring again
             found[f"bpjax {coloring}"] = (jf, time.perf_counter() - start, jf.coloring, None)
-    return found, again
+    return found, again, due
 
 
 def peer_contenders(f, x, pattern, out_format, notes):
@@ -166,7 +173,7 @@ def measure_point(name, N, out_format, rounds, notes, check=False):
     gc.collect()
     gc.disable()
     try:
-        ours, again = bpjax_contenders(f, x, pattern, out_format)
+        ours, again, due = bpjax_contenders(f, x, pattern, out_format)
         peers = peer_contenders(f, x, pattern, out_format, notes)
     finally:
         gc.enable()
@@ -209,10 +216,14 @@ def measure_point(name, N, out_format, rounds, notes, check=False):
         },
         "auto": {
             "method": auto.method,
+            # jacobian_fn's own decision (the model, or a probe kept on this machine).
             "decision_seconds": auto.decision_seconds,
+            # The probe its calls ran (None: none was needed), and after how many calls.
+            "probe_seconds": auto.probe_seconds,
+            "probe_due_after_calls": due,
             "reason": auto.choice.reason,
-            # The probe compiled the chosen program while deciding, and the JacobianFn runs
-            # that executable: its first use pays no compilation beyond the decision.
+            # The probe compiled the chosen program, and the JacobianFn runs that
+            # executable: its first use pays no compilation beyond the probe.
             "compiled_while_deciding": auto._compiled is not None,
             "probed": _any_price(auto, "measured"),
         },
@@ -301,7 +312,8 @@ def regrets(row, samples=None):
     others = {k: v for k, v in c.items() if k not in ("bpjax auto", AUTO_FEW)}
     best = min(others, key=lambda k: others[k]["median"])
     a = c["bpjax auto"]
-    decision = row["auto"]["decision_seconds"]
+    # The decision and the probe, as if the probe ran before the first call.
+    decision = row["auto"]["decision_seconds"] + (row["auto"].get("probe_seconds") or 0.0)
     # Every program is compiled cold (measure.compare(cold=True)), so each contender's
     # setup + compile + 10 calls is what a first use in a fresh process costs.
     cold = {k: v["setup"] + v["compile"] + CALLS * v["median"] for k, v in others.items()}
@@ -518,12 +530,20 @@ def deciding(rows):
     (the probe kept), and calls=10 (the model alone)."""
 
     def default(r):
+        # jacobian_fn's decision, its probe left to the calls: no compilation in it.
+        return r["auto"]["decision_seconds"] / r["contenders"]["bpjax auto"]["compile"]
+
+    def probe_paid_upfront(r):
+        # As before the probe was deferred: decision and probe, less the winner's
+        # compilation the probe did for the calls.
         compiled = r["contenders"]["bpjax auto"]["compile"]
         reused = compiled if r["auto"]["compiled_while_deciding"] else 0.0
-        return (r["auto"]["decision_seconds"] - reused) / compiled
+        probe = r["auto"].get("probe_seconds") or 0.0
+        return (r["auto"]["decision_seconds"] + probe - reused) / compiled
 
     paths = {
         "default": default,
+        "probe_upfront": probe_paid_upfront,
         "probe_kept": lambda r: (
             r["auto_again"]["decision_seconds"] / r["contenders"]["bpjax auto"]["compile"]
         ),

@@ -20,6 +20,7 @@ import numpy as np
 
 from bpjax import measure, modes, results
 from bpjax.modes import examples
+from bpjax.modes._basis_probe import ProbeBasis
 
 QUICK = {
     "sizes": [1, 16, 256, 2048],
@@ -54,8 +55,10 @@ def jacobian_sweep(name, grid):
             choice = modes.choose_mode(f, x, basis="xla")
             calibrated = modes.choose_mode(f, x, basis="timing", colorings=False)
             model = modes.choose_mode(f, x, colorings=False)
-            # jacobian_fn's default: the model, with a timed probe where it is unsure.
-            probe = modes.choose_mode(f, x, basis="probe", colorings=False)
+            # jacobian_fn's default once its calls have run the probe: the model, with the
+            # candidates it cannot rank timed, at any price per call (jacobian_fn defers
+            # the probe to its calls instead of a floor; JacobianFn.settle runs it).
+            probe = modes.choose_mode(f, x, basis=ProbeBasis(min_seconds=0.0), colorings=False)
             progs = {
                 mode: functools.partial(modes.jacobian, f, mode=mode) for mode in ("fwd", "rev")
             }

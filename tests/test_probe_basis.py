@@ -64,6 +64,10 @@ def test_a_near_tie_is_timed_and_the_faster_orientation_wins(fake):
     f, x = _band()
     assert modes.choose_mode(f, x, sparse_output=True).method == "columns"
     jac = modes.jacobian_fn(f, x, mode="sparse", sparse_output=True)
+    # jacobian_fn leaves the probe to its calls: nothing timed yet, the model's pick stands.
+    assert jac.method == "columns" and jac.probe_pending and compiled == []
+    assert "a probe will time them once the calls have run about" in jac.choice.reason
+    assert jac.settle() is jac and not jac.probe_pending and jac.probe_seconds > 0
     assert jac.method == "rows" and sorted(compiled) == ["columns", "rows"]
     assert "measured 1 ms, 2.00x cheaper" in jac.choice.reason
     assert "both compiled and timed" in jac.choice.reason
@@ -75,14 +79,16 @@ def test_within_its_band_the_model_preference_stands(fake):
     fake({"columns": 1e-3, "rows": 1.1e-3}, {"columns": 1.05e-3, "rows": 1e-3})
     assert _basis_probe.ProbeBasis.band == 1.10
     f, x = _band()
-    assert modes.jacobian_fn(f, x, mode="sparse", sparse_output=True).method == "columns"
+    jac = modes.jacobian_fn(f, x, mode="sparse", sparse_output=True).settle()
+    assert jac.method == "columns" and jac.choice.candidates["rows"]["measured"]
 
 
 def test_a_clear_model_choice_compiles_nothing(fake):
     compiled = fake({"columns": 1e-3, "rows": 2e-3})  # rows 2x dearer: outside the band
     f, x = _band()
     jac = modes.jacobian_fn(f, x, mode="sparse", sparse_output=True)
-    assert compiled == [] and jac.method == "columns"
+    assert compiled == [] and jac.method == "columns" and not jac.probe_pending
+    assert jac.settle().method == "columns" and compiled == [] and jac.probe_seconds is None
 
 
 def test_with_calls_the_probe_is_the_model(fake):
@@ -95,11 +101,37 @@ def test_with_calls_the_probe_is_the_model(fake):
 
 
 def test_a_jacobian_too_quick_to_repay_the_probe_is_left_to_the_model(fake):
+    # choose_mode(basis="probe") decides once, with no calls to earn the probe back: below
+    # PROBE_MIN_SECONDS the model decides. jacobian_fn's calls decide when it pays instead,
+    # so it has no such floor: the probe is left pending, and settles for the faster rows.
     tiny = _basis_probe.PROBE_MIN_SECONDS / 10
     compiled = fake({"columns": tiny, "rows": 1.1 * tiny}, {"columns": 2.0, "rows": 1.0})
     f, x = _band()
-    assert modes.jacobian_fn(f, x, mode="sparse", sparse_output=True).method == "columns"
-    assert compiled == []
+    choice = modes.choose_mode(f, x, basis="probe", sparse_output=True)
+    assert choice.method == "columns" and compiled == []
+    jac = modes.jacobian_fn(f, x, mode="sparse", sparse_output=True)
+    assert jac.method == "columns" and jac.probe_pending and compiled == []
+    assert jac.settle().method == "rows" and len(compiled) == 2
+
+
+def test_the_calls_run_the_probe_once_they_have_cost_what_it_will(fake):
+    # Priced 0.1 s a call, a probe of two candidates costs 2 (1.5 c + 11 x 0.1 s), c the
+    # reference compilation of the rates: the call that brings the model's price of the
+    # calls to that runs it, and is served by the probe's executable of the winner.
+    compiled = fake({"columns": 0.1, "rows": 0.11}, {"columns": 2e-3, "rows": 1e-3})
+    f, x = _band()
+    r = _rates.rates(jax.default_backend())
+    budget = _basis_probe.probe_cost(2, 0.1, r)
+    assert budget == pytest.approx(2 * (1.5 * r["compile"] + 11 * 0.1))
+    due = int(np.ceil(budget / 0.1 - 1e-9))
+    jac = modes.jacobian_fn(f, x, mode="sparse", sparse_output=True)
+    jax.jit(jac)(x)  # traced into another program: not a call of jac's own
+    for _ in range(due - 1):
+        assert not isinstance(jac(x), str)  # the model's pick, compiled for real
+    assert jac.probe_pending and compiled == [] and jac.method == "columns"
+    assert jac(x) == "compiled rows"  # the due-th call: probed, then served by the winner
+    assert not jac.probe_pending and jac.method == "rows" and len(compiled) == 2
+    assert jac(x) == "compiled rows" and len(compiled) == 2  # probed once
 
 
 def test_the_probe_compiled_program_serves_the_calls(fake):
@@ -107,7 +139,7 @@ def test_the_probe_compiled_program_serves_the_calls(fake):
     # chosen one's executable rather than compiling the program a second time.
     fake({"columns": 1e-3, "rows": 1.1e-3}, {"columns": 2e-3, "rows": 1e-3})
     f, x = _band()
-    jac = modes.jacobian_fn(f, x, mode="sparse", sparse_output=True)
+    jac = modes.jacobian_fn(f, x, mode="sparse", sparse_output=True).settle()
     assert jac.method == "rows"
     assert jac(x) == "compiled rows"  # the fake executable's answer, so it was the one called
     assert "compiled_program" not in jac.choice.candidates["rows"]
@@ -234,7 +266,7 @@ def test_a_gap_that_is_only_the_jvp_vjp_rates_is_timed(fake):
         structural={"columns": 1e-3, "rows": 1e-3},
     )
     f, x = _band()
-    jac = modes.jacobian_fn(f, x, mode="sparse", sparse_output=True)
+    jac = modes.jacobian_fn(f, x, mode="sparse", sparse_output=True).settle()
     assert sorted(compiled) == ["columns", "rows"] and jac.method == "rows"
     # Apart in structure too: the model decides, nothing compiled.
     compiled.clear()
@@ -291,23 +323,24 @@ def test_a_probe_is_kept_and_a_later_process_reads_it_instead_of_timing(
     monkeypatch.setenv("BPJAX_CACHE_DIR", str(tmp_path))
     compiled = fake({"columns": 1e-3, "rows": 1.1e-3}, {"columns": 2e-3, "rows": 1e-3})
     f, x = _band()
-    first = modes.jacobian_fn(f, x, mode="sparse", sparse_output=True)
+    first = modes.jacobian_fn(f, x, mode="sparse", sparse_output=True).settle()
     assert first.method == "rows" and len(compiled) == 2 and (tmp_path / "probes.json").exists()
     # Another process deciding the same Jacobian (a new function object, the same jaxpr):
     # the kept times decide; nothing is compiled or timed, and the calls compile the program.
     second = modes.jacobian_fn(lambda x: f(x), x, mode="sparse", sparse_output=True)
     assert len(compiled) == 2 and second.method == "rows" and second._compiled is None
+    assert not second.probe_pending
     assert second.choice.candidates["rows"]["kept"] and "earlier probe" in second.choice.reason
     assert "measured 1 ms, 2.00x cheaper" in second.choice.reason
     want = modes.jacobian_fn(f, x, mode="sparse", coloring="rows", sparse_output=True)(x)
     np.testing.assert_array_equal(second(x).data, want.data)
     # What the times depend on is part of the key: the output format, the input's dtype.
-    modes.jacobian_fn(f, x, mode="sparse")
+    modes.jacobian_fn(f, x, mode="sparse").settle()
     assert len(compiled) == 4
-    modes.jacobian_fn(f, np.asarray(x, np.float64), mode="sparse", sparse_output=True)
+    modes.jacobian_fn(f, np.asarray(x, np.float64), mode="sparse", sparse_output=True).settle()
     assert len(compiled) == 6
     assert modes.forget_probes() == 3
-    modes.jacobian_fn(f, x, mode="sparse", sparse_output=True)
+    modes.jacobian_fn(f, x, mode="sparse", sparse_output=True).settle()
     assert len(compiled) == 8
 
 
@@ -316,7 +349,7 @@ def test_with_the_cache_off_nothing_is_kept(fake, monkeypatch):
     compiled = fake({"columns": 1e-3, "rows": 1.1e-3}, {"columns": 2e-3, "rows": 1e-3})
     f, x = _band()
     for _ in range(2):
-        modes.jacobian_fn(f, x, mode="sparse", sparse_output=True)
+        modes.jacobian_fn(f, x, mode="sparse", sparse_output=True).settle()
     assert len(compiled) == 4 and modes.forget_probes() == 0
 
 
@@ -325,7 +358,7 @@ def test_a_kept_probe_that_does_not_fit_is_measured_again(fake, tmp_path, monkey
     compiled = fake({"columns": 1e-3, "rows": 1.1e-3}, {"columns": 2e-3, "rows": 1e-3})
     f, x = _band()
     (tmp_path / "probes.json").write_text('{"truncated')
-    modes.jacobian_fn(f, x, mode="sparse", sparse_output=True)
+    modes.jacobian_fn(f, x, mode="sparse", sparse_output=True).settle()
     assert len(compiled) == 2
     kept = json.loads((tmp_path / "probes.json").read_text())
     (digest,) = kept
@@ -333,7 +366,7 @@ def test_a_kept_probe_that_does_not_fit_is_measured_again(fake, tmp_path, monkey
     # An entry for other candidates than those now timed is not used.
     kept[digest]["seconds"] = {"columns": 1e-3}
     (tmp_path / "probes.json").write_text(json.dumps(kept))
-    modes.jacobian_fn(f, x, mode="sparse", sparse_output=True)
+    modes.jacobian_fn(f, x, mode="sparse", sparse_output=True).settle()
     assert len(compiled) == 4
 
 
@@ -353,7 +386,7 @@ def test_the_other_direction_is_timed_where_the_model_prices_it_within_3x(fake):
     # forward mode is 4x faster, as on chains of transcendental steps around a gather.
     compiled = fake({"rev": 0.5e-3, "fwd": 1e-3}, {"rev": 2e-3, "fwd": 0.5e-3})
     f, x = _band()
-    jac = modes.jacobian_fn(f, x, sparse_output=True)
+    jac = modes.jacobian_fn(f, x, sparse_output=True).settle()
     assert jac.method == "fwd" and sorted(compiled) == ["fwd", "rev"]
     assert "4.00x cheaper than reverse mode" in jac.choice.reason
     # Beyond DIRECTIONS the model's order stands, and nothing is compiled.

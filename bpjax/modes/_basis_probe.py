@@ -10,12 +10,15 @@ chain of transcendental steps: the model priced reverse mode half of forward mod
 where it ran 1.2-4.8x longer, so when it picks ``fwd`` or ``rev``, the other is timed too
 while priced within ``DIRECTIONS`` (3x) of it. Candidates the model prices clearly
 worse are not compiled. With ``calls=`` (a few calls, compilation counted), or where the
-model prices the best under ``PROBE_MIN_SECONDS`` (0.1 ms), the model alone decides: the
-probe's compilations would cost more than the calls can gain.
+model prices the best under ``min_seconds`` (``PROBE_MIN_SECONDS``, 0.1 ms, for
+``choose_mode(basis="probe")``), the model alone decides: the probe's compilations would
+cost more than the calls can gain.
 
 This is the default of :func:`~bpjax.modes.jacobian_fn`, which decides once for many
-calls; :func:`~bpjax.modes.jacobian` and :func:`~bpjax.modes.choose_mode` default to the
-model alone.
+calls and defers the probe (``defer=True``, no floor): it decides as the model does, and
+its calls run the probe once they have cost, by the model's prices, what the probe will
+(:func:`probe_cost`). :func:`~bpjax.modes.jacobian` and :func:`~bpjax.modes.choose_mode`
+default to the model alone.
 """
 
 from __future__ import annotations
@@ -59,12 +62,30 @@ def _as_model_decides(model, close, best):
     return prices
 
 
+def probe_cost(timed: int, per_call: float, r: dict) -> float:
+    """Predicted seconds of a probe of ``timed`` candidates priced about ``per_call`` seconds
+    each: compiling each (a Jacobian program compiled in 1-3x the rates' reference
+    compilation ``r["compile"]`` on the 2-core Xeon of results/jacobians.json:
+    :data:`COMPILE_FACTOR`) and :data:`ROUNDS` rounds of at least 10 ms of calls."""
+    return timed * (COMPILE_FACTOR * r["compile"] + ROUNDS * max(0.01, per_call))
+
+
+COMPILE_FACTOR = 1.5
+
+
 class ProbeBasis(CostBasis):
     """``basis="probe"``: predicted, then measured among the model's near-ties.
 
     ``band`` is the margin a measured time must win by to beat the model's preference
     among ties (fewer products, then its structural price, then fewer VJPs), so run-to-run
     noise does not flip a choice between programs that run equally fast.
+
+    Args:
+      min_seconds: below this predicted time per call the model alone decides
+        (:data:`PROBE_MIN_SECONDS` by default).
+      defer: where a probe is wanted and none is kept on this machine, decide as the
+        model does and leave the names of the candidates to time in :attr:`pending`
+        (``jacobian_fn``'s default: its calls run the probe once they have paid for it).
     """
 
     name = "probe"
@@ -72,18 +93,26 @@ class ProbeBasis(CostBasis):
     verb = "predicted"
     prices_calls = True
 
+    def __init__(self, *, min_seconds: float = PROBE_MIN_SECONDS, defer: bool = False):
+        self.min_seconds = min_seconds
+        self.defer = defer
+        self.pending: list[str] | None = None
+
     def prices(self, plan, *, sparse_output, calls):
         model_basis = ModelBasis()
         model = model_basis.prices(plan, sparse_output=sparse_output, calls=calls)
         best = min(p["seconds"] for p in model.values())
         close = close_to_best(plan.candidates, model, model_basis.band)
         timed = close + [c for c in _other_direction(plan, model, best) if c not in close]
-        if calls or len(timed) < 2 or best < PROBE_MIN_SECONDS:
+        if calls or len(timed) < 2 or best < self.min_seconds:
             return _as_model_decides(model, close, best)
         pick = min(close, key=lambda c: model[c.name]["seconds"]).name
         names = [c.name for c in timed]
         digest = _probes.jacobian_key(plan, names, sparse_output=sparse_output)
         measured, executables = _probes.kept(digest, names), {}
+        if measured is None and self.defer:
+            self.pending = names
+            return _as_model_decides(model, close, best)
         if measured is None:
             # The programs jacobian_fn runs (input pytree, output layout), so the executable
             # of the one chosen serves its calls without a second compilation.

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import math
 import time
 
 import jax
 
-from bpjax.modes import _auto, _checks, _plan
+from bpjax.modes import _auto, _basis_probe, _checks, _plan, _rates
 
 
 class JacobianFn:
@@ -20,13 +21,28 @@ class JacobianFn:
       mode was given and nothing had to be chosen);
     * ``pattern``: the detected sparsity (:class:`~bpjax.modes.Pattern`, or ``None`` for
       the dense modes); ``coloring``: the :class:`~bpjax.modes.Coloring` used, if any;
-    * ``decision_seconds``: wall time spent deciding (tracing, sparsity, coloring, any
-      timing), not counting the compilation of the Jacobian program itself;
+    * ``decision_seconds``: wall time spent deciding in :func:`jacobian_fn` (tracing,
+      sparsity, coloring, any timing), not counting the compilation of the Jacobian
+      program itself;
     * ``compiler_options``: the XLA options the program is compiled with (``None``: the
-      defaults; see ``calls=`` in :func:`jacobian_fn`).
+      defaults; see ``calls=`` in :func:`jacobian_fn`);
+    * ``probe_pending``: the default basis left a probe for the calls to run (see
+      :func:`jacobian_fn`), ``probe_due_in`` calls from now; ``probe_seconds``: how long it
+      took once run (``None`` before).
+
+    :meth:`settle` runs a pending probe now.
     """
 
-    def __init__(self, fn, *, method, choice, pattern, decision_seconds, compiled=None):
+    def __init__(
+        self, fn, *, method, choice, pattern, decision_seconds, compiled=None, pending=None
+    ):
+        self.pattern = pattern
+        self.decision_seconds = decision_seconds
+        self.probe_seconds = None
+        self._pending = pending
+        self._adopt(fn, method, choice, compiled)
+
+    def _adopt(self, fn, method, choice, compiled):
         self.compiler_options = choice.compiler_options if choice is not None else None
         self._fn = jax.jit(fn, compiler_options=self.compiler_options)
         # The probe compiled the chosen program for x_example while deciding: calls with
@@ -39,12 +55,38 @@ class JacobianFn:
         self.mode = method.mode
         self.coloring = method.coloring
         self.choice = choice
-        self.pattern = pattern
-        self.decision_seconds = decision_seconds
+
+    @property
+    def probe_pending(self) -> bool:
+        """Whether a probe is left for the calls to run (see :meth:`settle`)."""
+        return self._pending is not None
+
+    @property
+    def probe_due_in(self) -> int | None:
+        """Calls left before the pending probe runs (``None``: none is pending)."""
+        p = self._pending
+        return None if p is None else max(1, math.ceil(p.budget / p.per_call) - p.calls)
+
+    def settle(self) -> JacobianFn:
+        """Run the pending probe now (compile and time the candidates the model could not
+        rank, and switch to the fastest); nothing to do if none is pending. Returns self."""
+        pending, self._pending = self._pending, None
+        if pending is None:
+            return self
+        start = time.perf_counter()
+        plan, sparse_output = pending.plan, pending.sparse_output
+        basis = _basis_probe.ProbeBasis(min_seconds=0.0)
+        method, choice, compiled = _auto.decide(plan, basis=basis, sparse_output=sparse_output)
+        fn = plan.user_program(method, sparse_output=sparse_output)
+        self.probe_seconds = time.perf_counter() - start
+        self._adopt(fn, method, choice._replace(decision_seconds=self.decision_seconds), compiled)
+        return self
 
     def __call__(self, x):
         if any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(x)):
             return self._traced(x)
+        if self._pending is not None and self._pending.due():
+            self.settle()
         if self._compiled is not None:
             try:
                 return self._compiled(x)
@@ -56,21 +98,58 @@ class JacobianFn:
         return f"JacobianFn(method={self.method!r}, decision_seconds={self.decision_seconds:.3g})"
 
 
-def _build(f, x, mode, coloring, sparse_output, basis, calls=None):
-    """Plan, decide, and build the program: ``(run, method, choice, pattern, compiled)``,
-    ``compiled`` the program's executable for ``x`` if deciding compiled it, else None."""
+def _build(f, x, mode, coloring, sparse_output, basis, calls=None, *, defer=False):
+    """Plan, decide, and build the program: ``(run, method, choice, pattern, compiled,
+    pending)``, ``compiled`` the program's executable for ``x`` if deciding compiled it,
+    else None; ``pending``: with ``defer`` and the default probe basis, the probe left for
+    the calls to run (:class:`_Pending`), else None."""
     _checks.check_calls(calls)
     plan = _plan.plan(f, x, mode=mode, coloring=coloring, sparse_output=sparse_output)
-    choice = compiled = None
+    choice = compiled = pending = None
     if len(plan.candidates) == 1:
         method = plan.candidates[0]
     else:
+        if defer and calls is None and isinstance(basis, str) and basis == "probe":
+            # jacobian_fn's default: no floor below which the probe is not worth it, as the
+            # calls decide when it is (see _Pending).
+            basis = _basis_probe.ProbeBasis(min_seconds=0.0, defer=True)
         method, choice, compiled = _auto.decide(
             plan, basis=basis, sparse_output=sparse_output, calls=calls
         )
+        names = getattr(basis, "pending", None)
+        if names:
+            priced = choice.candidates[method.name]
+            per_call = priced.get("predicted", priced["seconds"])
+            r = _rates.rates(jax.default_backend())
+            budget = _basis_probe.probe_cost(len(names), per_call, r)
+            pending = _Pending(plan, sparse_output, per_call, budget)
+            choice = choice._replace(
+                reason=choice.reason
+                + f"; the model could not rank {' and '.join(names)}: a probe will time them "
+                f"once the calls have run about {budget:.2g} s by its prices "
+                "(JacobianFn.settle() times them now)"
+            )
     unmasked = choice is not None and choice.unmasked
     run = plan.user_program(method, sparse_output=sparse_output, unmasked=unmasked)
-    return run, method, choice, plan.pattern, compiled
+    return run, method, choice, plan.pattern, compiled, pending
+
+
+class _Pending:
+    """A probe left for later: the model could not rank the leading candidates, and no probe
+    of this Jacobian is kept on the machine. Timing them costs about ``budget`` seconds
+    (:func:`~bpjax.modes._basis_probe.probe_cost`), which only many calls earn back, so the
+    calls run it once the model's price of theirs (``per_call`` each) adds up to ``budget``:
+    as in the ski-rental problem, the probe then at most doubles what the calls have cost
+    so far, and Jacobians called a few times never pay for it."""
+
+    def __init__(self, plan, sparse_output, per_call, budget):
+        self.plan, self.sparse_output = plan, sparse_output
+        self.per_call, self.budget = per_call, budget
+        self.calls = 0
+
+    def due(self) -> bool:
+        self.calls += 1
+        return self.calls * self.per_call >= self.budget
 
 
 @_checks.refuse_removed_keywords
@@ -102,9 +181,13 @@ def jacobian_fn(
       coloring: with ``mode="sparse"``, force ``"columns"``, ``"rows"`` or ``"bicoloring"``.
       basis: with ``mode="auto"`` (or ``"sparse"`` with several colorings), how the
         candidates are priced: ``"probe"`` (``jacobian_fn``'s default: predicted, and the
-        few the model cannot separate compiled and timed; the winner's executable is the
-        one the returned function calls, not compiled again), ``"model"`` (``jacobian``'s
-        default: predicted, nothing compiled),
+        few the model cannot separate compiled and timed, by a probe the calls run once
+        the model's price of them adds up to the probe's own cost (0.2-1 s on a 2-core
+        CPU), so a Jacobian called a few times never pays for it and one called many
+        times pays at most as much again as its calls took; :meth:`JacobianFn.settle`
+        runs it at once, a probe kept on this machine by an earlier process is read at
+        once; the probe's executable of the winner serves the calls, not compiled again),
+        ``"model"`` (``jacobian``'s default: predicted, nothing compiled),
         ``"timing"`` (the leading candidates compiled and timed), ``"xla"`` (XLA's
         estimates) or a :class:`~bpjax.modes.CostBasis` of your own.
       calls: with ``mode="auto"`` or ``"sparse"``, how many times you will call the result:
@@ -125,8 +208,8 @@ def jacobian_fn(
       >>> jac.method, jac.coloring.products     # ('columns', 2)
     """
     start = time.perf_counter()
-    fn, method, choice, pattern, compiled = _build(
-        f, x_example, mode, coloring, sparse_output, basis, calls
+    fn, method, choice, pattern, compiled, pending = _build(
+        f, x_example, mode, coloring, sparse_output, basis, calls, defer=True
     )
     seconds = time.perf_counter() - start
     if choice is not None:
@@ -138,6 +221,7 @@ def jacobian_fn(
         pattern=pattern,
         decision_seconds=seconds,
         compiled=compiled,
+        pending=pending,
     )
 
 
