@@ -751,10 +751,11 @@ def main(argv=None):
         },
         figures=["jacobians.png", "jacobians_auto.png"],
         notes=(
-            "Steady-state medians of interleaved rounds, every contender jit-compiled. "
-            "'amortized' adds auto's decision to 10 calls; 'with setup' gives every contender "
-            "its own setup (asdex's detection and coloring, sparsejac's coloring, bpjax's "
-            "decision) and compilation. Skipped contenders: "
+            "Steady-state medians of interleaved rounds, every contender jit-compiled; auto "
+            "is timed once the probe its calls would run has run (JacobianFn.settle). "
+            "'amortized' adds auto's decision and that probe to 10 calls; 'with setup' gives "
+            "every contender its own setup (asdex's detection and coloring, sparsejac's "
+            "coloring, bpjax's decision and probe) and compilation. Skipped contenders: "
             + ("; ".join(dict.fromkeys(notes)) or "none")
         ),
     )

@@ -268,6 +268,29 @@ def _compiles(points: list[dict]) -> list[dict]:
     decisions = [p["auto"]["decision_seconds"] for p in points]
     out.append(_e("decision_min", 1e3 * min(decisions), "ms", "auto's decision, fastest"))
     out.append(_e("decision_max", 1e3 * max(decisions), "ms", "auto's decision, slowest"))
+    # The probe jacobian_fn leaves to its calls (records since 2026-12-05).
+    probed = [p for p in points if p["auto"].get("probe_seconds") is not None]
+    text = "points where auto's calls run a probe"
+    out.append(_e("probe_points", len(probed), "count", text))
+    if probed:
+        seconds = [p["auto"]["probe_seconds"] for p in probed]
+        due = [p["auto"]["probe_due_after_calls"] for p in probed]
+        # The probe against what the calls before it took, run (they are counted at the
+        # model's prices): the ski-rental bound as it came out.
+        paid = [
+            p["auto"]["probe_seconds"]
+            / (p["auto"]["probe_due_after_calls"] * p["contenders"]["bpjax auto"]["median"])
+            for p in probed
+        ]
+        for name, value, unit, what in (
+            ("probe_seconds_min", 1e3 * min(seconds), "ms", "the probe, fastest"),
+            ("probe_seconds_max", 1e3 * max(seconds), "ms", "the probe, slowest"),
+            ("probe_due_min", min(due), "count", "calls before it runs, fewest"),
+            ("probe_due_max", max(due), "count", "calls before it runs, most"),
+            ("probe_over_calls_min", min(paid), "ratio", "probe ÷ the calls before it, least"),
+            ("probe_over_calls_max", max(paid), "ratio", "probe ÷ the calls before it, most"),
+        ):
+            out.append(_e(name, value, unit, f"{text}: {what}"))
     over = []
     for p in points:
         best = min(
