@@ -134,6 +134,26 @@ def test_the_calls_run_the_probe_once_they_have_cost_what_it_will(fake):
     assert jac(x) == "compiled rows" and len(compiled) == 2  # probed once
 
 
+def test_a_probe_that_fails_in_a_call_warns_and_the_calls_keep_the_models_pick(
+    fake, monkeypatch
+):
+    fake({"columns": 1e-3, "rows": 1.1e-3}, {"columns": 2e-3, "rows": 1e-3})
+
+    def broken(fns, *args):
+        raise RuntimeError("no compiler today")
+
+    monkeypatch.setattr(_timing, "compile_all", broken)
+    monkeypatch.setattr(_basis_probe, "probe_cost", lambda *a: 0.0)  # due at the first call
+    f, x = _band()
+    jac = modes.jacobian_fn(f, x, mode="sparse", sparse_output=True)
+    want = modes.jacobian_fn(f, x, mode="sparse", coloring="columns", sparse_output=True)(x)
+    with pytest.warns(RuntimeWarning, match="the probe its calls ran failed .*no compiler"):
+        got = jac(x)
+    np.testing.assert_array_equal(got.data, want.data)
+    assert jac.method == "columns" and not jac.probe_pending  # not tried again
+    assert jac.settle() is jac  # nothing pending: nothing raised
+
+
 def test_the_probe_compiled_program_serves_the_calls(fake):
     # The probe compiled both candidates for x while deciding; the JacobianFn calls the
     # chosen one's executable rather than compiling the program a second time.

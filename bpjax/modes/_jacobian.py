@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 
 import jax
 
@@ -69,7 +70,10 @@ class JacobianFn:
 
     def settle(self) -> JacobianFn:
         """Run the pending probe now (compile and time the candidates the model could not
-        rank, and switch to the fastest); nothing to do if none is pending. Returns self."""
+        rank, and switch to the fastest); nothing to do if none is pending. Returns self.
+
+        A probe runs once: if it raises, the error propagates here (from a call it becomes
+        a ``RuntimeWarning``) and the program chosen before it stays."""
         pending, self._pending = self._pending, None
         if pending is None:
             return self
@@ -86,7 +90,15 @@ class JacobianFn:
         if any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(x)):
             return self._traced(x)
         if self._pending is not None and self._pending.due():
-            self.settle()
+            try:
+                self.settle()
+            except Exception as error:  # noqa: BLE001 - a failed probe must not fail a call
+                warnings.warn(
+                    f"jacobian_fn: the probe its calls ran failed ({type(error).__name__}: "
+                    f"{error}); the calls keep {self.method!r}. JacobianFn.settle() raises it.",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
         if self._compiled is not None:
             try:
                 return self._compiled(x)
@@ -144,7 +156,7 @@ class _Pending:
 
     def __init__(self, plan, sparse_output, per_call, budget):
         self.plan, self.sparse_output = plan, sparse_output
-        self.per_call, self.budget = per_call, budget
+        self.per_call, self.budget = max(per_call, 1e-12), budget
         self.calls = 0
 
     def due(self) -> bool:
