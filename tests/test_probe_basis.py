@@ -134,9 +134,7 @@ def test_the_calls_run_the_probe_once_they_have_cost_what_it_will(fake):
     assert jac(x) == "compiled rows" and len(compiled) == 2  # probed once
 
 
-def test_a_probe_that_fails_in_a_call_warns_and_the_calls_keep_the_models_pick(
-    fake, monkeypatch
-):
+def test_a_probe_that_fails_in_a_call_warns_and_the_calls_keep_the_models_pick(fake, monkeypatch):
     fake({"columns": 1e-3, "rows": 1.1e-3}, {"columns": 2e-3, "rows": 1e-3})
 
     def broken(fns, *args):
