@@ -67,6 +67,7 @@ def test_a_near_tie_is_timed_and_the_faster_orientation_wins(fake):
     # jacobian_fn leaves the probe to its calls: nothing timed yet, the model's pick stands.
     assert jac.method == "columns" and jac.probe_pending and compiled == []
     assert "a probe will time them once the calls have run about" in jac.choice.reason
+    assert repr(jac).endswith(f"probe_due_in={jac.probe_due_in})")
     assert jac.settle() is jac and not jac.probe_pending and jac.probe_seconds > 0
     assert jac.method == "rows" and sorted(compiled) == ["columns", "rows"]
     assert "measured 1 ms, 2.00x cheaper" in jac.choice.reason

@@ -107,7 +107,10 @@ class JacobianFn:
         return self._fn(x)
 
     def __repr__(self):
-        return f"JacobianFn(method={self.method!r}, decision_seconds={self.decision_seconds:.3g})"
+        due = f", probe_due_in={self.probe_due_in}" if self.probe_pending else ""
+        return (
+            f"JacobianFn(method={self.method!r}, decision_seconds={self.decision_seconds:.3g}{due})"
+        )
 
 
 def _build(f, x, mode, coloring, sparse_output, basis, calls=None, *, defer=False):
@@ -137,7 +140,7 @@ def _build(f, x, mode, coloring, sparse_output, basis, calls=None, *, defer=Fals
             pending = _Pending(plan, sparse_output, per_call, budget)
             choice = choice._replace(
                 reason=choice.reason
-                + f"; the model could not rank {' and '.join(names)}: a probe will time them "
+                + f"; the model cannot rank {' and '.join(names)} surely: a probe will time them "
                 f"once the calls have run about {budget:.2g} s by its prices "
                 "(JacobianFn.settle() times them now)"
             )
