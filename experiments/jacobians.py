@@ -62,9 +62,10 @@ def _size_for(name, N):
 
 
 def bpjax_contenders(f, x, pattern, out_format):
-    """``(found, again, due)``: name -> (callable, setup seconds, coloring, JacobianFn) for
-    bpjax's methods, auto's decision made a second time (reading the probe it kept), and
-    after how many calls auto's probe would have run (None: no probe).
+    """``(found, again, due, before)``: name -> (callable, setup seconds, coloring,
+    JacobianFn) for bpjax's methods, auto's decision made a second time (reading the probe
+    it kept), after how many calls auto's probe would have run (None: no probe), and the
+    method auto's calls run before it.
 
     Colorings of a dense pattern are the dense modes again (one color per column or row),
     so they are timed only on the sparse families.
@@ -77,7 +78,7 @@ def bpjax_contenders(f, x, pattern, out_format):
         # jacobian_fn leaves a probe to its calls where the model cannot rank the leading
         # candidates: how many calls run it, then run it now, as those calls would, so the
         # steady state timed below is the choice the calls settle on.
-        due = auto.probe_due_in
+        due, before = auto.probe_due_in, auto.method
         auto.settle()
         setup = auto.decision_seconds + (auto.probe_seconds or 0.0)
         found["bpjax auto"] = (auto, setup, auto.coloring, auto)
@@ -103,7 +104,7 @@ def bpjax_contenders(f, x, pattern, out_format):
             if coloring == "bicoloring" and (c.jvps == 0 or c.vjps == 0):
                 continue  # one kind of product only: a column or row coloring again
             found[f"bpjax {coloring}"] = (jf, time.perf_counter() - start, jf.coloring, None)
-    return found, again, due
+    return found, again, due, before
 
 
 def peer_contenders(f, x, pattern, out_format, notes):
@@ -173,7 +174,7 @@ def measure_point(name, N, out_format, rounds, notes, check=False):
     gc.collect()
     gc.disable()
     try:
-        ours, again, due = bpjax_contenders(f, x, pattern, out_format)
+        ours, again, due, before = bpjax_contenders(f, x, pattern, out_format)
         peers = peer_contenders(f, x, pattern, out_format, notes)
     finally:
         gc.enable()
@@ -221,6 +222,7 @@ def measure_point(name, N, out_format, rounds, notes, check=False):
             # The probe its calls ran (None: none was needed), and after how many calls.
             "probe_seconds": auto.probe_seconds,
             "probe_due_after_calls": due,
+            "method_before_probe": before,
             "reason": auto.choice.reason,
             # The probe compiled the chosen program, and the JacobianFn runs that
             # executable: its first use pays no compilation beyond the probe.
@@ -323,6 +325,20 @@ def regrets(row, samples=None):
     same_name = same_name if same_name in c else "bpjax auto"
     auto_compile = 0.0 if row["auto"].get("compiled_while_deciding") else a["compile"]
     few = c[AUTO_FEW]
+    # jacobian_fn's default as a first use runs it: the decision, the program chosen before
+    # the probe (compiled, and its calls), and the probe only if it falls due within the
+    # CALLS calls (then the rest run the winner's executable, which the probe compiled).
+    before = row["auto"].get("method_before_probe", row["auto"]["method"])
+    due = row["auto"].get("probe_due_after_calls")
+    pre = c["bpjax auto"] if due is None else c.get(f"bpjax {before}")
+    default_first = None
+    if pre is not None:
+        default_first = row["auto"]["decision_seconds"] + pre["compile"]
+        if due is None or due > CALLS:
+            default_first += CALLS * pre["median"]
+        else:
+            default_first += (due - 1) * pre["median"] + row["auto"]["probe_seconds"]
+            default_first += (CALLS - due + 1) * a["median"]
 
     def steady(name, timing):
         if samples is None:
@@ -344,6 +360,10 @@ def regrets(row, samples=None):
         )
         / min(cold.values()),
         "regret_few_steady": steady(AUTO_FEW, few),
+        # None where the program before the probe was not timed as a contender of its own.
+        "regret_default_setup": None
+        if default_first is None
+        else default_first / min(cold.values()),
     }
 
 
@@ -577,22 +597,25 @@ def auto_summary(rows):
         "regret_amortized_setup": "setup + compile + 10 calls, every contender",
         "regret_few_setup": "calls=10: setup + compile + 10 calls, every contender",
         "regret_few_steady": "calls=10: steady state",
+        "regret_default_setup": "jacobian_fn's default, its probe left to the calls: "
+        "decision + compile + 10 calls, every contender",
     }
     for out_format in ("dense", "bcoo", "all"):
         sel = [r for r in rows if out_format in (r["format"], "all")]
         for key, label in labels.items():
             if out_format == "all" and not key.endswith("_setup"):
                 continue  # the whole grid at once: the first-use figures only
-            values = np.array([r[key] for r in sel])
+            sel_key = [r for r in sel if r.get(key) is not None]
+            values = np.array([r[key] for r in sel_key])
             best = "best_with_setup" if key.endswith("_setup") else "best"
             misses = [
                 f"{r['family']} n={r['n']}: {r[key]:.2f}x (best {r[best]})"
-                for r in sel
+                for r in sel_key
                 if r[key] > 1.10
             ]
             prefix = f"auto ({out_format} output{'s' if out_format == 'all' else ''}, {label})"
             at = {"output": out_format, "timing": key.removeprefix("regret_")}
-            text = f"{prefix}: within 10% of the best, fraction of {len(sel)}"
+            text = f"{prefix}: within 10% of the best, fraction of {len(sel_key)}"
             within = float(np.mean(values <= 1.10))
             out.append(results.entry("auto_within_10pct", within, unit="fraction", text=text, **at))
             text = f"{prefix}: worst ratio"

@@ -184,7 +184,8 @@ def _auto(record: dict) -> list[dict]:
         if k.startswith("regret_") and all(k in p for p in points)
     ]
     for timing in timings:
-        ratios = [p[f"regret_{timing}"] for p in points]
+        # None: a point that ratio does not apply to (not counted).
+        ratios = [p[f"regret_{timing}"] for p in points if p[f"regret_{timing}"] is not None]
         at = {"output": "all", "timing": timing}
         text = f"auto ({timing}), dense and BCOO output"
         out.append(
