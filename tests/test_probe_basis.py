@@ -135,6 +135,22 @@ def test_the_calls_run_the_probe_once_they_have_cost_what_it_will(fake):
     assert jac(x) == "compiled rows" and len(compiled) == 2  # probed once
 
 
+def test_calls_from_several_threads_run_the_probe_once(fake):
+    import threading
+
+    compiled = fake({"columns": 0.1, "rows": 0.11}, {"columns": 2e-3, "rows": 1e-3})
+    f, x = _band()
+    jac = modes.jacobian_fn(f, x, mode="sparse", sparse_output=True)
+    due = jac.probe_due_in
+    jax.block_until_ready(jac(x))  # compiled before the threads start
+    threads = [threading.Thread(target=lambda: [jac(x) for _ in range(due)]) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(compiled) == 2 and jac.method == "rows" and not jac.probe_pending
+
+
 def test_a_probe_that_fails_in_a_call_warns_and_the_calls_keep_the_models_pick(fake, monkeypatch):
     fake({"columns": 1e-3, "rows": 1.1e-3}, {"columns": 2e-3, "rows": 1e-3})
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import threading
 import time
 import warnings
 
@@ -161,10 +162,18 @@ class _Pending:
         self.plan, self.sparse_output = plan, sparse_output
         self.per_call, self.budget = max(per_call, 1e-12), budget
         self.calls = 0
+        self._fired = False
+        self._lock = threading.Lock()  # calls from several threads: one of them runs it
 
     def due(self) -> bool:
-        self.calls += 1
-        return self.calls * self.per_call >= self.budget
+        """Count a call; True for exactly one call, the one that brings the count to the
+        budget."""
+        with self._lock:
+            if self._fired:
+                return False
+            self.calls += 1
+            self._fired = self.calls * self.per_call >= self.budget
+            return self._fired
 
 
 @_checks.refuse_removed_keywords
