@@ -24,10 +24,11 @@ that share no row can be seeded together, ``J (e_j + e_k)``, and read back apart
    (``T = k_f·c_jvp + k_r·c_vjp + output``; see ``bpjax/modes/_cost.py``; the rates,
    :func:`model_rates`, are measured once per machine and kept), or by the model with a
    timed probe of the candidates it cannot separate (``basis="probe"``, the default of
-   :func:`jacobian_fn`), or by timing (``basis="timing"``), or by XLA's estimates
-   (``basis="xla"``), or by a :class:`CostBasis` of your own. A probe's measurements are
-   kept on the machine beside the rates, so a later run decides in milliseconds
-   (:func:`forget_probes` drops them).
+   :func:`jacobian_fn`, whose calls run the probe once they have paid for it;
+   :meth:`JacobianFn.settle` runs it at once), or by timing (``basis="timing"``), or by
+   XLA's estimates (``basis="xla"``), or by a :class:`CostBasis` of your own. A probe's
+   measurements are kept on the machine beside the rates, so a later run decides in
+   milliseconds (:func:`forget_probes` drops them).
 
 Also :func:`grad_fwd` (a gradient by ``n`` JVPs), :func:`hvp` (``H v`` in three orders) and
 :func:`hessian` (dense, or sparse by star or acyclic coloring: :func:`hessian_sparsity`,
