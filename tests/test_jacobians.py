@@ -283,6 +283,29 @@ def test_calls_price_the_mask_a_dense_mode_compiles(monkeypatch):
     assert choice.method in ("columns", "rows")  # 16 products, not 1024 VJPs
 
 
+def test_a_first_use_prices_a_dense_modes_bcoo_at_its_pessimistic_end(monkeypatch):
+    # arrowhead n = 1024, BCOO, calls=10 (records of 2026-12-04/05): the model priced fwd
+    # 2.4 ms a call where it ran 4.4-6.9 ms (an unfused concatenate writes n x n), and picked
+    # it over the bicoloring, whose 30 ms more compilation the ten calls did earn back: 1.3-
+    # 1.46x the best first use. At 3x, the bicoloring; the reason says why.
+    _published_rates(monkeypatch)
+    f, x, _ = examples.family("arrowhead", 1024)
+    choice = modes.choose_mode(f, x, sparse_output=True, calls=10)
+    assert choice.method == "bicoloring" and "fwd and rev priced at 3x" in choice.reason
+    assert choice.candidates["fwd"]["pessimistic"] == _cost.BCOO_DENSE_UNDERPRICE == 3.0
+    assert "pessimistic" not in choice.candidates["bicoloring"]
+    monkeypatch.setattr(_cost, "BCOO_DENSE_UNDERPRICE", 1.0)
+    assert modes.choose_mode(f, x, sparse_output=True, calls=10).method == "fwd"
+    monkeypatch.setattr(_cost, "BCOO_DENSE_UNDERPRICE", 3.0)
+    # Dense output, steady state, a dense pattern: the model's own prices.
+    for kw in ({"sparse_output": False, "calls": 10}, {"sparse_output": True}):
+        table = modes.choose_mode(f, x, **kw).candidates
+        assert not any("pessimistic" in p for p in table.values())
+    g, w, _ = examples.family("mlp_square", 64)
+    table = modes.choose_mode(g, w, sparse_output=True, calls=10).candidates
+    assert not any("pessimistic" in p for p in table.values())
+
+
 def test_equations_counts_the_equations_of_nested_jaxprs():
     inner = jax.jit(lambda x: jnp.sin(x) * x)  # two equations inside one pjit
 

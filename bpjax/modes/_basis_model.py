@@ -3,7 +3,9 @@
 From the product counts, ``f``'s jaxpr and rates measured once per machine and kept on disk
 (:mod:`bpjax.modes._rates`), so the decision costs a trace of ``f`` plus the sparsity pass
 and the coloring. With ``calls=`` the compilation of each candidate is modelled too, as its
-difference from the fastest-compiling one (:func:`bpjax.modes._cost.compile_seconds`).
+difference from the fastest-compiling one (:func:`bpjax.modes._cost.compile_seconds`), and
+a dense mode's run time with BCOO output on a sparse pattern, which XLA's fusion makes
+unpredictable, is taken at its pessimistic end (``_cost.BCOO_DENSE_UNDERPRICE``, 3x).
 """
 
 from __future__ import annotations
@@ -41,6 +43,17 @@ class ModelBasis(CostBasis):
         alike = _cost.directions_alike(r)
         structural = {c.name: seconds(c, alike) for c in plan.candidates}
         if calls:
+            # A first use: a dense mode's BCOO price at its pessimistic end (see _cost).
+            dense_pattern = nnz >= plan.n * plan.m
+            risk = {
+                c.name: _cost.pessimistic_bcoo_dense(
+                    c, dense_pattern=dense_pattern, sparse_output=sparse_output
+                )
+                for c in plan.candidates
+            }
+            for name, k in risk.items():
+                prices[name]["seconds"] *= k
+                structural[name] *= k
             eqns = _cost.equations(closed.jaxpr)
             # A dense mode's mask compiles too, unless these calls would run without it.
             masked = {
@@ -61,6 +74,8 @@ class ModelBasis(CostBasis):
             for name, price in prices.items():
                 prices[name] = per_call(price["seconds"], extra[name] - least, calls)
                 structural[name] = per_call(structural[name], extra[name] - least, calls)["seconds"]
+                if risk[name] != 1.0:
+                    prices[name]["pessimistic"] = risk[name]
         for name, price in prices.items():
             price["structural"] = structural[name]
         return prices

@@ -316,6 +316,26 @@ def unmasked_pays(run_seconds: float, calls: int, r: dict) -> bool:
     return calls * run_seconds * (_UNMASKED_SLOWDOWN - 1) < saving
 
 
+# A dense mode's BCOO program on a sparse pattern gathers J's nonzeros out of the batched
+# products, and XLA either evaluates only those (the whole path from the one-hot seeds to
+# the gather fuses) or writes n x n intermediates (a concatenate, a pad of the seeds, a
+# reduction's operand). Which, per direction, is its fusion's choice: against the measured
+# bpjax fwd/rev on the four sparse families of results/jacobians.json (n = 256-4096,
+# 2026-12-05) the model's price ran 0.002-3.2x (3.2x: the arrowhead's JVPs at n = 2048 and
+# 4096, through an unfused concatenate). With calls= (a first use, no probe) such a price is
+# taken at its pessimistic end, as the other constants here are, so a coloring priced
+# reliably is not lost to a dense mode priced too cheaply: on the seven jacobians records of
+# 2026-12-04/05 it changed only the arrowhead's choices, each to a faster first use.
+BCOO_DENSE_UNDERPRICE = 3.0
+
+
+def pessimistic_bcoo_dense(method, *, dense_pattern: bool, sparse_output: bool) -> float:
+    """The factor a ``calls=`` price of ``method``'s run time takes: ``BCOO_DENSE_UNDERPRICE``
+    for ``fwd``/``rev`` with BCOO output on a sparse pattern, else 1."""
+    dense_mode = _sparse.program_name(method) in _sparse.DENSE
+    return BCOO_DENSE_UNDERPRICE if dense_mode and sparse_output and not dense_pattern else 1.0
+
+
 def equations(jaxpr) -> int:
     """Equations in ``jaxpr``, counting those of nested jaxprs (``pjit``, ``custom_jvp``...)."""
     total = 0
