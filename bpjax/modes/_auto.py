@@ -164,12 +164,12 @@ def _reason(method, runner_up, prices, basis, plan, why, calls=None):
                 )
             else:
                 text += " (both compiled and timed: the model could not rank them)"
-    if any(prices[c.name].get("pessimistic") for c in (method, runner_up) if c is not None):
-        k = max(prices[c.name].get("pessimistic", 1.0) for c in (method, runner_up) if c)
+    risky = [prices[c.name].get("pessimistic") for c in (method, runner_up) if c is not None]
+    if any(risky):
         text += (
-            f"; fwd and rev priced at {k:g}x the model's run time, as a BCOO of a sparse "
-            "pattern makes theirs unpredictable (XLA may compute only the nonzeros, or "
-            "write n x n intermediates)"
+            f"; fwd and rev priced at {max(filter(None, risky)):g}x the model's run time, "
+            "as a BCOO of a sparse pattern makes theirs unpredictable (XLA may compute "
+            "only the nonzeros, or write n x n intermediates)"
         )
     if not plan.forward:
         text += "; f contains a custom_vjp, which has no forward mode, so only VJPs were used"

@@ -44,11 +44,10 @@ class ModelBasis(CostBasis):
         structural = {c.name: seconds(c, alike) for c in plan.candidates}
         if calls:
             # A first use: a dense mode's BCOO price at its pessimistic end (see _cost).
-            dense_pattern = nnz >= plan.n * plan.m
             risk = {
-                c.name: _cost.pessimistic_bcoo_dense(
-                    c, dense_pattern=dense_pattern, sparse_output=sparse_output
-                )
+                c.name: _cost.BCOO_DENSE_UNDERPRICE
+                if plan.gathers_nonzeros(c, sparse_output=sparse_output)
+                else 1.0
                 for c in plan.candidates
             }
             for name, k in risk.items():

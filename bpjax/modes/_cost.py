@@ -326,14 +326,7 @@ def unmasked_pays(run_seconds: float, calls: int, r: dict) -> bool:
 # taken at its pessimistic end, as the other constants here are, so a coloring priced
 # reliably is not lost to a dense mode priced too cheaply: on the seven jacobians records of
 # 2026-12-04/05 it changed only the arrowhead's choices, each to a faster first use.
-BCOO_DENSE_UNDERPRICE = 3.0
-
-
-def pessimistic_bcoo_dense(method, *, dense_pattern: bool, sparse_output: bool) -> float:
-    """The factor a ``calls=`` price of ``method``'s run time takes: ``BCOO_DENSE_UNDERPRICE``
-    for ``fwd``/``rev`` with BCOO output on a sparse pattern, else 1."""
-    dense_mode = _sparse.program_name(method) in _sparse.DENSE
-    return BCOO_DENSE_UNDERPRICE if dense_mode and sparse_output and not dense_pattern else 1.0
+BCOO_DENSE_UNDERPRICE = 3.0  # where Plan.gathers_nonzeros
 
 
 def equations(jaxpr) -> int:

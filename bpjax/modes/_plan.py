@@ -58,6 +58,18 @@ class Plan:
             and _sparse.maskable(self.pattern, self.m, self.n)
         )
 
+    def gathers_nonzeros(self, method, *, sparse_output: bool) -> bool:
+        """Whether ``method``'s program gathers a ``BCOO``'s nonzeros out of whole batched
+        products: a dense mode (``fwd``/``rev``) with ``BCOO`` output on a sparse pattern
+        (how much of those products XLA then computes is its fusion's choice; see
+        :data:`bpjax.modes._cost.BCOO_DENSE_UNDERPRICE`)."""
+        return (
+            sparse_output
+            and _sparse.program_name(method) in _sparse.DENSE
+            and self.pattern is not None
+            and self.pattern.nnz < self.m * self.n
+        )
+
     def leaves_mask_out(self, method, run_seconds, calls, *, sparse_output: bool) -> bool:
         """Whether ``calls=`` calls of ``method`` (``run_seconds`` each) run without its
         mask: on a CPU, where every local derivative of ``f`` is finite (the entries outside
